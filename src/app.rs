@@ -1,0 +1,173 @@
+//! Wiring: builds the shared state, starts the named threads and listeners,
+//! waits for a signal, and shuts down in bounded time.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::health::{self, HealthState, ProbeSettings};
+use crate::http::{self, ErrorBody, Limits, PlainAcceptor, ServerConfig};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::status::status_body;
+use crate::upstream::{Server, Upstream};
+
+/// Stack of each connection thread: enough for TLS and JSON, small enough that
+/// hundreds of connections stay cheap on 32-bit boards.
+const CONNECTION_STACK: usize = 512 * 1024;
+/// Open connections on the hub's own port (probes and scrapes only).
+const SERVE_MAX_CONNECTIONS: usize = 32;
+/// How long shutdown waits for requests in flight (watches are cut).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs the hub until SIGTERM, SIGINT or SIGQUIT.
+pub fn run(config: Config) -> Result<(), String> {
+    log::info!(
+        "yurthub {VERSION} starting: node {}, apiservers {}, {:?} mode",
+        config.node_name,
+        config.servers.join(","),
+        config.working_mode
+    );
+    warn_if_few_file_descriptors(config.max_connections);
+    let health_state = Arc::new(HealthState::new(config.servers.len()));
+    let servers = config
+        .servers
+        .iter()
+        .map(|url| Server { url: url.clone() })
+        .collect();
+    let upstream = Arc::new(Upstream::new(
+        servers,
+        config.lb_mode,
+        health_state.clone(),
+        &config.ca_file,
+        &config.client_cert_file,
+    ));
+    let metrics = Arc::new(Metrics::default());
+
+    // Bind before anything else runs so a taken port fails the start at once.
+    let proxy_listener = bind(config.bind_address, config.proxy_port, "proxy-port")?;
+    let serve_listener = bind(config.bind_address, config.serve_port, "serve-port")?;
+
+    let prober_upstream = upstream.clone();
+    let probe_timeout = config.heartbeat_timeout;
+    health::spawn_prober(
+        health_state,
+        config.servers.clone(),
+        ProbeSettings {
+            interval: config.heartbeat_interval,
+            failed_retry: config.heartbeat_failed_retry,
+            healthy_threshold: config.heartbeat_healthy_threshold,
+        },
+        move |i| prober_upstream.probe(i, probe_timeout),
+    )
+    .map_err(|e| format!("cannot start the health checker: {e}"))?;
+
+    let error_body: ErrorBody = Arc::new(status_body);
+    let proxy = Arc::new(Proxy {
+        upstream: upstream.clone(),
+        metrics: metrics.clone(),
+        max_in_flight: i64::from(config.max_requests_in_flight),
+    });
+    let mut proxy_server = http::spawn(
+        proxy_listener,
+        ServerConfig {
+            name: "proxy",
+            max_connections: config.max_connections as usize,
+            limits: Limits::default(),
+            error_body: error_body.clone(),
+            stack_size: CONNECTION_STACK,
+        },
+        Arc::new(PlainAcceptor),
+        proxy,
+    )
+    .map_err(|e| format!("cannot start the proxy listener: {e}"))?;
+    let admin = Arc::new(Admin {
+        upstream,
+        metrics: metrics.clone(),
+        listeners: Default::default(),
+    });
+    let mut serve_server = http::spawn(
+        serve_listener,
+        ServerConfig {
+            name: "serve",
+            max_connections: SERVE_MAX_CONNECTIONS,
+            limits: Limits::default(),
+            error_body,
+            stack_size: CONNECTION_STACK,
+        },
+        Arc::new(PlainAcceptor),
+        admin.clone(),
+    )
+    .map_err(|e| format!("cannot start the serve listener: {e}"))?;
+    let _ = admin.listeners.set(vec![
+        ("proxy", proxy_server.stats.clone()),
+        ("serve", serve_server.stats.clone()),
+    ]);
+    log::info!(
+        "proxy listening on http://{}, hub endpoints on http://{}",
+        proxy_server.local_addr(),
+        serve_server.local_addr()
+    );
+
+    let signal = wait_for_shutdown_signal()?;
+    log::info!("received {signal}, shutting down");
+    proxy_server.stop();
+    serve_server.stop();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while metrics.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn bind(address: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, String> {
+    let addr = SocketAddr::new(address, port);
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} (--{flag}): {e}"))
+}
+
+/// Blocks until a shutdown signal arrives; a second one exits at once.
+fn wait_for_shutdown_signal() -> Result<&'static str, String> {
+    let terminate_now = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGTERM, SIGINT, SIGQUIT] {
+        // The first signal arms this; a second one while draining exits with 1.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, terminate_now.clone())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        signal_hook::flag::register(signal, terminate_now.clone())
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGQUIT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    Ok(match signal {
+        SIGINT => "SIGINT",
+        SIGQUIT => "SIGQUIT",
+        _ => "SIGTERM",
+    })
+}
+
+/// Each proxied connection needs about two descriptors (client and upstream).
+fn warn_if_few_file_descriptors(max_connections: u32) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    let wanted = 2 * u64::from(max_connections) + 128;
+    if let Some(soft) = soft.filter(|&soft| soft < wanted) {
+        log::warn!(
+            "open-file limit {soft} is below the {wanted} that --max-connections {max_connections} may need; \
+             raise LimitNOFILE or lower --max-connections"
+        );
+    }
+}

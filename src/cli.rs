@@ -1,0 +1,151 @@
+//! Command-line flags exactly as typed, with the original YurtHub's names and
+//! defaults so that existing manifests keep working. Validation is `config.rs`'s.
+
+use argh::FromArgs;
+
+/// yurthub: keeps an edge node's components working while the cloud apiserver is unreachable.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    /// comma-separated apiserver addresses, e.g. https://10.0.0.1:6443 (https when no scheme)
+    #[argh(option)]
+    pub server_addr: Option<String>,
+
+    /// load-balancing mode over healthy apiservers: rr or priority
+    #[argh(option, default = "String::from(\"rr\")")]
+    pub lb_mode: String,
+
+    /// this node's name (default: the host name)
+    #[argh(option)]
+    pub node_name: Option<String>,
+
+    /// address the listeners bind to
+    #[argh(option, default = "String::from(\"127.0.0.1\")")]
+    pub bind_address: String,
+
+    /// port of the plain-HTTP proxy that node components use
+    #[argh(option, default = "10261")]
+    pub proxy_port: u16,
+
+    /// port of the hub's own server (/v1/healthz, /v1/readyz, /metrics)
+    #[argh(option, default = "10267")]
+    pub serve_port: u16,
+
+    /// root of the on-disk cache
+    #[argh(option, default = "String::from(\"/etc/kubernetes/cache/\")")]
+    pub disk_cache_path: String,
+
+    /// directory for the hub's own state and certificates
+    #[argh(option, default = "String::from(\"/var/lib/yurthub\")")]
+    pub root_dir: String,
+
+    /// seconds between health probes of each apiserver
+    #[argh(option, default = "10")]
+    pub heartbeat_interval_seconds: u64,
+
+    /// timeout of one health probe, in seconds
+    #[argh(option, default = "2")]
+    pub heartbeat_timeout_seconds: u64,
+
+    /// consecutive failed probes before an apiserver counts as unhealthy
+    #[argh(option, default = "3")]
+    pub heartbeat_failed_retry: u32,
+
+    /// consecutive successful probes before an unhealthy apiserver counts as healthy
+    #[argh(option, default = "2")]
+    pub heartbeat_healthy_threshold: u32,
+
+    /// requests (watches excluded) served at once; past it: 429 with Retry-After
+    #[argh(option, default = "250")]
+    pub max_requests_in_flight: u32,
+
+    /// open client connections per listener; past it: 503
+    #[argh(option, default = "512")]
+    pub max_connections: u32,
+
+    /// edge (proxy and serve offline) or cloud (proxy only)
+    #[argh(option, default = "String::from(\"edge\")")]
+    pub working_mode: String,
+
+    /// CA bundle that signs the apiservers' certificates
+    #[argh(option, default = "String::from(\"/etc/kubernetes/pki/ca.crt\")")]
+    pub kubelet_ca_file: String,
+
+    /// client certificate and key in one PEM file (kubelet's rotated client certificate)
+    #[argh(
+        option,
+        default = "String::from(\"/var/lib/kubelet/pki/kubelet-client-current.pem\")"
+    )]
+    pub kubelet_client_certificate: String,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+/// Splits `--flag=value` into `--flag value`: Kubernetes manifests write flags
+/// that way and argh accepts only the split form.
+pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                out.push(flag.to_string());
+                out.push(value.to_string());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(program: &str, args: &[String]) -> Result<Cli, argh::EarlyExit> {
+    let args = split_equals(args.iter().cloned());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Cli::from_args(&[program], &refs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let cli = parse("yurthub", &[]).unwrap();
+        assert_eq!(cli.proxy_port, 10261);
+        assert_eq!(cli.serve_port, 10267);
+        assert_eq!(cli.lb_mode, "rr");
+        assert_eq!(cli.max_requests_in_flight, 250);
+        assert_eq!(cli.heartbeat_interval_seconds, 10);
+        assert_eq!(cli.disk_cache_path, "/etc/kubernetes/cache/");
+    }
+
+    #[test]
+    fn accepts_flag_equals_value() {
+        let cli = parse(
+            "yurthub",
+            &args(&[
+                "--server-addr=https://a:6443,https://b:6443",
+                "--lb-mode",
+                "priority",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            cli.server_addr.as_deref(),
+            Some("https://a:6443,https://b:6443")
+        );
+        assert_eq!(cli.lb_mode, "priority");
+    }
+
+    #[test]
+    fn bad_numbers_name_the_flag() {
+        let err = parse("yurthub", &args(&["--proxy-port", "x"])).unwrap_err();
+        assert!(err.output.contains("--proxy-port"), "{}", err.output);
+        assert!(err.status.is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The validated, resolved configuration the rest of the hub runs on.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::balancer::LbMode;
+use crate::cli::Cli;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkingMode {
+    Edge,
+    Cloud,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Apiserver base URLs, scheme included, no trailing slash.
+    pub servers: Vec<String>,
+    pub lb_mode: LbMode,
+    pub node_name: String,
+    pub bind_address: IpAddr,
+    pub proxy_port: u16,
+    pub serve_port: u16,
+    pub disk_cache_path: PathBuf,
+    pub root_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub heartbeat_failed_retry: u32,
+    pub heartbeat_healthy_threshold: u32,
+    pub max_requests_in_flight: u32,
+    pub max_connections: u32,
+    pub working_mode: WorkingMode,
+    pub ca_file: PathBuf,
+    pub client_cert_file: PathBuf,
+}
+
+/// A flag with a value that cannot work. Displayed as one line naming the flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid --{}: {}", self.flag, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let server_addr = cli
+            .server_addr
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "server-addr",
+                    "required: the cloud apiserver address(es), e.g. https://10.0.0.1:6443",
+                )
+            })?;
+        let servers = server_addr
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_server)
+            .collect::<Result<Vec<_>, _>>()?;
+        let lb_mode = match cli.lb_mode.as_str() {
+            "rr" => LbMode::RoundRobin,
+            "priority" => LbMode::Priority,
+            other => {
+                return Err(invalid(
+                    "lb-mode",
+                    format!("{other:?}: expected rr or priority"),
+                ));
+            }
+        };
+        let working_mode = match cli.working_mode.as_str() {
+            "edge" => WorkingMode::Edge,
+            "cloud" => WorkingMode::Cloud,
+            other => {
+                return Err(invalid(
+                    "working-mode",
+                    format!("{other:?}: expected edge or cloud"),
+                ));
+            }
+        };
+        let node_name = match &cli.node_name {
+            Some(name) => name.trim().to_string(),
+            None => host_name()
+                .ok_or_else(|| invalid("node-name", "required: the host name could not be read"))?,
+        };
+        if node_name.is_empty() || node_name.contains(['/', '\0']) || node_name.len() > 253 {
+            return Err(invalid(
+                "node-name",
+                format!("{node_name:?} is not a valid node name"),
+            ));
+        }
+        let bind_address = cli.bind_address.parse().map_err(|_| {
+            invalid(
+                "bind-address",
+                format!("{:?} is not an IP address", cli.bind_address),
+            )
+        })?;
+        if cli.heartbeat_interval_seconds == 0 {
+            return Err(invalid("heartbeat-interval-seconds", "must be at least 1"));
+        }
+        if cli.heartbeat_timeout_seconds == 0 {
+            return Err(invalid("heartbeat-timeout-seconds", "must be at least 1"));
+        }
+        if cli.heartbeat_failed_retry == 0 {
+            return Err(invalid("heartbeat-failed-retry", "must be at least 1"));
+        }
+        if cli.heartbeat_healthy_threshold == 0 {
+            return Err(invalid("heartbeat-healthy-threshold", "must be at least 1"));
+        }
+        if cli.max_requests_in_flight == 0 {
+            return Err(invalid("max-requests-in-flight", "must be at least 1"));
+        }
+        if cli.max_connections == 0 {
+            return Err(invalid("max-connections", "must be at least 1"));
+        }
+        if cli.proxy_port == cli.serve_port && cli.proxy_port != 0 {
+            return Err(invalid("serve-port", "must differ from --proxy-port"));
+        }
+        Ok(Config {
+            servers,
+            lb_mode,
+            node_name,
+            bind_address,
+            proxy_port: cli.proxy_port,
+            serve_port: cli.serve_port,
+            disk_cache_path: PathBuf::from(&cli.disk_cache_path),
+            root_dir: PathBuf::from(&cli.root_dir),
+            heartbeat_interval: Duration::from_secs(cli.heartbeat_interval_seconds),
+            heartbeat_timeout: Duration::from_secs(cli.heartbeat_timeout_seconds),
+            heartbeat_failed_retry: cli.heartbeat_failed_retry,
+            heartbeat_healthy_threshold: cli.heartbeat_healthy_threshold,
+            max_requests_in_flight: cli.max_requests_in_flight,
+            max_connections: cli.max_connections,
+            working_mode,
+            ca_file: PathBuf::from(&cli.kubelet_ca_file),
+            client_cert_file: PathBuf::from(&cli.kubelet_client_certificate),
+        })
+    }
+}
+
+/// Normalises one `--server-addr` entry to `scheme://host:port[/prefix]`.
+fn parse_server(entry: &str) -> Result<String, ConfigError> {
+    let with_scheme = if entry.contains("://") {
+        entry.to_string()
+    } else {
+        format!("https://{entry}")
+    };
+    let uri: ureq::http::Uri = with_scheme
+        .parse()
+        .map_err(|_| invalid("server-addr", format!("{entry:?} is not a URL")))?;
+    match uri.scheme_str() {
+        Some("https" | "http") => {}
+        _ => {
+            return Err(invalid(
+                "server-addr",
+                format!("{entry:?}: scheme must be https or http"),
+            ));
+        }
+    }
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| invalid("server-addr", format!("{entry:?} has no host")))?;
+    if uri.query().is_some() {
+        return Err(invalid(
+            "server-addr",
+            format!("{entry:?} must not have a query"),
+        ));
+    }
+    let path = uri.path().trim_end_matches('/');
+    Ok(format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("https"),
+        authority,
+        path
+    ))
+}
+
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Config::from_cli(&crate::cli::parse("yurthub", &args).unwrap())
+    }
+
+    #[test]
+    fn server_addresses_are_normalised() {
+        let c = config(&[
+            "--server-addr",
+            "1.2.3.4:6443, https://b:443/,http://c:8080/prefix/",
+            "--node-name",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.servers,
+            [
+                "https://1.2.3.4:6443",
+                "https://b:443",
+                "http://c:8080/prefix"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["--node-name", "n"][..], "server-addr"),
+            (
+                &["--server-addr", "ftp://x", "--node-name", "n"][..],
+                "server-addr",
+            ),
+            (
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--node-name",
+                    "n",
+                    "--lb-mode",
+                    "random",
+                ][..],
+                "lb-mode",
+            ),
+            (
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--node-name",
+                    "n",
+                    "--working-mode",
+                    "x",
+                ][..],
+                "working-mode",
+            ),
+            (
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--node-name",
+                    "n",
+                    "--bind-address",
+                    "localhost",
+                ][..],
+                "bind-address",
+            ),
+            (
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--node-name",
+                    "n",
+                    "--heartbeat-interval-seconds",
+                    "0",
+                ][..],
+                "heartbeat-interval-seconds",
+            ),
+            (
+                &["--server-addr", "https://a", "--node-name", "a/b"][..],
+                "node-name",
+            ),
+        ] {
+            let err = config(args).unwrap_err();
+            assert_eq!(err.flag, flag, "{args:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("invalid --{flag}")));
+        }
+    }
+
+    #[test]
+    fn node_name_defaults_to_the_host_name() {
+        let c = config(&["--server-addr", "https://a:6443"]).unwrap();
+        assert!(!c.node_name.is_empty());
+    }
+}

@@ -1,0 +1,272 @@
+//! Health of each apiserver: a pure hysteresis (`Hysteresis`), the state shared
+//! with the balancer and the metrics (`HealthState`), and the prober thread.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// What is known about one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    fn to_u8(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// Consecutive-result hysteresis for one server: unhealthy after
+/// `failed_retry` failures in a row, healthy after `healthy_threshold` successes
+/// in a row; the very first probe decides the initial state alone.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    state: Health,
+    successes: u32,
+    failures: u32,
+    failed_retry: u32,
+    healthy_threshold: u32,
+}
+
+impl Hysteresis {
+    pub fn new(failed_retry: u32, healthy_threshold: u32) -> Self {
+        Hysteresis {
+            state: Health::Unknown,
+            successes: 0,
+            failures: 0,
+            failed_retry: failed_retry.max(1),
+            healthy_threshold: healthy_threshold.max(1),
+        }
+    }
+
+    pub fn state(&self) -> Health {
+        self.state
+    }
+
+    /// Records one probe result; returns the new state if it changed.
+    pub fn observe(&mut self, ok: bool) -> Option<Health> {
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+        }
+        let next = match (self.state, ok) {
+            (Health::Unknown, true) => Health::Healthy,
+            (Health::Unknown, false) => Health::Unhealthy,
+            (Health::Healthy, false) if self.failures >= self.failed_retry => Health::Unhealthy,
+            (Health::Unhealthy, true) if self.successes >= self.healthy_threshold => {
+                Health::Healthy
+            }
+            (state, _) => state,
+        };
+        if next == self.state {
+            return None;
+        }
+        self.state = next;
+        Some(next)
+    }
+}
+
+/// Health of every server, shared by the prober (writer) and everyone else.
+pub struct HealthState {
+    servers: Vec<AtomicU8>,
+    last_error: Vec<Mutex<String>>,
+    /// Bumped on every transition; waiters use it to notice changes.
+    generation: AtomicU64,
+    changed: (Mutex<()>, Condvar),
+}
+
+impl HealthState {
+    pub fn new(n_servers: usize) -> Self {
+        HealthState {
+            servers: (0..n_servers)
+                .map(|_| AtomicU8::new(Health::Unknown.to_u8()))
+                .collect(),
+            last_error: (0..n_servers).map(|_| Mutex::new(String::new())).collect(),
+            generation: AtomicU64::new(0),
+            changed: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    pub fn get(&self, server: usize) -> Health {
+        Health::from_u8(self.servers[server].load(Ordering::SeqCst))
+    }
+
+    pub fn set(&self, server: usize, health: Health) {
+        self.servers[server].store(health.to_u8(), Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let _guard = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.1.notify_all();
+    }
+
+    pub fn any_healthy(&self) -> bool {
+        (0..self.len()).any(|i| self.get(i) == Health::Healthy)
+    }
+
+    /// Which servers may take requests: the healthy ones; while none is, the
+    /// ones not probed yet (so requests at start-up are not refused early).
+    pub fn usable(&self) -> Vec<bool> {
+        let states: Vec<Health> = (0..self.len()).map(|i| self.get(i)).collect();
+        let wanted = if states.contains(&Health::Healthy) {
+            Health::Healthy
+        } else {
+            Health::Unknown
+        };
+        states.iter().map(|&s| s == wanted).collect()
+    }
+
+    pub fn set_last_error(&self, server: usize, error: String) {
+        *self.last_error[server]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    pub fn last_error(&self, server: usize) -> String {
+        self.last_error[server]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the generation moves past `seen` or `timeout` passes.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) {
+        let guard = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .1
+            .wait_timeout_while(guard, timeout, |_| self.generation() == seen);
+    }
+}
+
+/// Prober settings, from the `--heartbeat-*` flags.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub interval: Duration,
+    pub failed_retry: u32,
+    pub healthy_threshold: u32,
+}
+
+/// Starts the prober thread. `probe(i)` checks server `i` once (with its own
+/// timeout) and says why it failed; `names[i]` is used in logs.
+pub fn spawn_prober(
+    state: Arc<HealthState>,
+    names: Vec<String>,
+    settings: ProbeSettings,
+    probe: impl Fn(usize) -> Result<(), String> + Send + 'static,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("yh-health".into())
+        .spawn(move || {
+            let mut hysteresis: Vec<Hysteresis> = names
+                .iter()
+                .map(|_| Hysteresis::new(settings.failed_retry, settings.healthy_threshold))
+                .collect();
+            loop {
+                for (i, h) in hysteresis.iter_mut().enumerate() {
+                    let result = probe(i);
+                    match &result {
+                        Ok(()) => state.set_last_error(i, String::new()),
+                        Err(e) => {
+                            log::debug!("probe of {} failed: {e}", names[i]);
+                            state.set_last_error(i, e.clone());
+                        }
+                    }
+                    if let Some(next) = h.observe(result.is_ok()) {
+                        match next {
+                            Health::Healthy => log::info!("apiserver {} is healthy", names[i]),
+                            _ => log::info!(
+                                "apiserver {} is unhealthy: {}",
+                                names[i],
+                                result.err().unwrap_or_default()
+                            ),
+                        }
+                        state.set(i, next);
+                    }
+                }
+                thread::sleep(settings.interval);
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(failed_retry: u32, healthy_threshold: u32, results: &str, expected: &str) {
+        let mut h = Hysteresis::new(failed_retry, healthy_threshold);
+        let states: String = results
+            .chars()
+            .map(|c| {
+                h.observe(c == '+');
+                match h.state() {
+                    Health::Healthy => 'H',
+                    Health::Unhealthy => 'U',
+                    Health::Unknown => '?',
+                }
+            })
+            .collect();
+        assert_eq!(states, expected, "results {results}");
+    }
+
+    #[test]
+    fn first_probe_decides_the_initial_state() {
+        check(3, 2, "+", "H");
+        check(3, 2, "-", "U");
+    }
+
+    #[test]
+    fn unhealthy_only_after_failed_retry_failures_in_a_row() {
+        check(3, 2, "+--+---", "HHHHHHU");
+        check(1, 2, "+-", "HU");
+    }
+
+    #[test]
+    fn healthy_again_only_after_threshold_successes_in_a_row() {
+        check(3, 2, "-+-++", "UUUUH");
+        check(3, 1, "-+", "UH");
+    }
+
+    #[test]
+    fn usable_prefers_healthy_then_unknown() {
+        let state = HealthState::new(3);
+        assert_eq!(state.usable(), [true, true, true]);
+        state.set(1, Health::Unhealthy);
+        assert_eq!(state.usable(), [true, false, true]);
+        state.set(2, Health::Healthy);
+        assert_eq!(state.usable(), [false, false, true]);
+        state.set(2, Health::Unhealthy);
+        state.set(0, Health::Unhealthy);
+        assert_eq!(state.usable(), [false, false, false]);
+    }
+}

@@ -1,0 +1,16 @@
+//! A small, bounded HTTP/1.1 server: the only code that speaks HTTP to clients.
+//!
+//! Written here rather than taken from tiny_http because every property the hub
+//! needs from its listener is one tiny_http lacks: a cap on connections and
+//! threads, a header size limit, idle and read deadlines, an accept loop that
+//! survives fd exhaustion, and responses flushed as they are written.
+
+mod conn;
+mod head;
+mod server;
+
+pub use conn::{BodyReader, Exchange, Limits, Stream, reason_phrase};
+pub use head::{BodyFraming, RequestHead, Version, header_value};
+pub use server::{
+    Acceptor, ErrorBody, Handler, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, spawn,
+};

@@ -1,0 +1,213 @@
+//! Counters and gauges, rendered in the Prometheus text format by hand (it is a
+//! few lines; a metrics crate would be most of the binary's dependencies).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::health::{Health, HealthState};
+use crate::http::ServerStats;
+
+/// Distinct (component, verb, resource, code) series kept; later new ones are
+/// counted under component `other` so a misbehaving client cannot grow memory.
+const MAX_REQUEST_SERIES: usize = 2000;
+
+type RequestKey = (String, &'static str, String, u16);
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    pub in_flight: AtomicI64,
+    pub long_running: AtomicI64,
+    pub rejected_in_flight: AtomicU64,
+    pub upstream_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_request(&self, component: &str, verb: &'static str, resource: &str, code: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (component.to_string(), verb, resource.to_string(), code);
+        if !requests.contains_key(&key) && requests.len() >= MAX_REQUEST_SERIES {
+            *requests
+                .entry(("other".into(), verb, String::new(), code))
+                .or_default() += 1;
+            return;
+        }
+        *requests.entry(key).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(
+        &self,
+        servers: &[String],
+        health: &HealthState,
+        listeners: &[(&str, &ServerStats)],
+    ) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "node_yurthub_server_healthy_status",
+            "gauge",
+            "1 if the apiserver is healthy, else 0",
+        );
+        for (i, server) in servers.iter().enumerate() {
+            let healthy = u8::from(health.get(i) == Health::Healthy);
+            let _ = writeln!(
+                out,
+                "node_yurthub_server_healthy_status{{server=\"{}\"}} {healthy}",
+                escape(server)
+            );
+        }
+        header(
+            &mut out,
+            "node_yurthub_in_flight_requests",
+            "gauge",
+            "requests being served, watches excluded",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_in_flight_requests {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "node_yurthub_long_running_requests",
+            "gauge",
+            "open watches and other streams",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_long_running_requests {}",
+            self.long_running.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "node_yurthub_rejected_requests_total",
+            "counter",
+            "requests refused with 429 past --max-requests-in-flight",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_rejected_requests_total {}",
+            self.rejected_in_flight.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "node_yurthub_upstream_errors_total",
+            "counter",
+            "requests that failed to reach an apiserver",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_upstream_errors_total {}",
+            self.upstream_errors.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "node_yurthub_requests_total",
+            "counter",
+            "answered requests by component, verb, resource and code",
+        );
+        for ((component, verb, resource, code), count) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "node_yurthub_requests_total{{component=\"{}\",verb=\"{verb}\",resource=\"{}\",code=\"{code}\"}} {count}",
+                escape(component),
+                escape(resource)
+            );
+        }
+        header(
+            &mut out,
+            "node_yurthub_open_connections",
+            "gauge",
+            "open client connections by listener",
+        );
+        for (name, stats) in listeners {
+            let _ = writeln!(
+                out,
+                "node_yurthub_open_connections{{listener=\"{name}\"}} {}",
+                stats.open_connections.load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "node_yurthub_rejected_connections_total",
+            "counter",
+            "connections refused with 503 past --max-connections",
+        );
+        for (name, stats) in listeners {
+            let _ = writeln!(
+                out,
+                "node_yurthub_rejected_connections_total{{listener=\"{name}\"}} {}",
+                stats.rejected_connections.load(Ordering::Relaxed)
+            );
+        }
+        header(
+            &mut out,
+            "node_yurthub_accept_errors_total",
+            "counter",
+            "failed accepts (for example out of file descriptors)",
+        );
+        for (name, stats) in listeners {
+            let _ = writeln!(
+                out,
+                "node_yurthub_accept_errors_total{{listener=\"{name}\"}} {}",
+                stats.accept_errors.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_series_with_escaped_labels() {
+        let metrics = Metrics::default();
+        metrics.record_request("kube\"let", "get", "pods", 200);
+        metrics.record_request("kube\"let", "get", "pods", 200);
+        let health = HealthState::new(1);
+        health.set(0, Health::Healthy);
+        let stats = ServerStats::default();
+        let text = metrics.render(&["https://a:6443".into()], &health, &[("proxy", &stats)]);
+        assert!(
+            text.contains("node_yurthub_server_healthy_status{server=\"https://a:6443\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("node_yurthub_requests_total{component=\"kube\\\"let\",verb=\"get\",resource=\"pods\",code=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains("node_yurthub_open_connections{listener=\"proxy\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_count_is_bounded() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_REQUEST_SERIES + 10 {
+            metrics.record_request(&format!("c{i}"), "get", "pods", 200);
+        }
+        let n = metrics.requests.lock().unwrap().len();
+        assert_eq!(n, MAX_REQUEST_SERIES + 1);
+    }
+}

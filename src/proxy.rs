@@ -1,0 +1,311 @@
+//! The proxy port's handler: classify, bound, pick an apiserver, forward, and
+//! stream the answer back as it arrives.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::http::{Exchange, Handler, Stream};
+use crate::metrics::Metrics;
+use crate::request_info::{self, Query, RequestInfo};
+use crate::status::status_body;
+use crate::upstream::{self, Deadline, Outgoing, Upstream};
+
+/// Request header fields that belong to one connection and are never forwarded
+/// (RFC 9110 section 7.6.1), plus those the hub sets or consumes itself.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "expect",
+    "edge-cache",
+];
+
+/// Response header fields not copied back (the hub frames the body itself).
+const NOT_RETURNED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Size of the relay buffer: one read from upstream becomes one flushed chunk.
+const RELAY_BUFFER: usize = 32 * 1024;
+
+pub struct Proxy {
+    pub upstream: Arc<Upstream>,
+    pub metrics: Arc<Metrics>,
+    pub max_in_flight: i64,
+}
+
+/// Holds one slot of a gauge for as long as it lives.
+struct GaugeSlot<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for GaugeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<S: Stream> Handler<S> for Proxy {
+    fn handle(&self, exchange: &mut Exchange<'_, S>) {
+        let query = Query::parse(&exchange.head.query);
+        let info = match request_info::classify(&exchange.head.method, &exchange.head.path, &query)
+        {
+            Ok(info) => info,
+            Err(e) => {
+                respond_status(exchange, 400, &e.to_string());
+                self.metrics
+                    .record_request(&component_of(exchange), "other", "", 400);
+                return;
+            }
+        };
+        let component = component_of(exchange);
+        let _slot = if info.is_long_running() {
+            self.metrics.long_running.fetch_add(1, Ordering::SeqCst);
+            GaugeSlot(&self.metrics.long_running)
+        } else {
+            let previous = self.metrics.in_flight.fetch_add(1, Ordering::SeqCst);
+            let slot = GaugeSlot(&self.metrics.in_flight);
+            if previous >= self.max_in_flight {
+                drop(slot);
+                self.metrics
+                    .rejected_in_flight
+                    .fetch_add(1, Ordering::Relaxed);
+                let body = status_body(429, "too many requests in flight at the hub, retry later");
+                let mut headers = json_headers();
+                headers.push(("Retry-After".into(), "1".into()));
+                let _ = exchange.respond(429, &headers, &body);
+                self.metrics
+                    .record_request(&component, info.verb.as_str(), &info.resource, 429);
+                return;
+            }
+            slot
+        };
+        self.forward(exchange, &info, &query);
+        self.metrics.record_request(
+            &component,
+            info.verb.as_str(),
+            &info.resource,
+            exchange.status(),
+        );
+    }
+}
+
+impl Proxy {
+    fn forward<S: Stream>(
+        &self,
+        exchange: &mut Exchange<'_, S>,
+        info: &RequestInfo,
+        query: &Query,
+    ) {
+        if exchange.head.header("upgrade").is_some() {
+            respond_status(
+                exchange,
+                501,
+                "the hub does not relay protocol upgrades (exec, attach, port-forward); reach the apiserver directly",
+            );
+            return;
+        }
+        let Some(mut server) = self.upstream.pick() else {
+            respond_status(exchange, 503, &self.no_server_message());
+            return;
+        };
+        let headers = forwarded_headers(&exchange.head.headers);
+        let with_client_cert = exchange.head.header("authorization").is_none();
+        let deadline = Deadline::for_request(
+            info.is_long_running(),
+            query.timeout(),
+            query.timeout_seconds(),
+        );
+        let target = exchange.head.target();
+        let method = exchange.head.method.clone();
+        let retryable = matches!(method.as_str(), "GET" | "HEAD") && !exchange.has_body();
+        let mut retried = false;
+        let response = loop {
+            let has_body = exchange.has_body();
+            let mut body_reader = exchange.body();
+            let outgoing = Outgoing {
+                method: &method,
+                target: &target,
+                headers: &headers,
+                body: if has_body {
+                    Some(&mut body_reader as &mut dyn Read)
+                } else {
+                    None
+                },
+                deadline,
+                with_client_cert,
+            };
+            match self.upstream.send(server, outgoing) {
+                Ok(response) => break response,
+                Err(e) => {
+                    self.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    let url = &self.upstream.servers[server].url;
+                    let retry_on = (retryable && !retried && upstream::is_connect_failure(&e))
+                        .then(|| self.upstream.next_after(server))
+                        .flatten();
+                    if let Some(next) = retry_on {
+                        log::warn!(
+                            "{method} {target}: {url} failed ({e}); retrying on {}",
+                            self.upstream.servers[next].url
+                        );
+                        server = next;
+                        retried = true;
+                        continue;
+                    }
+                    log::warn!("{method} {target}: {url} failed: {e}");
+                    let (code, what) = if upstream::is_timeout(&e) {
+                        (504, "timed out")
+                    } else {
+                        (502, "failed")
+                    };
+                    respond_status(
+                        exchange,
+                        code,
+                        &format!("request to apiserver {url} {what}: {e}"),
+                    );
+                    return;
+                }
+            }
+        };
+        relay(exchange, response, &target);
+    }
+
+    fn no_server_message(&self) -> String {
+        let reasons: Vec<String> = self
+            .upstream
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let error = self.upstream.health.last_error(i);
+                if error.is_empty() {
+                    s.url.clone()
+                } else {
+                    format!("{}: {error}", s.url)
+                }
+            })
+            .collect();
+        format!("no healthy apiserver ({})", reasons.join("; "))
+    }
+}
+
+/// Streams an upstream response to the client, flushing every piece as it arrives.
+fn relay<S: Stream>(
+    exchange: &mut Exchange<'_, S>,
+    response: ureq::http::Response<upstream::Body>,
+    target: &str,
+) {
+    let (parts, body) = response.into_parts();
+    let length = parts
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !NOT_RETURNED.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    if exchange
+        .start_response(parts.status.as_u16(), &headers, length)
+        .is_err()
+    {
+        return;
+    }
+    let mut reader = body.into_reader();
+    let mut buffer = vec![0u8; RELAY_BUFFER];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                if exchange.write_body(&buffer[..n]).is_err() {
+                    log::debug!("{target}: client went away");
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("{target}: upstream response broke off: {e}");
+                exchange.abort();
+                return;
+            }
+        }
+    }
+    let _ = exchange.finish();
+}
+
+fn component_of<S: Stream>(exchange: &Exchange<'_, S>) -> String {
+    request_info::component(exchange.head.header("user-agent"))
+}
+
+fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    // Also drop fields the client named in its Connection header.
+    let listed: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            !NOT_FORWARDED.contains(&name.as_str()) && !listed.contains(&name)
+        })
+        .cloned()
+        .collect()
+}
+
+pub fn json_headers() -> Vec<(String, String)> {
+    vec![("Content-Type".into(), "application/json".into())]
+}
+
+/// Answers with a Kubernetes `Status` body, unless a response already started.
+pub fn respond_status<S: Stream>(exchange: &mut Exchange<'_, S>, code: u16, message: &str) {
+    if exchange.response_started() {
+        exchange.abort();
+        return;
+    }
+    let _ = exchange.respond(code, &json_headers(), &status_body(code, message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_hub_headers_are_not_forwarded() {
+        let headers = vec![
+            ("Host".to_string(), "127.0.0.1:10261".to_string()),
+            (
+                "Connection".to_string(),
+                "keep-alive, X-Private".to_string(),
+            ),
+            ("X-Private".to_string(), "1".to_string()),
+            ("Edge-Cache".to_string(), "true".to_string()),
+            ("Transfer-Encoding".to_string(), "chunked".to_string()),
+            ("Accept".to_string(), "application/json".to_string()),
+            ("Authorization".to_string(), "Bearer abc".to_string()),
+            ("Content-Length".to_string(), "3".to_string()),
+        ];
+        let names: Vec<String> = forwarded_headers(&headers)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["Accept", "Authorization", "Content-Length"]);
+    }
+}

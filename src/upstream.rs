@@ -1,0 +1,272 @@
+//! The cloud side: the apiservers, the HTTP clients that reach them, and the
+//! balancer that picks one. The only module that knows ureq.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ureq::config::AutoHeaderValue;
+use ureq::http;
+use ureq::tls::{ClientCert, RootCerts, TlsConfig, TlsProvider};
+use ureq::{Agent, AsSendBody, SendBody};
+
+use crate::balancer::{self, LbMode};
+use crate::certs;
+use crate::health::HealthState;
+
+pub use ureq::Body;
+pub use ureq::Error;
+
+/// Time to open a TCP connection and finish the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for a watch's response head to arrive.
+const WATCH_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Whole-request time when the client set none (kube-apiserver's own default is 60 s).
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Added to a client's own timeout so the apiserver's answer wins the race.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
+const IO_BUFFER: usize = 16 * 1024;
+
+/// How long the hub waits on the upstream for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Watches and other streams: no limit once the head has arrived.
+    Stream,
+    /// Everything else: the whole exchange within this time.
+    Within(Duration),
+}
+
+impl Deadline {
+    /// From the request: `timeout` (a Go duration), else `timeoutSeconds`, else the default.
+    pub fn for_request(
+        long_running: bool,
+        timeout: Option<Duration>,
+        timeout_seconds: Option<u64>,
+    ) -> Deadline {
+        if long_running {
+            return Deadline::Stream;
+        }
+        let own = timeout.or(timeout_seconds.map(Duration::from_secs));
+        Deadline::Within(
+            own.filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                + TIMEOUT_GRACE,
+        )
+    }
+}
+
+/// One request to send upstream.
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    /// Path and query as the client sent them (still encoded).
+    pub target: &'a str,
+    pub headers: &'a [(String, String)],
+    pub body: Option<&'a mut dyn Read>,
+    pub deadline: Deadline,
+    /// Present the hub's client certificate (false when the client brings its own token).
+    pub with_client_cert: bool,
+}
+
+/// One apiserver.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Base URL without a trailing slash, e.g. `https://10.0.0.1:6443`.
+    pub url: String,
+}
+
+/// The apiservers and the clients to reach them.
+pub struct Upstream {
+    pub servers: Vec<Server>,
+    mode: LbMode,
+    turn: AtomicUsize,
+    pub health: Arc<HealthState>,
+    /// Presents the hub's client certificate.
+    agent_with_cert: Agent,
+    /// Presents none: for requests carrying their own credentials.
+    agent_anonymous: Agent,
+    /// Why the TLS material could not be loaded, if it could not.
+    pub credential_problem: Option<String>,
+}
+
+impl Upstream {
+    pub fn new(
+        servers: Vec<Server>,
+        mode: LbMode,
+        health: Arc<HealthState>,
+        ca_file: &Path,
+        client_cert_file: &Path,
+    ) -> Upstream {
+        let mut problems = Vec::new();
+        let roots = certs::load_ca(ca_file).unwrap_or_else(|e| {
+            problems.push(e);
+            Arc::new(Vec::new())
+        });
+        let identity = certs::load_client_identity(client_cert_file)
+            .map_err(|e| problems.push(e))
+            .ok();
+        for problem in &problems {
+            log::error!("{problem}");
+        }
+        Upstream {
+            servers,
+            mode,
+            turn: AtomicUsize::new(0),
+            health,
+            agent_with_cert: new_agent(roots.clone(), identity),
+            agent_anonymous: new_agent(roots, None),
+            credential_problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
+    }
+
+    /// The server for the next request, if any is usable.
+    pub fn pick(&self) -> Option<usize> {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        balancer::choose(self.mode, &self.health.usable(), turn)
+    }
+
+    /// Another usable server to retry on after `failed`.
+    pub fn next_after(&self, failed: usize) -> Option<usize> {
+        balancer::next_after(self.mode, &self.health.usable(), failed)
+    }
+
+    /// Sends a request and returns once the response head has arrived.
+    pub fn send(
+        &self,
+        server: usize,
+        outgoing: Outgoing<'_>,
+    ) -> Result<http::Response<Body>, Error> {
+        let url = format!("{}{}", self.servers[server].url, outgoing.target);
+        let mut builder = http::Request::builder().method(outgoing.method).uri(url);
+        for (name, value) in outgoing.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let agent = if outgoing.with_client_cert {
+            &self.agent_with_cert
+        } else {
+            &self.agent_anonymous
+        };
+        match outgoing.body {
+            Some(reader) => run(
+                agent,
+                builder.body(SendBody::from_reader(reader))?,
+                outgoing.deadline,
+            ),
+            None => run(agent, builder.body(())?, outgoing.deadline),
+        }
+    }
+
+    /// One health probe: `GET /readyz` with the hub's credentials.
+    pub fn probe(&self, server: usize, timeout: Duration) -> Result<(), String> {
+        let url = format!("{}/readyz", self.servers[server].url);
+        let request = self
+            .agent_with_cert
+            .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        match request.call() {
+            Ok(response) if response.status() == 200 => Ok(()),
+            Ok(response) => Err(format!("/readyz answered {}", response.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+fn run<B: AsSendBody>(
+    agent: &Agent,
+    request: http::Request<B>,
+    deadline: Deadline,
+) -> Result<http::Response<Body>, Error> {
+    let configured = agent.configure_request(request);
+    let request = match deadline {
+        Deadline::Stream => configured
+            .timeout_global(None)
+            .timeout_per_read(None)
+            .timeout_recv_response(Some(WATCH_HEAD_TIMEOUT))
+            .build(),
+        Deadline::Within(limit) => configured.timeout_global(Some(limit)).build(),
+    };
+    agent.run(request)
+}
+
+/// Whether a failed send never reached the server's request handling (the
+/// connection or handshake failed), so that a GET can be retried elsewhere.
+pub fn is_connect_failure(error: &Error) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        Error::ConnectionFailed | Error::HostNotFound | Error::Tls(_) | Error::Rustls(_) => true,
+        Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+        Error::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::AddrNotAvailable
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the upstream ran out of time (the client gets 504, not 502).
+pub fn is_timeout(error: &Error) -> bool {
+    matches!(error, Error::Timeout(_))
+        || matches!(error, Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+fn new_agent(
+    roots: Arc<Vec<ureq::tls::Certificate<'static>>>,
+    identity: Option<certs::ClientIdentity>,
+) -> Agent {
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(RootCerts::Specific(roots))
+        .client_cert(identity.map(|id| ClientCert::new_with_certs(&id.chain, id.key)))
+        .build();
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .user_agent(AutoHeaderValue::None)
+        .accept(AutoHeaderValue::None)
+        .accept_encoding(AutoHeaderValue::None)
+        .input_buffer_size(IO_BUFFER)
+        .output_buffer_size(IO_BUFFER)
+        .max_idle_connections(16)
+        .max_idle_connections_per_host(8)
+        .max_idle_age(Duration::from_secs(60))
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .tls_config(tls)
+        .build()
+        .new_agent()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_follow_the_request() {
+        assert_eq!(
+            Deadline::for_request(true, Some(Duration::from_secs(1)), None),
+            Deadline::Stream
+        );
+        assert_eq!(
+            Deadline::for_request(false, Some(Duration::from_secs(10)), Some(300)),
+            Deadline::Within(Duration::from_secs(15))
+        );
+        assert_eq!(
+            Deadline::for_request(false, None, Some(30)),
+            Deadline::Within(Duration::from_secs(35))
+        );
+        assert_eq!(
+            Deadline::for_request(false, None, None),
+            Deadline::Within(Duration::from_secs(65))
+        );
+    }
+}
