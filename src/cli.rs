@@ -82,25 +82,40 @@ pub struct Cli {
     pub version: bool,
 }
 
-/// Splits `--flag=value` into `--flag value`: Kubernetes manifests write flags
-/// that way and argh accepts only the split form.
-pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out = Vec::new();
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["--version", "--help"];
+
+/// Rewrites arguments the way Kubernetes components accept them into what argh
+/// accepts: `--flag=value` becomes `--flag value`, and a flag given twice keeps
+/// its last value (argh refuses duplicates; manifests often append overrides).
+pub fn normalize(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut split = Vec::new();
     for arg in args {
         match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => {
-                out.push(flag.to_string());
-                out.push(value.to_string());
+                split.push(flag.to_string());
+                split.push(value.to_string());
             }
-            _ => out.push(arg),
+            _ => split.push(arg),
         }
     }
-    out
+    let mut pairs: Vec<Vec<String>> = Vec::new();
+    let mut iter = split.into_iter();
+    while let Some(arg) = iter.next() {
+        if arg.starts_with("--") && !SWITCHES.contains(&arg.as_str()) {
+            let value = iter.next();
+            pairs.retain(|pair| pair[0] != arg);
+            pairs.push(std::iter::once(arg).chain(value).collect());
+        } else {
+            pairs.push(vec![arg]);
+        }
+    }
+    pairs.into_iter().flatten().collect()
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(program: &str, args: &[String]) -> Result<Cli, argh::EarlyExit> {
-    let args = split_equals(args.iter().cloned());
+    let args = normalize(args.iter().cloned());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     Cli::from_args(&[program], &refs)
 }
@@ -140,6 +155,17 @@ mod tests {
             Some("https://a:6443,https://b:6443")
         );
         assert_eq!(cli.lb_mode, "priority");
+    }
+
+    #[test]
+    fn a_repeated_flag_keeps_its_last_value() {
+        let cli = parse(
+            "yurthub",
+            &args(&["--proxy-port", "1", "--version", "--proxy-port=2"]),
+        )
+        .unwrap();
+        assert_eq!(cli.proxy_port, 2);
+        assert!(cli.version);
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! Test support library shared by the integration tests (`mod support;`).
+//!
+//! Independent of the hub's own code on purpose: the fake apiserver has its
+//! own minimal HTTP/1.1 implementation so the tests do not share bugs with
+//! the code under test.
+//!
+//! Rules kept by every helper here: loopback only, everything bounded in
+//! time, background threads stop by themselves (on drop or after a bounded
+//! timeout), and waiting is done by polling a condition against a deadline.
+
+// Each test binary compiles this module on its own and uses a different
+// subset of the helpers, so unused ones would otherwise warn in every binary.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod fake_apiserver;
+pub mod hub;
+pub mod pki;
+
+#[allow(unused_imports)] // re-exports for convenience; not every test binary uses all
+pub use fake_apiserver::{Behaviour, ChunkWrite, FakeApiserver, RecordedRequest, StreamEnd};
+#[allow(unused_imports)]
+pub use hub::Hub;
+#[allow(unused_imports)]
+pub use pki::TestPki;
+
+use std::time::{Duration, Instant};
+
+/// Interval used by the polling helpers.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Polls `cond` until it returns true or `timeout` elapses. Returns whether
+/// the condition became true. `cond` is always evaluated at least once, and
+/// once more at the deadline.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return cond();
+        }
+        std::thread::sleep(POLL_INTERVAL.min(deadline - now));
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` elapses.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let mut out = None;
+    wait_until(timeout, || {
+        out = f();
+        out.is_some()
+    });
+    out
+}
+
+/// A free loopback TCP port (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback TCP ports (all bound at once, then released).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local_addr").port())
+}
