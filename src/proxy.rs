@@ -238,6 +238,14 @@ fn relay<S: Stream>(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A quiet stream: keep it while the client is there; once the client
+            // has gone, dropping the reader closes the upstream connection.
+            Err(e) if upstream::is_quiet_stream(&e) => {
+                if exchange.client_gone() {
+                    log::debug!("{target}: client went away during a quiet stream");
+                    return;
+                }
+            }
             Err(e) => {
                 log::warn!("{target}: upstream response broke off: {e}");
                 exchange.abort();

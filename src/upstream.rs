@@ -23,6 +23,9 @@ pub use ureq::Error;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a watch's response head to arrive.
 const WATCH_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// A quiet stream's read returns `TimedOut` this often, so the relay can check
+/// whether its client is still there (the read can then simply be retried).
+pub const STREAM_POLL: Duration = Duration::from_secs(2);
 /// Whole-request time when the client set none (kube-apiserver's own default is 60 s).
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Added to a client's own timeout so the apiserver's answer wins the race.
@@ -32,7 +35,8 @@ const IO_BUFFER: usize = 16 * 1024;
 /// How long the hub waits on the upstream for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deadline {
-    /// Watches and other streams: no limit once the head has arrived.
+    /// Watches and other streams: no limit once the head has arrived (reads
+    /// wake every `STREAM_POLL` to notice a departed client).
     Stream,
     /// Everything else: the whole exchange within this time.
     Within(Duration),
@@ -183,7 +187,7 @@ fn run<B: AsSendBody>(
     let request = match deadline {
         Deadline::Stream => configured
             .timeout_global(None)
-            .timeout_per_read(None)
+            .timeout_per_read(Some(STREAM_POLL))
             .timeout_recv_response(Some(WATCH_HEAD_TIMEOUT))
             .build(),
         Deadline::Within(limit) => configured.timeout_global(Some(limit)).build(),
@@ -210,6 +214,16 @@ pub fn is_connect_failure(error: &Error) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Whether a body read failed only because the stream was quiet for
+/// `STREAM_POLL`; reading again continues the stream.
+pub fn is_quiet_stream(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::TimedOut
+        || error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Error>())
+            .is_some_and(|e| matches!(e, Error::Timeout(ureq::Timeout::PerRead)))
 }
 
 /// Whether the upstream ran out of time (the client gets 504, not 502).

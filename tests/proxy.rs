@@ -219,6 +219,44 @@ fn watch_events_reach_the_client_as_they_are_written() {
 }
 
 #[test]
+fn quiet_watch_survives_and_is_released_when_its_client_leaves() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    fake.route(
+        "GET",
+        "/api/v1/configmaps",
+        Behaviour::watch(
+            vec![
+                (Duration::ZERO, r#"{"type":"ADDED","object":{}}"#.into()),
+                // Longer than the hub's stream poll interval: the stream must survive it.
+                (
+                    Duration::from_millis(4500),
+                    r#"{"type":"MODIFIED","object":{}}"#.into(),
+                ),
+            ],
+            StreamEnd::UntilClientGone,
+        ),
+    );
+    let hub = hub_for(&[&fake], &pki, &[]);
+    let mut stream = RawStream::get(
+        &format!("{}/api/v1/configmaps?watch=true", hub.proxy_url()),
+        &[],
+    );
+    assert!(stream.next_line(WAIT).is_some());
+    let (_, line) = stream
+        .next_line(WAIT)
+        .expect("second event after a quiet spell");
+    assert!(String::from_utf8_lossy(&line).contains("MODIFIED"));
+    let closed_at = Instant::now();
+    stream.close();
+    assert!(
+        wait_until(WAIT, || !fake.streams_closed_by_client().is_empty()),
+        "the hub kept the upstream watch after its client left"
+    );
+    assert!(closed_at.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
 fn truncated_upstream_body_is_not_passed_off_as_complete() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);

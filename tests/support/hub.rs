@@ -101,7 +101,7 @@ impl Hub {
         let log2 = log.try_clone().expect("clone log handle");
         let child = Command::new(Self::binary())
             .args(&self.args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", "debug,ureq=info,ureq_proto=info,rustls=info")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
