@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (Debian
+# packages, the test-bed control plane built once and cached), then runs lint,
+# unit, integration and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
+
+step "installing the test bed (cached after the first run)"
+scripts/testbed.sh install
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "tests: unit, integration against the fake apiserver, end to end against kube-apiserver"
+cargo test --locked --all-targets -- --test-threads "${YURTHUB_TEST_THREADS:-4}"
+
+step "done"
