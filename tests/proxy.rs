@@ -754,6 +754,47 @@ fn thousands_of_idle_connections_do_not_take_the_hub_down() {
     .is_ok_and(|r| r.0 == 200)));
 }
 
+#[test]
+fn running_out_of_file_descriptors_does_not_close_the_port() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    fake.route("GET", "/api/v1/pods", Behaviour::ok_json("{}"));
+    let hub = hub_for(&[&fake], &pki, &[]);
+    // Leave the hub a few descriptors above what it holds now.
+    let open_now = std::fs::read_dir(format!("/proc/{}/fd", hub.pid()))
+        .unwrap()
+        .count();
+    let limit = open_now + 8;
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &hub.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(status.success());
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(TcpStream::connect(("127.0.0.1", hub.proxy_port())).unwrap());
+    }
+    // The serve port is short of descriptors too: the log is what tells.
+    hub.expect_log("proxy listener: accept failed", WAIT);
+    drop(held);
+    assert!(
+        wait_until(WAIT, || client::try_request(
+            "GET",
+            &format!("{}/api/v1/pods", hub.proxy_url()),
+            &[],
+            &[]
+        )
+        .is_ok_and(|r| r.0 == 200)),
+        "the proxy port must serve again once descriptors are free\n{}",
+        hub.log()
+    );
+    assert!(!metrics(&hub).contains("node_yurthub_accept_errors_total{listener=\"proxy\"} 0"));
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 #[test]

@@ -156,24 +156,22 @@ fn accept_loop<A: Acceptor, H: Handler<A::Stream>>(
             let acceptor = acceptor.clone();
             let handler = handler.clone();
             let stopping = stopping.clone();
-            let tcp = tcp.try_clone();
             thread::Builder::new()
                 .name(format!("yh-{}-conn", config.name))
                 .stack_size(config.stack_size)
                 .spawn(move || {
                     let _guard = guard;
-                    let Ok(tcp) = tcp else { return };
                     serve_tcp(tcp, remote, &config, &*acceptor, &*handler, &stopping);
                 })
         };
         if let Err(e) = spawned {
-            // The guard went down with the closure: the count is already right.
+            // The closure, and with it the connection and the count, went down
+            // with the failed spawn: the client sees the connection close.
             stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "{} listener: cannot start a connection thread: {e}",
                 config.name
             );
-            reject_busy(tcp, &config);
         }
     }
 }
