@@ -16,6 +16,7 @@ pub mod client;
 pub mod fake_apiserver;
 pub mod hub;
 pub mod pki;
+pub mod testbed;
 
 #[allow(unused_imports)] // re-exports for convenience; not every test binary uses all
 pub use fake_apiserver::{Behaviour, ChunkWrite, FakeApiserver, RecordedRequest, StreamEnd};

@@ -1,0 +1,261 @@
+//! End to end against a real kube-apiserver + etcd (and kubemark's hollow
+//! kubelet), started by `scripts/testbed.sh`. `scripts/test.sh` installs the
+//! test bed before running these.
+//!
+//! Contents:
+//! - kubectl: create, get, list, patch, delete and `get -w` through the hub
+//! - kubemark: a hollow kubelet registers through the hub and stays Ready
+//! - two apiservers: round robin reaches both; killing one keeps requests working
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::testbed::{Testbed, kubectl, kubectl_ok, write_kubeconfig};
+use support::{Hub, client, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A hub in front of every apiserver of `bed`, presenting `identity_pem`.
+fn hub_for(bed: &Testbed, identity_pem: &str, extra: &[&str]) -> Hub {
+    let mut args = vec![
+        "--server-addr".to_string(),
+        bed.env("SERVER_ADDRS"),
+        "--kubelet-ca-file".into(),
+        bed.env("CA_FILE"),
+        "--kubelet-client-certificate".into(),
+        bed.env(identity_pem),
+        "--node-name".into(),
+        bed.env("NODE_NAME"),
+        "--heartbeat-interval-seconds".into(),
+        "1".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Hub::start(&args)
+}
+
+fn metrics(hub: &Hub) -> String {
+    String::from_utf8(client::get(&format!("{}/metrics", hub.serve_url())).2).unwrap()
+}
+
+fn requests_counted(hub: &Hub, component: &str, verb: &str, resource: &str) -> u64 {
+    let prefix = format!(
+        "node_yurthub_requests_total{{component=\"{component}\",verb=\"{verb}\",resource=\"{resource}\",code=\"2"
+    );
+    metrics(hub)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn kubectl_creates_reads_patches_watches_and_deletes_through_the_hub() {
+    let bed = Testbed::up(&[]);
+    let hub = hub_for(&bed, "ADMIN_PEM", &[]);
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+
+    kubectl_ok(&kc, &["create", "namespace", "e2e"]);
+    kubectl_ok(
+        &kc,
+        &[
+            "-n",
+            "e2e",
+            "create",
+            "configmap",
+            "cm1",
+            "--from-literal=a=1",
+        ],
+    );
+    let object: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        &kc,
+        &["-n", "e2e", "get", "configmap", "cm1", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(object["data"]["a"], "1");
+    assert!(
+        kubectl_ok(&kc, &["-n", "e2e", "get", "configmaps", "-o", "name"])
+            .contains("configmap/cm1")
+    );
+
+    // Strategic merge patch, as kubelet sends. (JSON and merge patches crash
+    // this Go 1.19 build of kube-apiserver 1.20 itself: see scripts/testbed.sh.)
+    kubectl_ok(
+        &kc,
+        &[
+            "-n",
+            "e2e",
+            "patch",
+            "configmap",
+            "cm1",
+            "-p",
+            r#"{"data":{"a":"2"}}"#,
+        ],
+    );
+    let patched = kubectl_ok(
+        &kc,
+        &[
+            "-n",
+            "e2e",
+            "get",
+            "configmap",
+            "cm1",
+            "-o",
+            "jsonpath={.data.a}",
+        ],
+    );
+    assert_eq!(patched, "2");
+
+    // `get -w` through the hub sees an object created afterwards.
+    // Killed below; if the test fails first, the hub's exit ends its stream.
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["-n", "e2e", "get", "configmaps", "-w", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kubectl get -w");
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let first = lines
+        .recv_timeout(WAIT)
+        .expect("kubectl get -w listed nothing");
+    assert!(first.contains("configmap/"), "{first}");
+    kubectl_ok(
+        &kc,
+        &[
+            "-n",
+            "e2e",
+            "create",
+            "configmap",
+            "cm2",
+            "--from-literal=b=1",
+        ],
+    );
+    let mut seen_cm2 = false;
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("configmap/cm2") {
+            seen_cm2 = true;
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen_cm2,
+        "the watch through the hub never showed configmap/cm2"
+    );
+
+    kubectl_ok(&kc, &["-n", "e2e", "delete", "configmap", "cm1"]);
+    let gone = kubectl(&kc, &["-n", "e2e", "get", "configmap", "cm1"]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+
+    assert!(requests_counted(&hub, "kubectl", "create", "configmaps") >= 2);
+    // A watch is counted when it ends, once the hub notices its client left.
+    assert!(wait_until(WAIT, || requests_counted(
+        &hub,
+        "kubectl",
+        "watch",
+        "configmaps"
+    ) >= 1));
+}
+
+#[test]
+fn hollow_kubelet_registers_its_node_through_the_hub_and_stays_ready() {
+    let mut bed = Testbed::up(&[]);
+    // The hub presents the node's certificate, as it does with kubelet's on a real node.
+    let hub = hub_for(&bed, "NODE_PEM", &["--lb-mode", "priority"]);
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    bed.kubemark(&kc, true);
+    let node = bed.env("NODE_NAME");
+
+    // Lease renewals (every 10 s) keep flowing through the hub.
+    let renewals = || requests_counted(&hub, "kubemark", "update", "leases");
+    assert!(
+        wait_until(Duration::from_secs(45), || renewals() >= 2),
+        "no lease renewals through the hub\n{}",
+        metrics(&hub)
+    );
+    assert!(requests_counted(&hub, "kubemark", "list", "pods") >= 1);
+    assert!(requests_counted(&hub, "kubemark", "watch", "pods") >= 1);
+    let ready = kubectl_ok(
+        &bed.admin_kubeconfig(),
+        &[
+            "get",
+            "node",
+            &node,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+    );
+    assert_eq!(ready, "True");
+    let kubemark_log = bed.read("logs/kubemark.log");
+    assert!(
+        !kubemark_log.contains("Unable to register node"),
+        "{kubemark_log}"
+    );
+}
+
+#[test]
+fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
+    let bed = Testbed::up(&["--apiservers", "2", "--audit"]);
+    let hub = hub_for(&bed, "ADMIN_PEM", &["--lb-mode", "rr"]);
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    let healthy = |i: usize, value: u8| {
+        let url = format!(
+            "https://127.0.0.1:{}",
+            bed.env(&format!("APISERVER_{i}_PORT"))
+        );
+        metrics(&hub).contains(&format!(
+            "node_yurthub_server_healthy_status{{server=\"{url}\"}} {value}"
+        ))
+    };
+    assert!(
+        wait_until(WAIT, || healthy(0, 1) && healthy(1, 1)),
+        "{}",
+        hub.log()
+    );
+
+    for _ in 0..10 {
+        kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
+    }
+    // Each kubectl run also makes discovery requests, so count them all.
+    for i in 0..2 {
+        let audit = bed.read(&format!("audit-{i}.log"));
+        let hits = audit
+            .lines()
+            .filter(|l| l.contains("\"userAgent\":\"kubectl/"))
+            .count();
+        assert!(hits >= 5, "apiserver {i} saw {hits} kubectl requests");
+    }
+
+    bed.stop_apiserver(1);
+    assert!(
+        wait_until(WAIT, || healthy(1, 0)),
+        "the health checker never noticed\n{}",
+        hub.log()
+    );
+    for _ in 0..10 {
+        kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
+    }
+    bed.start_apiserver(1);
+    assert!(wait_until(WAIT, || healthy(1, 1)), "{}", hub.log());
+    kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
+}
