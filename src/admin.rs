@@ -20,24 +20,7 @@ impl Admin {
         if self.upstream.health.any_healthy() {
             return None;
         }
-        let mut reasons: Vec<String> = self
-            .upstream
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, server)| {
-                let error = self.upstream.health.last_error(i);
-                if error.is_empty() {
-                    format!("{} not healthy yet", server.url)
-                } else {
-                    format!("{}: {error}", server.url)
-                }
-            })
-            .collect();
-        if let Some(problem) = &self.upstream.credential_problem {
-            reasons.push(problem.clone());
-        }
-        Some(format!("no healthy apiserver: {}", reasons.join("; ")))
+        Some(self.upstream.unavailable_reason())
     }
 }
 

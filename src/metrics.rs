@@ -15,6 +15,14 @@ const MAX_REQUEST_SERIES: usize = 2000;
 
 type RequestKey = (String, &'static str, String, u16);
 
+/// A per-listener series: name, type, help, and how to read it.
+type ListenerSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ServerStats) -> u64,
+);
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, u64>>,
@@ -122,44 +130,31 @@ impl Metrics {
                 escape(resource)
             );
         }
-        header(
-            &mut out,
-            "node_yurthub_open_connections",
-            "gauge",
-            "open client connections by listener",
-        );
-        for (name, stats) in listeners {
-            let _ = writeln!(
-                out,
-                "node_yurthub_open_connections{{listener=\"{name}\"}} {}",
-                stats.open_connections.load(Ordering::Relaxed)
-            );
-        }
-        header(
-            &mut out,
-            "node_yurthub_rejected_connections_total",
-            "counter",
-            "connections refused with 503 past --max-connections",
-        );
-        for (name, stats) in listeners {
-            let _ = writeln!(
-                out,
-                "node_yurthub_rejected_connections_total{{listener=\"{name}\"}} {}",
-                stats.rejected_connections.load(Ordering::Relaxed)
-            );
-        }
-        header(
-            &mut out,
-            "node_yurthub_accept_errors_total",
-            "counter",
-            "failed accepts (for example out of file descriptors)",
-        );
-        for (name, stats) in listeners {
-            let _ = writeln!(
-                out,
-                "node_yurthub_accept_errors_total{{listener=\"{name}\"}} {}",
-                stats.accept_errors.load(Ordering::Relaxed)
-            );
+        let per_listener: [ListenerSeries; 3] = [
+            (
+                "node_yurthub_open_connections",
+                "gauge",
+                "open client connections by listener",
+                |s| s.open_connections.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "node_yurthub_rejected_connections_total",
+                "counter",
+                "connections refused with 503 past --max-connections",
+                |s| s.rejected_connections.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_accept_errors_total",
+                "counter",
+                "failed accepts (for example out of file descriptors)",
+                |s| s.accept_errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in per_listener {
+            header(&mut out, name, kind, help);
+            for (listener, stats) in listeners {
+                let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {}", value(stats));
+            }
         }
         out
     }

@@ -119,7 +119,7 @@ impl Proxy {
             return;
         }
         let Some(mut server) = self.upstream.pick() else {
-            respond_status(exchange, 503, &self.no_server_message());
+            respond_status(exchange, 503, &self.upstream.unavailable_reason());
             return;
         };
         let headers = forwarded_headers(&exchange.head.headers);
@@ -181,24 +181,6 @@ impl Proxy {
             }
         };
         relay(exchange, response, &target);
-    }
-
-    fn no_server_message(&self) -> String {
-        let reasons: Vec<String> = self
-            .upstream
-            .servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let error = self.upstream.health.last_error(i);
-                if error.is_empty() {
-                    s.url.clone()
-                } else {
-                    format!("{}: {error}", s.url)
-                }
-            })
-            .collect();
-        format!("no healthy apiserver ({})", reasons.join("; "))
     }
 }
 

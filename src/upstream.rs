@@ -135,6 +135,22 @@ impl Upstream {
         balancer::next_after(self.mode, &self.health.usable(), failed)
     }
 
+    /// Why no apiserver is usable: each server with its last probe error, and
+    /// any problem with the TLS material.
+    pub fn unavailable_reason(&self) -> String {
+        let mut reasons: Vec<String> = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, server)| match self.health.last_error(i) {
+                error if error.is_empty() => format!("{} not healthy yet", server.url),
+                error => format!("{}: {error}", server.url),
+            })
+            .collect();
+        reasons.extend(self.credential_problem.clone());
+        format!("no healthy apiserver ({})", reasons.join("; "))
+    }
+
     /// Sends a request and returns once the response head has arrived.
     pub fn send(
         &self,
