@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
 use crate::proxy::respond_status;
@@ -10,6 +11,8 @@ use crate::upstream::Upstream;
 pub struct Admin {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
+    /// The cache, in edge mode: the hub can serve from it while offline.
+    pub cache: Option<Arc<Cache>>,
     /// Listener statistics, filled in once the listeners run.
     pub listeners: std::sync::OnceLock<Vec<(&'static str, Arc<ServerStats>)>>,
 }
@@ -17,7 +20,7 @@ pub struct Admin {
 impl Admin {
     /// Why the hub cannot serve, or `None` when it can.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if self.upstream.health.any_healthy() {
+        if self.upstream.health.any_healthy() || self.cache.is_some() {
             return None;
         }
         Some(self.upstream.unavailable_reason())
@@ -35,6 +38,13 @@ impl<S: Stream> Handler<S> for Admin {
                 let _ = exchange.respond(200, &text, b"OK");
             }
             ("GET" | "HEAD", "/v1/readyz" | "/readyz") => match self.not_ready_reason() {
+                None if !self.upstream.health.any_healthy() => {
+                    let _ = exchange.respond(
+                        200,
+                        &text,
+                        b"OK: no healthy apiserver, answering from the cache",
+                    );
+                }
                 None => {
                     let _ = exchange.respond(200, &text, b"OK");
                 }
@@ -52,9 +62,12 @@ impl<S: Stream> Handler<S> for Admin {
                 let listeners = self.listeners.get().map(Vec::as_slice).unwrap_or_default();
                 let listeners: Vec<(&str, &ServerStats)> =
                     listeners.iter().map(|(n, s)| (*n, &**s)).collect();
-                let body = self
-                    .metrics
-                    .render(&names, &self.upstream.health, &listeners);
+                let body = self.metrics.render(
+                    &names,
+                    &self.upstream.health,
+                    &listeners,
+                    self.cache.as_deref(),
+                );
                 let headers = vec![(
                     "Content-Type".to_string(),
                     "text/plain; version=0.0.4".to_string(),

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::admin::Admin;
+use crate::cache::{Cache, agents, agents::Agents};
 use crate::config::Config;
+use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
 use crate::http::{self, ErrorBody, Limits, PlainAcceptor, ServerConfig};
+use crate::local::Local;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::status::status_body;
@@ -69,11 +72,23 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the health checker: {e}"))?;
 
+    let cache = match config.working_mode {
+        WorkingMode::Cloud => None,
+        WorkingMode::Edge => start_cache(&config, &upstream),
+    };
+    let local = cache.as_ref().map(|cache| Local {
+        cache: cache.clone(),
+        health: upstream.health.clone(),
+        min_request_timeout: config.min_request_timeout,
+    });
+
     let error_body: ErrorBody = Arc::new(status_body);
     let proxy = Arc::new(Proxy {
         upstream: upstream.clone(),
         metrics: metrics.clone(),
         max_in_flight: i64::from(config.max_requests_in_flight),
+        cache: cache.clone(),
+        local,
     });
     let mut proxy_server = http::spawn(
         proxy_listener,
@@ -91,6 +106,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let admin = Arc::new(Admin {
         upstream,
         metrics: metrics.clone(),
+        cache,
         listeners: Default::default(),
     });
     let mut serve_server = http::spawn(
@@ -126,6 +142,63 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Opens the cache and starts following the cache-agents ConfigMap. A cache
+/// that cannot be opened is logged; the hub then proxies without one.
+fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> {
+    let cache = match Cache::start(&config.disk_cache_path, Agents::new(&config.cache_agents)) {
+        Ok(cache) => cache,
+        Err(e) => {
+            log::error!(
+                "cannot open the cache at {}: {e}; proxying without it",
+                config.disk_cache_path.display()
+            );
+            return None;
+        }
+    };
+    log::info!(
+        "caching for {} in {}",
+        cache.agents.describe(),
+        config.disk_cache_path.display()
+    );
+    let follower = cache.clone();
+    let upstream = upstream.clone();
+    let period = config.heartbeat_interval * 3;
+    let spawned = std::thread::Builder::new()
+        .name("yh-cache-agents".into())
+        .spawn(move || follow_agents_configmap(&follower, &upstream, period));
+    if let Err(e) = spawned {
+        log::warn!("cannot follow the cache-agents ConfigMap: {e}");
+    }
+    Some(cache)
+}
+
+/// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
+/// reachable and applies its `cache_agents`.
+fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration) {
+    loop {
+        if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
+            match upstream.get_bytes(server, agents::CONFIGMAP_PATH, Duration::from_secs(10)) {
+                Ok((200, body)) => {
+                    let list = agents::cache_agents_from_configmap(&body).unwrap_or_default();
+                    if cache.agents.set_from_configmap(&list) {
+                        log::info!("cache agents now {}", cache.agents.describe());
+                    }
+                }
+                Ok((404, _)) => {
+                    if cache.agents.set_from_configmap("") {
+                        log::info!("cache agents now {}", cache.agents.describe());
+                    }
+                }
+                Ok((status, _)) => {
+                    log::debug!("reading {}: status {status}", agents::CONFIGMAP_PATH)
+                }
+                Err(e) => log::debug!("reading {}: {e}", agents::CONFIGMAP_PATH),
+            }
+        }
+        std::thread::sleep(period);
+    }
 }
 
 fn bind(address: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, String> {

@@ -66,6 +66,15 @@ pub struct Cli {
     #[argh(option, default = "String::from(\"edge\")")]
     pub working_mode: String,
 
+    /// extra components to cache, comma-separated (`*`: every component); kubelet,
+    /// kube-proxy, flanneld, coredns, yurttunnel-agent and yurthub always are
+    #[argh(option, default = "String::new()")]
+    pub cache_agents: String,
+
+    /// seconds an offline watch is held when the client set no timeoutSeconds
+    #[argh(option, default = "1800")]
+    pub min_request_timeout: u64,
+
     /// CA bundle that signs the apiservers' certificates
     #[argh(option, default = "String::from(\"/etc/kubernetes/pki/ca.crt\")")]
     pub kubelet_ca_file: String,

@@ -32,6 +32,8 @@ pub struct Config {
     pub max_requests_in_flight: u32,
     pub max_connections: u32,
     pub working_mode: WorkingMode,
+    pub cache_agents: String,
+    pub min_request_timeout: Duration,
     pub ca_file: PathBuf,
     pub client_cert_file: PathBuf,
 }
@@ -128,6 +130,9 @@ impl Config {
         if cli.max_requests_in_flight == 0 {
             return Err(invalid("max-requests-in-flight", "must be at least 1"));
         }
+        if cli.min_request_timeout == 0 {
+            return Err(invalid("min-request-timeout", "must be at least 1"));
+        }
         if cli.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
@@ -150,6 +155,8 @@ impl Config {
             max_requests_in_flight: cli.max_requests_in_flight,
             max_connections: cli.max_connections,
             working_mode,
+            cache_agents: cli.cache_agents.clone(),
+            min_request_timeout: Duration::from_secs(cli.min_request_timeout),
             ca_file: PathBuf::from(&cli.kubelet_ca_file),
             client_cert_file: PathBuf::from(&cli.kubelet_client_certificate),
         })

@@ -4,13 +4,17 @@
 pub mod admin;
 pub mod app;
 pub mod balancer;
+pub mod cache;
 pub mod certs;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod request_info;
+pub mod selector;
 pub mod status;
 pub mod upstream;

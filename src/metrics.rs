@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::cache::Cache;
 use crate::health::{Health, HealthState};
 use crate::http::ServerStats;
 
@@ -30,6 +31,7 @@ pub struct Metrics {
     pub long_running: AtomicI64,
     pub rejected_in_flight: AtomicU64,
     pub upstream_errors: AtomicU64,
+    pub offline_answers: AtomicU64,
 }
 
 impl Metrics {
@@ -51,6 +53,7 @@ impl Metrics {
         servers: &[String],
         health: &HealthState,
         listeners: &[(&str, &ServerStats)],
+        cache: Option<&Cache>,
     ) -> String {
         let mut out = String::new();
         header(
@@ -156,6 +159,61 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{listener=\"{listener}\"}} {}", value(stats));
             }
         }
+        header(
+            &mut out,
+            "node_yurthub_offline_answers_total",
+            "counter",
+            "requests answered from the cache",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_offline_answers_total {}",
+            self.offline_answers.load(Ordering::Relaxed)
+        );
+        if let Some(cache) = cache {
+            let stats = &cache.stats;
+            let series: [(&str, &str, u64); 7] = [
+                (
+                    "node_yurthub_cache_objects_written_total",
+                    "objects written to the cache",
+                    stats.objects_written.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_objects_removed_total",
+                    "objects removed from the cache",
+                    stats.objects_removed.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_stale_skipped_total",
+                    "writes skipped because the cache held a newer version",
+                    stats.stale_skipped.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_write_errors_total",
+                    "failed cache writes",
+                    stats.write_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_dropped_total",
+                    "responses or events not cached because the writer was behind or they were too large",
+                    stats.dropped.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_decode_errors_total",
+                    "responses or events the cache could not read",
+                    stats.decode_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_quarantined_files_total",
+                    "damaged cache files moved aside",
+                    cache.store.stats.quarantined.load(Ordering::Relaxed),
+                ),
+            ];
+            for (name, help, value) in series {
+                header(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
         out
     }
 }
@@ -184,7 +242,12 @@ mod tests {
         let health = HealthState::new(1);
         health.set(0, Health::Healthy);
         let stats = ServerStats::default();
-        let text = metrics.render(&["https://a:6443".into()], &health, &[("proxy", &stats)]);
+        let text = metrics.render(
+            &["https://a:6443".into()],
+            &health,
+            &[("proxy", &stats)],
+            None,
+        );
         assert!(
             text.contains("node_yurthub_server_healthy_status{server=\"https://a:6443\"} 1"),
             "{text}"

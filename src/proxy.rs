@@ -5,9 +5,11 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::cache::{Cache, Tee};
 use crate::http::{Exchange, Handler, Stream};
+use crate::local::Local;
 use crate::metrics::Metrics;
-use crate::request_info::{self, Query, RequestInfo};
+use crate::request_info::{self, Query, RequestInfo, Verb};
 use crate::status::status_body;
 use crate::upstream::{self, Deadline, Outgoing, Upstream};
 
@@ -47,6 +49,9 @@ pub struct Proxy {
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<Metrics>,
     pub max_in_flight: i64,
+    /// The cache and its offline answers (edge mode only).
+    pub cache: Option<Arc<Cache>>,
+    pub local: Option<Local>,
 }
 
 /// Holds one slot of a gauge for as long as it lives.
@@ -93,7 +98,7 @@ impl<S: Stream> Handler<S> for Proxy {
             }
             slot
         };
-        self.forward(exchange, &info, &query);
+        self.forward(exchange, &info, &query, &component);
         self.metrics.record_request(
             &component,
             info.verb.as_str(),
@@ -109,6 +114,7 @@ impl Proxy {
         exchange: &mut Exchange<'_, S>,
         info: &RequestInfo,
         query: &Query,
+        component: &str,
     ) {
         if exchange.head.header("upgrade").is_some() {
             respond_status(
@@ -119,9 +125,21 @@ impl Proxy {
             return;
         }
         let Some(mut server) = self.upstream.pick() else {
+            if let Some(local) = &self.local {
+                self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
+                return local.answer(exchange, info, query, component);
+            }
             respond_status(exchange, 503, &self.upstream.unavailable_reason());
             return;
         };
+        let edge_cache = exchange
+            .head
+            .header("edge-cache")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let plan = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.plan(info, query, component, edge_cache));
         let headers = forwarded_headers(&exchange.head.headers);
         let with_client_cert = exchange.head.header("authorization").is_none();
         let deadline = Deadline::for_request(
@@ -166,6 +184,13 @@ impl Proxy {
                         continue;
                     }
                     log::warn!("{method} {target}: {url} failed: {e}");
+                    // A read the cache can answer is answered from it.
+                    let reads_cached =
+                        plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable;
+                    if let (Some(local), true) = (&self.local, reads_cached) {
+                        self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
+                        return local.answer(exchange, info, query, component);
+                    }
                     let (code, what) = if upstream::is_timeout(&e) {
                         (504, "timed out")
                     } else {
@@ -180,15 +205,21 @@ impl Proxy {
                 }
             }
         };
-        relay(exchange, response, &target);
+        let tee = |status: u16, content_type: Option<&str>| {
+            let cache = self.cache.as_ref()?;
+            cache.tee(plan?, status, content_type)
+        };
+        relay(exchange, response, &target, tee);
     }
 }
 
 /// Streams an upstream response to the client, flushing every piece as it arrives.
+/// `tee` may copy the body aside for the cache, given the status and Content-Type.
 fn relay<S: Stream>(
     exchange: &mut Exchange<'_, S>,
     response: ureq::http::Response<upstream::Body>,
     target: &str,
+    tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
 ) {
     let (parts, body) = response.into_parts();
     let length = parts
@@ -208,12 +239,20 @@ fn relay<S: Stream>(
     {
         return;
     }
+    let content_type = parts
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    let mut tee = tee(parts.status.as_u16(), content_type);
     let mut reader = body.into_reader();
     let mut buffer = vec![0u8; RELAY_BUFFER];
     loop {
         match reader.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => {
+                if let Some(tee) = tee.as_mut() {
+                    tee.push(&buffer[..n]);
+                }
                 if exchange.write_body(&buffer[..n]).is_err() {
                     log::debug!("{target}: client went away");
                     return;
@@ -235,7 +274,11 @@ fn relay<S: Stream>(
             }
         }
     }
-    let _ = exchange.finish();
+    if exchange.finish().is_ok()
+        && let Some(tee) = tee
+    {
+        tee.finish(true);
+    }
 }
 
 fn component_of<S: Stream>(exchange: &Exchange<'_, S>) -> String {

@@ -177,6 +177,32 @@ impl Upstream {
         }
     }
 
+    /// A small GET with the hub's credentials, read whole (at most 1 MiB).
+    pub fn get_bytes(
+        &self,
+        server: usize,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let url = format!("{}{path}", self.servers[server].url);
+        let response = self
+            .agent_with_cert
+            .get(&url)
+            .header("Accept", "application/json")
+            .header("User-Agent", "yurthub")
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_vec()?;
+        Ok((status, body))
+    }
+
     /// One health probe: `GET /readyz` with the hub's credentials.
     pub fn probe(&self, server: usize, timeout: Duration) -> Result<(), String> {
         let url = format!("{}/readyz", self.servers[server].url);

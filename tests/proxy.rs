@@ -570,11 +570,12 @@ fn failover_when_a_server_becomes_unhealthy_and_back() {
 }
 
 #[test]
-fn no_healthy_server_is_a_503_status_and_not_ready() {
+fn no_healthy_server_in_cloud_mode_is_a_503_status_and_not_ready() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
     fake.set_readyz(500);
-    let hub = hub_for(&[&fake], &pki, &[]);
+    // Cloud mode has no cache to fall back on (edge mode: tests/cache.rs).
+    let hub = hub_for(&[&fake], &pki, &["--working-mode", "cloud"]);
     wait_healthy(&hub, &fake, false);
     let (status, _, body) = client::get(&format!("{}/api/v1/pods", hub.proxy_url()));
     assert_eq!(status, 503);

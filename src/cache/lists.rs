@@ -1,0 +1,206 @@
+//! List shapes: which (namespace, label selector, field selector) lists a
+//! component has made of a collection, so that offline a list is answered only
+//! in a shape that was really listed, and so that a fresh list can remove the
+//! objects the same shape no longer returns. Kept per collection in
+//! `_lists.json`; also the bookkeeping of multi-page lists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::key::Collection;
+
+/// One list shape of a collection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListShape {
+    /// Empty for a cluster-wide list.
+    pub namespace: String,
+    pub label_selector: String,
+    pub field_selector: String,
+}
+
+impl ListShape {
+    /// The shape as one index key.
+    pub fn key(&self) -> String {
+        serde_json::json!([self.namespace, self.label_selector, self.field_selector]).to_string()
+    }
+}
+
+/// The type of the list a shape returned, to answer it again offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListType {
+    pub kind: String,
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+}
+
+/// `_lists.json`: every shape listed, with its list type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapeIndex {
+    pub version: u32,
+    pub shapes: BTreeMap<String, ListType>,
+}
+
+impl ShapeIndex {
+    pub const VERSION: u32 = 1;
+
+    pub fn parse(bytes: &[u8]) -> Option<ShapeIndex> {
+        serde_json::from_slice::<ShapeIndex>(bytes)
+            .ok()
+            .filter(|i| i.version == Self::VERSION)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A list being received page by page.
+struct Paging {
+    next_continue: String,
+    files: BTreeSet<PathBuf>,
+}
+
+/// Pages of lists not yet complete, by collection and shape.
+#[derive(Default)]
+pub struct PagedLists {
+    in_progress: Mutex<HashMap<(Collection, ListShape), Paging>>,
+}
+
+/// Keeps at most this many unfinished paged lists (abandoned ones are dropped).
+const MAX_PAGED_LISTS: usize = 256;
+
+impl PagedLists {
+    /// Records one page. `request_continue` is the `continue` the request sent
+    /// (empty for a first page), `response_continue` the one the page returned.
+    /// Returns every file of the whole list once its last page has arrived,
+    /// `None` while pages are missing or out of order.
+    pub fn page(
+        &self,
+        collection: &Collection,
+        shape: &ListShape,
+        request_continue: &str,
+        response_continue: &str,
+        files: Vec<PathBuf>,
+    ) -> Option<BTreeSet<PathBuf>> {
+        let mut in_progress = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (collection.clone(), shape.clone());
+        let mut gathered = if request_continue.is_empty() {
+            BTreeSet::new()
+        } else {
+            match in_progress.remove(&key) {
+                Some(paging) if paging.next_continue == request_continue => paging.files,
+                // A page whose first pages we did not see: it cannot complete a list.
+                _ => return None,
+            }
+        };
+        gathered.extend(files);
+        if response_continue.is_empty() {
+            in_progress.remove(&key);
+            return Some(gathered);
+        }
+        if in_progress.len() >= MAX_PAGED_LISTS {
+            in_progress.clear();
+        }
+        in_progress.insert(
+            key,
+            Paging {
+                next_continue: response_continue.to_string(),
+                files: gathered,
+            },
+        );
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> ListShape {
+        ListShape {
+            namespace: String::new(),
+            label_selector: String::new(),
+            field_selector: "spec.nodeName=edge-1".into(),
+        }
+    }
+
+    fn collection() -> Collection {
+        Collection {
+            component: "kubelet".into(),
+            resource_dir: "pods".into(),
+        }
+    }
+
+    fn files(names: &[&str]) -> Vec<PathBuf> {
+        names.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn a_single_page_list_is_complete_at_once() {
+        let paged = PagedLists::default();
+        let done = paged
+            .page(&collection(), &shape(), "", "", files(&["a"]))
+            .unwrap();
+        assert_eq!(done.len(), 1);
+    }
+
+    #[test]
+    fn pages_complete_a_list_only_at_the_last_page() {
+        let paged = PagedLists::default();
+        assert!(
+            paged
+                .page(&collection(), &shape(), "", "t1", files(&["a"]))
+                .is_none()
+        );
+        assert!(
+            paged
+                .page(&collection(), &shape(), "t1", "t2", files(&["b"]))
+                .is_none()
+        );
+        let done = paged
+            .page(&collection(), &shape(), "t2", "", files(&["c"]))
+            .unwrap();
+        assert_eq!(done, files(&["a", "b", "c"]).into_iter().collect());
+    }
+
+    #[test]
+    fn a_page_out_of_order_completes_nothing() {
+        let paged = PagedLists::default();
+        assert!(
+            paged
+                .page(&collection(), &shape(), "", "t1", files(&["a"]))
+                .is_none()
+        );
+        assert!(
+            paged
+                .page(&collection(), &shape(), "other", "", files(&["b"]))
+                .is_none()
+        );
+        assert!(
+            paged
+                .page(&collection(), &shape(), "t1", "", files(&["b"]))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn shape_index_round_trips_and_rejects_other_versions() {
+        let mut index = ShapeIndex {
+            version: ShapeIndex::VERSION,
+            ..Default::default()
+        };
+        index.shapes.insert(
+            shape().key(),
+            ListType {
+                kind: "PodList".into(),
+                api_version: "v1".into(),
+            },
+        );
+        assert_eq!(ShapeIndex::parse(&index.encode()), Some(index));
+        assert_eq!(ShapeIndex::parse(br#"{"version":99,"shapes":{}}"#), None);
+        assert_eq!(ShapeIndex::parse(b"garbage"), None);
+    }
+}

@@ -1,0 +1,635 @@
+//! The node's durable copy of what its components read: what to cache
+//! (`agents`, `plan`), where (`key`), how durably (`store`), which list shapes
+//! were seen (`lists`), and the writer thread that keeps disk I/O off every
+//! client's path (`Tee` hands it complete objects; it never blocks a client).
+
+pub mod agents;
+pub mod key;
+pub mod lists;
+pub mod store;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::codec::{Encoding, EventType, WatchDecoder};
+use crate::request_info::{Query, RequestInfo, Verb};
+use crate::selector::{FieldSelector, LabelSelector};
+use agents::Agents;
+use key::Collection;
+use lists::{ListShape, ListType, PagedLists, ShapeIndex};
+use store::Store;
+
+/// Largest response body copied aside for the cache; past it the response is
+/// still relayed whole, just not cached.
+const MAX_TEE_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes waiting for the writer; past it new work is dropped (and counted).
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+const MAX_QUEUED_OPS: usize = 4096;
+
+/// Counters for the metrics.
+#[derive(Default)]
+pub struct CacheStats {
+    pub objects_written: AtomicU64,
+    pub objects_removed: AtomicU64,
+    pub stale_skipped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub dropped: AtomicU64,
+    pub decode_errors: AtomicU64,
+}
+
+/// Work for the writer thread.
+enum Op {
+    Upsert {
+        collection: Collection,
+        encoding: Encoding,
+        object: Vec<u8>,
+    },
+    Delete {
+        collection: Collection,
+        encoding: Encoding,
+        object: Vec<u8>,
+    },
+    List {
+        collection: Collection,
+        encoding: Encoding,
+        shape: ListShape,
+        request_continue: String,
+        body: Vec<u8>,
+    },
+    Discovery {
+        path: PathBuf,
+        body: Vec<u8>,
+    },
+}
+
+impl Op {
+    fn len(&self) -> usize {
+        match self {
+            Op::Upsert { object, .. } | Op::Delete { object, .. } => object.len(),
+            Op::List { body, .. } | Op::Discovery { body, .. } => body.len(),
+        }
+    }
+}
+
+pub struct Cache {
+    pub store: Store,
+    pub agents: Agents,
+    paged: PagedLists,
+    queue: SyncSender<Op>,
+    queued_bytes: AtomicUsize,
+    pub stats: CacheStats,
+    scan_done: AtomicBool,
+    last_drop_log: Mutex<Option<Instant>>,
+}
+
+/// What one request would put in the cache, decided from the request alone.
+pub struct Plan {
+    target: Target,
+}
+
+enum Target {
+    Object(Collection),
+    List {
+        collection: Collection,
+        shape: ListShape,
+        request_continue: String,
+    },
+    Watch(Collection),
+    Discovery(PathBuf),
+}
+
+impl Cache {
+    /// Opens the cache root and starts the writer and the start-up scan. The
+    /// cache can be read at once; the scan cleans up in the background.
+    pub fn start(root: &Path, agents: Agents) -> io::Result<Arc<Cache>> {
+        let store = Store::open(root)?;
+        let (queue, ops) = sync_channel(MAX_QUEUED_OPS);
+        let cache = Arc::new(Cache {
+            store,
+            agents,
+            paged: PagedLists::default(),
+            queue,
+            queued_bytes: AtomicUsize::new(0),
+            stats: CacheStats::default(),
+            scan_done: AtomicBool::new(false),
+            last_drop_log: Mutex::new(None),
+        });
+        let writer = cache.clone();
+        thread::Builder::new()
+            .name("yh-cache-writer".into())
+            .spawn(move || writer.write_loop(ops))?;
+        let scanner = cache.clone();
+        thread::Builder::new().name("yh-cache-scan".into()).spawn(move || {
+            let started = Instant::now();
+            let report = scanner.store.scan(is_intact);
+            scanner.scan_done.store(true, Ordering::SeqCst);
+            log::info!(
+                "cache scan: {} files checked, {} damaged moved aside, {} temp files removed in {:?}",
+                report.files,
+                report.quarantined,
+                report.temp_files_removed,
+                started.elapsed()
+            );
+        })?;
+        Ok(cache)
+    }
+
+    pub fn scan_done(&self) -> bool {
+        self.scan_done.load(Ordering::SeqCst)
+    }
+
+    /// Whether a component's requests are cached (an agent, or `Edge-Cache: true`).
+    pub fn is_cached_component(&self, component: &str, edge_cache_header: bool) -> bool {
+        !component.is_empty() && (edge_cache_header || self.agents.is_agent(component))
+    }
+
+    /// Decides from the request whether its answer is worth caching.
+    pub fn plan(
+        &self,
+        info: &RequestInfo,
+        query: &Query,
+        component: &str,
+        edge_cache_header: bool,
+    ) -> Option<Plan> {
+        if !info.is_resource_request {
+            if info.verb != Verb::Get {
+                return None;
+            }
+            return key::discovery_path(&info.path).map(|path| Plan {
+                target: Target::Discovery(path),
+            });
+        }
+        if !self.is_cached_component(component, edge_cache_header) || !is_cacheable_resource(info) {
+            return None;
+        }
+        let collection = Collection::for_request(component, info)?;
+        let target = match info.verb {
+            Verb::Get | Verb::Create | Verb::Update | Verb::Patch => Target::Object(collection),
+            Verb::List => Target::List {
+                collection,
+                shape: shape_of(info, query),
+                request_continue: query.get("continue").unwrap_or_default().to_string(),
+            },
+            Verb::Watch => Target::Watch(collection),
+            _ => return None,
+        };
+        Some(Plan { target })
+    }
+
+    /// Starts copying a response aside, if its status and encoding allow.
+    pub fn tee(
+        self: &Arc<Self>,
+        plan: Plan,
+        status: u16,
+        content_type: Option<&str>,
+    ) -> Option<Tee> {
+        if !(200..300).contains(&status) {
+            return None;
+        }
+        let encoding = Encoding::from_content_type(content_type.unwrap_or_default())?;
+        let sink = match plan.target {
+            Target::Watch(collection) => Sink::Watch {
+                decoder: encoding.watch_decoder(),
+                collection,
+            },
+            target => Sink::Whole {
+                buffer: Vec::new(),
+                target,
+            },
+        };
+        Some(Tee {
+            cache: self.clone(),
+            encoding,
+            sink,
+            abandoned: false,
+        })
+    }
+
+    fn enqueue(&self, op: Op) {
+        let len = op.len();
+        if self.queued_bytes.fetch_add(len, Ordering::SeqCst) + len > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+            self.dropped("the cache writer is behind");
+            return;
+        }
+        match self.queue.try_send(op) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+                self.dropped("the cache writer is behind");
+            }
+        }
+    }
+
+    fn dropped(&self, why: &str) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last_drop_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            log::warn!("not caching a response: {why}");
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn write_loop(&self, ops: Receiver<Op>) {
+        for op in ops {
+            let len = op.len();
+            if let Err(e) = self.apply(op) {
+                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("cache write failed: {e}");
+            }
+            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+        }
+    }
+
+    fn apply(&self, op: Op) -> io::Result<()> {
+        match op {
+            Op::Upsert {
+                collection,
+                encoding,
+                object,
+            } => self.upsert(&collection, encoding, &object).map(|_| ()),
+            Op::Delete {
+                collection,
+                encoding,
+                object,
+            } => self.delete(&collection, encoding, &object),
+            Op::List {
+                collection,
+                encoding,
+                shape,
+                request_continue,
+                body,
+            } => self.store_list(&collection, encoding, &shape, &request_continue, &body),
+            Op::Discovery { path, body } => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                    return Ok(());
+                }
+                self.store.write(&path, &body)
+            }
+        }
+    }
+
+    /// Stores an object unless the cache already holds a newer version.
+    /// Returns its file, or `None` when it could not be stored.
+    fn upsert(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        object: &[u8],
+    ) -> io::Result<Option<PathBuf>> {
+        let Ok(meta) = encoding.decode_meta(object) else {
+            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let Some(path) = collection.object_path(&meta.namespace, &meta.name, encoding) else {
+            log::debug!("not caching {}/{}: unsafe name", meta.namespace, meta.name);
+            return Ok(None);
+        };
+        if let Some(existing) = self.store.read(&path)? {
+            let stored_rv = encoding
+                .decode_meta(&existing)
+                .map(|m| m.resource_version)
+                .unwrap_or(0);
+            if stored_rv > meta.resource_version && meta.resource_version != 0 {
+                self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(path));
+            }
+            if existing == object {
+                return Ok(Some(path));
+            }
+        }
+        self.store.write(&path, object)?;
+        self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(path))
+    }
+
+    fn delete(&self, collection: &Collection, encoding: Encoding, object: &[u8]) -> io::Result<()> {
+        let Ok(meta) = encoding.decode_meta(object) else {
+            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let Some(path) = collection.object_path(&meta.namespace, &meta.name, encoding) else {
+            return Ok(());
+        };
+        if let Some(existing) = self.store.read(&path)? {
+            let stored_rv = encoding
+                .decode_meta(&existing)
+                .map(|m| m.resource_version)
+                .unwrap_or(0);
+            if stored_rv > meta.resource_version && meta.resource_version != 0 {
+                self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        if self.store.remove(&path)? {
+            self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn store_list(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        shape: &ListShape,
+        request_continue: &str,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let Ok(parts) = encoding.split_list(body) else {
+            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let mut files = Vec::with_capacity(parts.items.len());
+        for item in &parts.items {
+            if let Some(path) = self.upsert(collection, encoding, item)? {
+                files.push(path);
+            }
+        }
+        let Some(complete) = self.paged.page(
+            collection,
+            shape,
+            request_continue,
+            &parts.continue_token,
+            files,
+        ) else {
+            return Ok(());
+        };
+        // The whole list is here: what this shape returned before and no longer
+        // returns is gone (or no longer matches) upstream.
+        let (labels, fields) = match (
+            LabelSelector::parse(&shape.label_selector),
+            FieldSelector::parse(&shape.field_selector),
+        ) {
+            (Ok(labels), Ok(fields)) => (labels, fields),
+            _ => return Ok(()),
+        };
+        let namespace = (!shape.namespace.is_empty()).then_some(shape.namespace.as_str());
+        for path in self
+            .store
+            .list_objects(&collection.dir(), namespace, encoding.extension())
+        {
+            if complete.contains(&path) {
+                continue;
+            }
+            let Some(bytes) = self.store.read(&path)? else {
+                continue;
+            };
+            if matches_shape(encoding, &bytes, &labels, &fields) && self.store.remove(&path)? {
+                self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let index_path = collection.lists_path();
+        let mut index = self
+            .store
+            .read(&index_path)?
+            .and_then(|bytes| ShapeIndex::parse(&bytes))
+            .unwrap_or(ShapeIndex {
+                version: ShapeIndex::VERSION,
+                ..Default::default()
+            });
+        let list_type = ListType {
+            kind: parts.kind,
+            api_version: parts.api_version,
+        };
+        if index.shapes.get(&shape.key()) != Some(&list_type) {
+            index.shapes.insert(shape.key(), list_type);
+            self.store.write(&index_path, &index.encode())?;
+        }
+        Ok(())
+    }
+
+    /// A cached object, if present and intact.
+    pub fn read_object(
+        &self,
+        collection: &Collection,
+        namespace: &str,
+        name: &str,
+        encoding: Encoding,
+    ) -> Option<Vec<u8>> {
+        let path = collection.object_path(namespace, name, encoding)?;
+        self.read_intact(&path, encoding)
+    }
+
+    fn read_intact(&self, path: &Path, encoding: Encoding) -> Option<Vec<u8>> {
+        let bytes = self.store.read(path).ok()??;
+        if encoding.decode_meta(&bytes).is_err() {
+            self.store.quarantine(path, "does not parse");
+            return None;
+        }
+        Some(bytes)
+    }
+
+    /// The list type recorded for a shape, if that shape was ever listed.
+    pub fn listed_shape(&self, collection: &Collection, shape: &ListShape) -> Option<ListType> {
+        let bytes = self.store.read(&collection.lists_path()).ok()??;
+        ShapeIndex::parse(&bytes)?.shapes.get(&shape.key()).cloned()
+    }
+
+    /// Any list type recorded for a collection (for shapes never listed).
+    pub fn any_list_type(&self, collection: &Collection) -> Option<ListType> {
+        let bytes = self.store.read(&collection.lists_path()).ok()??;
+        ShapeIndex::parse(&bytes)?.shapes.into_values().next()
+    }
+
+    /// Cached objects of a collection matching a namespace and selectors,
+    /// with the highest resourceVersion among them.
+    pub fn select(
+        &self,
+        collection: &Collection,
+        namespace: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        encoding: Encoding,
+    ) -> (Vec<Vec<u8>>, u64) {
+        let namespace = (!namespace.is_empty()).then_some(namespace);
+        let mut items = Vec::new();
+        let mut max_rv = 0;
+        for path in self
+            .store
+            .list_objects(&collection.dir(), namespace, encoding.extension())
+        {
+            let Some(bytes) = self.read_intact(&path, encoding) else {
+                continue;
+            };
+            if matches_shape(encoding, &bytes, labels, fields) {
+                max_rv = max_rv.max(
+                    encoding
+                        .decode_meta(&bytes)
+                        .map(|m| m.resource_version)
+                        .unwrap_or(0),
+                );
+                items.push(bytes);
+            }
+        }
+        (items, max_rv)
+    }
+
+    pub fn read_discovery(&self, path: &str) -> Option<Vec<u8>> {
+        self.store.read(&key::discovery_path(path)?).ok()?
+    }
+}
+
+/// The list shape of a list request.
+pub fn shape_of(info: &RequestInfo, query: &Query) -> ListShape {
+    ListShape {
+        namespace: info.namespace.clone(),
+        label_selector: query
+            .get("labelSelector")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        field_selector: query
+            .get("fieldSelector")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Resources and subresources whose answers are objects worth keeping
+/// (behaviour.md section 3).
+fn is_cacheable_resource(info: &RequestInfo) -> bool {
+    matches!(info.subresource.as_str(), "" | "status")
+        && !matches!(
+            info.resource.as_str(),
+            "certificatesigningrequests"
+                | "subjectaccessreviews"
+                | "tokenreviews"
+                | "selfsubjectaccessreviews"
+                | "selfsubjectrulesreviews"
+                | "localsubjectaccessreviews"
+        )
+}
+
+fn matches_shape(
+    encoding: Encoding,
+    bytes: &[u8],
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> bool {
+    if !labels.is_empty() {
+        match encoding.decode_meta(bytes) {
+            Ok(meta) if labels.matches(&meta.labels) => {}
+            _ => return false,
+        }
+    }
+    if fields.is_empty() {
+        return true;
+    }
+    encoding
+        .to_value(bytes)
+        .is_ok_and(|value| fields.matches(&value))
+}
+
+/// Start-up integrity check of one file.
+fn is_intact(path: &Path, bytes: &[u8]) -> bool {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(),
+        _ => true,
+    }
+}
+
+/// A response being copied aside for the cache as it is relayed.
+pub struct Tee {
+    cache: Arc<Cache>,
+    encoding: Encoding,
+    sink: Sink,
+    abandoned: bool,
+}
+
+enum Sink {
+    /// A whole body (object or list), stored once complete.
+    Whole { buffer: Vec<u8>, target: Target },
+    /// A watch stream, stored event by event.
+    Watch {
+        decoder: Box<dyn WatchDecoder>,
+        collection: Collection,
+    },
+}
+
+impl Tee {
+    /// Takes the next piece of the body. Never blocks on disk.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.abandoned {
+            return;
+        }
+        match &mut self.sink {
+            Sink::Whole { buffer, .. } => {
+                if buffer.len() + bytes.len() > MAX_TEE_BYTES {
+                    self.abandoned = true;
+                    *buffer = Vec::new();
+                    self.cache.dropped("response larger than the cache copies");
+                    return;
+                }
+                buffer.extend_from_slice(bytes);
+            }
+            Sink::Watch {
+                decoder,
+                collection,
+            } => match decoder.push(bytes) {
+                Ok(events) => {
+                    for event in events {
+                        let op = match event.event_type {
+                            EventType::Added | EventType::Modified => Op::Upsert {
+                                collection: collection.clone(),
+                                encoding: self.encoding,
+                                object: event.object,
+                            },
+                            EventType::Deleted => Op::Delete {
+                                collection: collection.clone(),
+                                encoding: self.encoding,
+                                object: event.object,
+                            },
+                            EventType::Bookmark | EventType::Error => continue,
+                        };
+                        self.cache.enqueue(op);
+                    }
+                }
+                Err(e) => {
+                    self.abandoned = true;
+                    self.cache
+                        .stats
+                        .decode_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::warn!("not caching the rest of a watch: {e}");
+                }
+            },
+        }
+    }
+
+    /// The body ended; `complete` says whether it arrived whole.
+    pub fn finish(self, complete: bool) {
+        if self.abandoned || !complete {
+            return;
+        }
+        let Sink::Whole { buffer, target } = self.sink else {
+            return;
+        };
+        let op = match target {
+            Target::Object(collection) => Op::Upsert {
+                collection,
+                encoding: self.encoding,
+                object: buffer,
+            },
+            Target::List {
+                collection,
+                shape,
+                request_continue,
+            } => Op::List {
+                collection,
+                encoding: self.encoding,
+                shape,
+                request_continue,
+                body: buffer,
+            },
+            Target::Discovery(path) => Op::Discovery { path, body: buffer },
+            Target::Watch(_) => return,
+        };
+        self.cache.enqueue(op);
+    }
+}

@@ -1,0 +1,260 @@
+//! The JSON encoding: objects as the apiserver writes them, lists as
+//! `{"kind","apiVersion","metadata","items"}`, watches as one event per line.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    CodecError, EventType, ListParts, MAX_OBJECT_BYTES, ObjectMeta, WatchDecoder, WatchEvent,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawObject {
+    kind: String,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: RawMeta,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMeta {
+    name: String,
+    namespace: String,
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
+    uid: String,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "continue")]
+    continue_token: String,
+}
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> CodecError {
+    CodecError(format!("invalid JSON {what}: {e}"))
+}
+
+pub fn decode_meta(bytes: &[u8]) -> Result<ObjectMeta, CodecError> {
+    let raw: RawObject = serde_json::from_slice(bytes).map_err(|e| invalid("object", e))?;
+    Ok(ObjectMeta {
+        kind: raw.kind,
+        api_version: raw.api_version,
+        name: raw.metadata.name,
+        namespace: raw.metadata.namespace,
+        resource_version: raw.metadata.resource_version.parse().unwrap_or(0),
+        uid: raw.metadata.uid,
+        labels: raw.metadata.labels.unwrap_or_default(),
+    })
+}
+
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(default)]
+    kind: String,
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    metadata: RawMeta,
+    #[serde(borrow, default)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+pub fn split_list(bytes: &[u8]) -> Result<ListParts, CodecError> {
+    let list: RawList<'_> = serde_json::from_slice(bytes).map_err(|e| invalid("list", e))?;
+    if !list.kind.ends_with("List") {
+        return Err(CodecError(format!("not a list: kind {:?}", list.kind)));
+    }
+    let item_kind = list.kind.trim_end_matches("List");
+    let items = list
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| with_type_meta(item.get(), item_kind, &list.api_version))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ListParts {
+        kind: list.kind.clone(),
+        api_version: list.api_version,
+        resource_version: list.metadata.resource_version,
+        continue_token: list.metadata.continue_token,
+        items,
+    })
+}
+
+/// List items come without `kind` and `apiVersion`; a stored object carries them
+/// so it reads back exactly like the answer to a get.
+fn with_type_meta(item: &str, kind: &str, api_version: &str) -> Result<Vec<u8>, CodecError> {
+    let meta = decode_meta(item.as_bytes())?;
+    let body = item.trim_start();
+    if !meta.kind.is_empty() || !body.starts_with('{') {
+        return Ok(item.as_bytes().to_vec());
+    }
+    let rest = body[1..].trim_start();
+    let separator = if rest.starts_with('}') { "" } else { "," };
+    let prefix = serde_json::json!({ "kind": kind, "apiVersion": api_version }).to_string();
+    let mut out = Vec::with_capacity(item.len() + prefix.len());
+    out.extend_from_slice(&prefix.as_bytes()[..prefix.len() - 1]);
+    out.extend_from_slice(separator.as_bytes());
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
+}
+
+pub fn encode_list(
+    kind: &str,
+    api_version: &str,
+    resource_version: &str,
+    items: &[Vec<u8>],
+) -> Vec<u8> {
+    let head = serde_json::json!({
+        "kind": kind,
+        "apiVersion": api_version,
+        "metadata": { "resourceVersion": resource_version },
+    })
+    .to_string();
+    let total: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut out = Vec::with_capacity(head.len() + total + 16);
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+/// JSON watch streams carry one event object per line.
+#[derive(Default)]
+pub struct JsonWatchDecoder {
+    pending: Vec<u8>,
+}
+
+impl WatchDecoder for JsonWatchDecoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<WatchEvent>, CodecError> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        let mut consumed = 0;
+        while let Some(offset) = self.pending[consumed..].iter().position(|&b| b == b'\n') {
+            let line = &self.pending[consumed..consumed + offset];
+            consumed += offset + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            events.push(decode_event(line)?);
+        }
+        self.pending.drain(..consumed);
+        if self.pending.len() > MAX_OBJECT_BYTES {
+            return Err(CodecError(format!(
+                "watch event larger than {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        Ok(events)
+    }
+}
+
+fn decode_event(line: &[u8]) -> Result<WatchEvent, CodecError> {
+    let event: RawEvent<'_> =
+        serde_json::from_slice(line).map_err(|e| invalid("watch event", e))?;
+    let event_type = match event.event_type.as_str() {
+        "ADDED" => EventType::Added,
+        "MODIFIED" => EventType::Modified,
+        "DELETED" => EventType::Deleted,
+        "BOOKMARK" => EventType::Bookmark,
+        "ERROR" => EventType::Error,
+        other => return Err(CodecError(format!("unknown watch event type {other:?}"))),
+    };
+    Ok(WatchEvent {
+        event_type,
+        object: event.object.get().as_bytes().to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p1","namespace":"edge","uid":"u1","resourceVersion":"42","labels":{"app":"web"}},"spec":{"nodeName":"edge-1"}}"#;
+
+    #[test]
+    fn reads_object_metadata() {
+        let meta = decode_meta(POD.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                meta.kind.as_str(),
+                meta.name.as_str(),
+                meta.namespace.as_str()
+            ),
+            ("Pod", "p1", "edge")
+        );
+        assert_eq!(meta.resource_version, 42);
+        assert_eq!(meta.uid, "u1");
+        assert_eq!(meta.labels.get("app").map(String::as_str), Some("web"));
+        assert!(decode_meta(b"{not json").is_err());
+    }
+
+    #[test]
+    fn splits_a_list_into_self_contained_items() {
+        let list = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"50","continue":"abc"},
+            "items":[{"metadata":{"name":"a","resourceVersion":"3"}},{"metadata":{"name":"b"}, "spec":{}}, {}]}"#;
+        let parts = split_list(list.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                parts.kind.as_str(),
+                parts.resource_version.as_str(),
+                parts.continue_token.as_str()
+            ),
+            ("PodList", "50", "abc")
+        );
+        assert_eq!(parts.items.len(), 3);
+        for item in &parts.items {
+            let value: serde_json::Value = serde_json::from_slice(item).unwrap();
+            assert_eq!(value["kind"], "Pod");
+            assert_eq!(value["apiVersion"], "v1");
+        }
+        let first = decode_meta(&parts.items[0]).unwrap();
+        assert_eq!((first.name.as_str(), first.resource_version), ("a", 3));
+        assert!(split_list(br#"{"kind":"Pod","metadata":{}}"#).is_err());
+    }
+
+    #[test]
+    fn builds_a_list_that_splits_back() {
+        let items = vec![
+            POD.as_bytes().to_vec(),
+            POD.replace("p1", "p2").into_bytes(),
+        ];
+        let list = encode_list("PodList", "v1", "42", &items);
+        let value: serde_json::Value = serde_json::from_slice(&list).unwrap();
+        assert_eq!(value["metadata"]["resourceVersion"], "42");
+        assert_eq!(value["items"][1]["metadata"]["name"], "p2");
+        let empty: serde_json::Value =
+            serde_json::from_slice(&encode_list("PodList", "v1", "0", &[])).unwrap();
+        assert_eq!(empty["items"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn cuts_a_watch_stream_into_events_across_chunk_boundaries() {
+        let stream = format!(
+            "{{\"type\":\"ADDED\",\"object\":{POD}}}\n{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"Pod\",\"metadata\":{{\"resourceVersion\":\"60\"}}}}}}\n"
+        );
+        let mut decoder = JsonWatchDecoder::default();
+        let (first, second) = stream.as_bytes().split_at(37);
+        assert!(decoder.push(first).unwrap().is_empty());
+        let events = decoder.push(second).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event_type, EventType::Added);
+        assert_eq!(decode_meta(&events[0].object).unwrap().name, "p1");
+        assert_eq!(events[1].event_type, EventType::Bookmark);
+        assert!(JsonWatchDecoder::default().push(b"garbage\n").is_err());
+    }
+}

@@ -1,0 +1,236 @@
+//! Encodings of Kubernetes objects as the cache needs them: read an object's
+//! metadata, split a list into self-contained items, build a list back, and cut
+//! a watch stream into events. JSON today; protobuf plugs in behind the same
+//! `Encoding` so the cache never looks at bytes itself.
+
+mod json;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What the cache reads from an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub kind: String,
+    pub api_version: String,
+    pub name: String,
+    pub namespace: String,
+    /// `metadata.resourceVersion` as an integer (0 when absent or not a number).
+    pub resource_version: u64,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A list response taken apart.
+#[derive(Debug, Clone, Default)]
+pub struct ListParts {
+    pub kind: String,
+    pub api_version: String,
+    pub resource_version: String,
+    /// Non-empty when more pages follow.
+    pub continue_token: String,
+    /// Each item encoded on its own, with its kind and apiVersion.
+    pub items: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Bookmark,
+    Error,
+}
+
+/// One watch event: its type and the object, encoded on its own.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    pub event_type: EventType,
+    pub object: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Cuts a watch stream into events as bytes arrive.
+pub trait WatchDecoder: Send {
+    /// Feeds bytes; returns the events completed by them. An error means the
+    /// stream cannot be read further (the caller stops caching it).
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<WatchEvent>, CodecError>;
+}
+
+/// An encoding the cache can store and serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Json,
+}
+
+/// Largest single object or watch event the cache decodes.
+pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
+
+impl Encoding {
+    /// The encoding of a response with this Content-Type, if the cache can
+    /// store it. Responses in another shape (`as=Table`, `as=PartialObjectMetadata`)
+    /// are not objects and give `None`.
+    pub fn from_content_type(content_type: &str) -> Option<Encoding> {
+        let mut parts = content_type.split(';').map(str::trim);
+        let media = parts.next()?.to_ascii_lowercase();
+        for parameter in parts {
+            let (name, _) = parameter.split_once('=').unwrap_or((parameter, ""));
+            if !matches!(
+                name.trim().to_ascii_lowercase().as_str(),
+                "charset" | "stream"
+            ) {
+                return None;
+            }
+        }
+        match media.as_str() {
+            "application/json" => Some(Encoding::Json),
+            _ => None,
+        }
+    }
+
+    /// File extension of stored objects.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Encoding::Json => "json",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+        }
+    }
+
+    /// Content-Type of a watch stream in this encoding.
+    pub fn watch_content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+        }
+    }
+
+    pub fn decode_meta(self, bytes: &[u8]) -> Result<ObjectMeta, CodecError> {
+        match self {
+            Encoding::Json => json::decode_meta(bytes),
+        }
+    }
+
+    pub fn split_list(self, bytes: &[u8]) -> Result<ListParts, CodecError> {
+        match self {
+            Encoding::Json => json::split_list(bytes),
+        }
+    }
+
+    pub fn encode_list(
+        self,
+        kind: &str,
+        api_version: &str,
+        resource_version: &str,
+        items: &[Vec<u8>],
+    ) -> Vec<u8> {
+        match self {
+            Encoding::Json => json::encode_list(kind, api_version, resource_version, items),
+        }
+    }
+
+    pub fn watch_decoder(self) -> Box<dyn WatchDecoder> {
+        match self {
+            Encoding::Json => Box::new(json::JsonWatchDecoder::default()),
+        }
+    }
+
+    /// The object as a JSON value, for field selectors on arbitrary fields.
+    pub fn to_value(self, bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
+        match self {
+            Encoding::Json => serde_json::from_slice(bytes)
+                .map_err(|e| CodecError(format!("invalid JSON object: {e}"))),
+        }
+    }
+}
+
+/// The encodings a client accepts, most preferred first, from its Accept header.
+/// `*/*`, `application/*` or no header at all mean JSON.
+pub fn accepted(accept: Option<&str>) -> Vec<Encoding> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return vec![Encoding::Json];
+    };
+    let mut out = Vec::new();
+    for entry in accept.split(',') {
+        let media = entry
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let has_as = entry
+            .split(';')
+            .skip(1)
+            .any(|p| p.trim().to_ascii_lowercase().starts_with("as="));
+        let encoding = match media.as_str() {
+            _ if has_as => None,
+            "application/json" | "*/*" | "application/*" => Some(Encoding::Json),
+            _ => None,
+        };
+        if let Some(encoding) = encoding.filter(|e| !out.contains(e)) {
+            out.push(encoding);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_objects_are_storable() {
+        assert_eq!(
+            Encoding::from_content_type("application/json"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/json; charset=utf-8"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/json;as=Table;v=v1;g=meta.k8s.io"),
+            None
+        );
+        assert_eq!(
+            Encoding::from_content_type(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+            ),
+            None
+        );
+        assert_eq!(Encoding::from_content_type("text/plain"), None);
+    }
+
+    #[test]
+    fn accepted_encodings_skip_other_shapes() {
+        assert_eq!(accepted(None), [Encoding::Json]);
+        assert_eq!(
+            accepted(Some("application/vnd.kubernetes.protobuf,application/json")),
+            [Encoding::Json]
+        );
+        assert_eq!(
+            accepted(Some(
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+            )),
+            [Encoding::Json]
+        );
+        assert_eq!(
+            accepted(Some("application/json;as=Table;v=v1;g=meta.k8s.io")),
+            []
+        );
+        assert_eq!(accepted(Some("*/*")), [Encoding::Json]);
+    }
+}
