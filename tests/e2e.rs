@@ -6,6 +6,7 @@
 //! - kubectl: create, get, list, patch, delete and `get -w` through the hub
 //! - kubemark: a hollow kubelet registers through the hub and stays Ready
 //! - two apiservers: round robin reaches both; killing one keeps requests working
+//! - offline: kubectl reads from the hub's cache with the apiserver stopped, across a hub restart
 
 mod support;
 
@@ -267,4 +268,169 @@ fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
     bed.start_apiserver(1);
     assert!(wait_until(WAIT, || healthy(1, 1)), "{}", hub.log());
     kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
+}
+
+fn configmap_names(output: &str) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(output).unwrap_or_else(|e| panic!("{e}: {output}"));
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {output}"))
+        .iter()
+        .map(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_restart() {
+    let bed = Testbed::up(&[]);
+    let mut hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &["--cache-agents", "kubectl", "--heartbeat-failed-retry", "1"],
+    );
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    // kubectl keeps its own discovery cache under HOME: keep it out of the way.
+    let ns = ["-n", "offline"];
+    kubectl_ok(&kc, &["create", "namespace", "offline"]);
+    kubectl_ok(
+        &kc,
+        &[
+            ns[0],
+            ns[1],
+            "create",
+            "configmap",
+            "c1",
+            "--from-literal=k=v1",
+        ],
+    );
+    kubectl_ok(
+        &kc,
+        &[
+            ns[0],
+            ns[1],
+            "create",
+            "configmap",
+            "c2",
+            "--from-literal=k=v2",
+        ],
+    );
+    kubectl_ok(&kc, &[ns[0], ns[1], "label", "configmap", "c1", "app=web"]);
+    kubectl_ok(&kc, &[ns[0], ns[1], "label", "configmap", "c2", "app=db"]);
+    // Reads that fill the cache.
+    let online_all = configmap_names(&kubectl_ok(
+        &kc,
+        &[ns[0], ns[1], "get", "configmaps", "-o", "json"],
+    ));
+    assert!(
+        online_all.contains(&"c1".to_string()) && online_all.contains(&"c2".to_string()),
+        "{online_all:?}"
+    );
+    kubectl_ok(
+        &kc,
+        &[
+            ns[0],
+            ns[1],
+            "get",
+            "configmaps",
+            "-l",
+            "app=web",
+            "-o",
+            "json",
+        ],
+    );
+    kubectl_ok(&kc, &[ns[0], ns[1], "get", "configmap", "c1", "-o", "json"]);
+    let c1_file = hub.cache_dir().join("kubectl/configmaps/offline/c1.json");
+    assert!(wait_until(WAIT, || std::fs::read_to_string(&c1_file)
+        .is_ok_and(|t| t.contains("\"app\":\"web\""))));
+
+    bed.stop_apiserver(0);
+    let unhealthy = format!(
+        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
+        bed.env("SERVER_ADDRS")
+    );
+    assert!(
+        wait_until(WAIT, || metrics(&hub).contains(&unhealthy)),
+        "{}",
+        hub.log()
+    );
+    let read_offline = |hub: &Hub| {
+        let one: serde_json::Value = serde_json::from_str(&kubectl_ok(
+            &kc,
+            &[ns[0], ns[1], "get", "configmap", "c1", "-o", "json"],
+        ))
+        .unwrap();
+        assert_eq!(one["data"]["k"], "v1");
+        let web = configmap_names(&kubectl_ok(
+            &kc,
+            &[
+                ns[0],
+                ns[1],
+                "get",
+                "configmaps",
+                "-l",
+                "app=web",
+                "-o",
+                "json",
+            ],
+        ));
+        assert_eq!(web, ["c1"]);
+        let all = configmap_names(&kubectl_ok(
+            &kc,
+            &[ns[0], ns[1], "get", "configmaps", "-o", "json"],
+        ));
+        assert_eq!(all, online_all);
+        // The default table output asks for a Table and falls back to a plain list.
+        let table = kubectl_ok(&kc, &[ns[0], ns[1], "get", "configmaps"]);
+        assert!(table.contains("c1") && table.contains("c2"), "{table}");
+        let gone = kubectl(&kc, &[ns[0], ns[1], "delete", "configmap", "c1"]);
+        assert!(!gone.status.success());
+        assert!(requests_counted(hub, "kubectl", "get", "configmaps") >= 1);
+    };
+    read_offline(&hub);
+
+    // A reboot while offline.
+    hub.restart();
+    read_offline(&hub);
+
+    bed.start_apiserver(0);
+    // Offline, a create is only echoed: wait until the hub really forwards again.
+    let healthy = format!(
+        "node_yurthub_server_healthy_status{{server=\"{}\"}} 1",
+        bed.env("SERVER_ADDRS")
+    );
+    assert!(
+        wait_until(WAIT, || metrics(&hub).contains(&healthy)),
+        "{}",
+        hub.log()
+    );
+    assert!(wait_until(WAIT, || kubectl(
+        &kc,
+        &[
+            ns[0],
+            ns[1],
+            "create",
+            "configmap",
+            "c3",
+            "--from-literal=k=v3"
+        ]
+    )
+    .status
+    .success()));
+    let after = configmap_names(&kubectl_ok(
+        &kc,
+        &[ns[0], ns[1], "get", "configmaps", "-o", "json"],
+    ));
+    assert!(after.contains(&"c3".to_string()), "{after:?}");
+    assert!(wait_until(WAIT, || hub
+        .cache_dir()
+        .join("kubectl/configmaps/offline/c3.json")
+        .exists()));
 }
