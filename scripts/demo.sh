@@ -35,6 +35,8 @@ target/release/yurthub \
   --disk-cache-path "$work/cache" --root-dir "$work/root" \
   --kubelet-ca-file "$CA_FILE" \
   --kubelet-client-certificate "$ADMIN_PEM" \
+  --cache-agents kubectl \
+  --heartbeat-interval-seconds 2 --heartbeat-failed-retry 2 \
   >"$work/yurthub.log" 2>&1 &
 hub_pid=$!
 for _ in $(seq 100); do
@@ -65,10 +67,23 @@ run kubectl create namespace demo
 run kubectl -n demo create configmap hello --from-literal=greeting=hi
 run kubectl -n demo get configmap hello -o jsonpath='{.data.greeting}'; echo
 run kubectl get namespaces
+run kubectl -n demo get configmaps -o json >/dev/null   # reads through the hub fill its cache
 run sh -c "curl -sS http://127.0.0.1:$serve_port/metrics | grep -E '^node_yurthub_(server_healthy|requests_total)' | head"
 
+echo; echo "== the cloud goes away: stopping kube-apiserver"
+scripts/testbed.sh stop-apiserver "$work/bed" 0
+for _ in $(seq 150); do   # the health checker notices within two probes
+  curl -sS "http://127.0.0.1:$serve_port/metrics" | grep -q '^node_yurthub_server_healthy_status{.*} 0$' && break
+  sleep 0.1
+done
+run curl -sS "http://127.0.0.1:$serve_port/v1/readyz"; echo
+run kubectl -n demo get configmap hello -o jsonpath='{.data.greeting}'; echo
+run kubectl -n demo get configmaps
+run find "$work/cache/kubectl" -name '*.json'
+
 echo
-echo "yurthub is proxying http://127.0.0.1:$proxy_port to $SERVER_ADDRS"
+echo "yurthub is answering http://127.0.0.1:$proxy_port from its cache; the apiserver is stopped"
+echo "bring it back: scripts/testbed.sh start-apiserver $work/bed 0"
 echo "try: KUBECONFIG=$work/hub.kubeconfig kubectl get all -A"
 if [ "$wait_for_ctrl_c" = 1 ]; then
   echo "Ctrl-C to stop"

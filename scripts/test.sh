@@ -17,4 +17,7 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests: unit, integration against the fake apiserver, end to end against kube-apiserver"
 cargo test --locked --all-targets -- --test-threads "${YURTHUB_TEST_THREADS:-4}"
 
+step "benchmark, reduced run (figures are not pass/fail)"
+scripts/bench.sh --quick
+
 step "done"

@@ -102,6 +102,39 @@ impl Local {
         }
     }
 
+    /// Whether the cache holds a real answer (an object, a listed shape, a
+    /// discovery document) for a read. Used before the first health probe has
+    /// finished: the cache answers at once instead of waiting for a connect
+    /// to an apiserver that may be unreachable.
+    pub fn has_answer(
+        &self,
+        info: &RequestInfo,
+        query: &Query,
+        component: &str,
+        edge_cache: bool,
+    ) -> bool {
+        if !info.is_resource_request {
+            return info.verb == Verb::Get && self.cache.read_discovery(&info.path).is_some();
+        }
+        let Some(collection) = Collection::for_request(component, info) else {
+            return false;
+        };
+        if !self.cache.is_cached_component(component, edge_cache) {
+            return false;
+        }
+        match info.verb {
+            Verb::Get => self
+                .cache
+                .read_object(&collection, &info.namespace, &info.name, Encoding::Json)
+                .is_some(),
+            Verb::List => self
+                .cache
+                .listed_shape(&collection, &shape_of(info, query))
+                .is_some(),
+            _ => false,
+        }
+    }
+
     fn get<S: Stream>(
         &self,
         exchange: &mut Exchange<'_, S>,

@@ -124,6 +124,20 @@ impl Proxy {
             );
             return;
         }
+        let edge_cache = exchange
+            .head
+            .header("edge-cache")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // Before the first probe has answered, a read the cache can answer is
+        // answered from it at once: the apiserver may be unreachable, and a
+        // connect attempt could take seconds.
+        if let Some(local) = &self.local
+            && !self.upstream.health.any_healthy()
+            && local.has_answer(info, query, component, edge_cache)
+        {
+            self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
+            return local.answer(exchange, info, query, component);
+        }
         let Some(mut server) = self.upstream.pick() else {
             if let Some(local) = &self.local {
                 self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
