@@ -327,6 +327,68 @@ fn table_and_error_responses_are_not_stored_as_objects() {
     );
 }
 
+#[test]
+fn agents_named_in_the_yurt_hub_cfg_configmap_are_cached_too() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/configmaps/yurt-hub-cfg",
+        Behaviour::ok_json(r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"yurt-hub-cfg"},"data":{"cache_agents":"late-agent"}}"#),
+    );
+    let hub = hub_for(&fake, &pki, &[]);
+    hub.expect_log("cache agents now", WAIT);
+    client::request(
+        "GET",
+        &format!("{}/api/v1/namespaces/a/configmaps/cm1", hub.proxy_url()),
+        &[("User-Agent", "late-agent/2.0")],
+        &[],
+    );
+    wait_cached(&hub, "late-agent/configmaps/a/cm1.json", |_| true);
+}
+
+#[test]
+fn cloud_mode_caches_nothing() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    let hub = hub_for(&fake, &pki, &["--working-mode", "cloud"]);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/cm1").0, 200);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps").0, 200);
+    go_offline(&hub, &fake);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/cm1").0, 503);
+    assert!(!hub.cache_dir().join("test-agent").exists());
+}
+
+#[test]
+fn a_failing_cache_write_never_fails_the_client() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    let hub = hub_for(&fake, &pki, &[]);
+    // A file where the collection's directory should be: every write there fails.
+    std::fs::create_dir_all(hub.cache_dir().join("test-agent")).unwrap();
+    std::fs::write(hub.cache_dir().join("test-agent/configmaps"), b"in the way").unwrap();
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps/cm1");
+    assert_eq!(
+        (status, json(&body)["metadata"]["name"].as_str()),
+        (200, Some("cm1"))
+    );
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
+    assert_eq!((status, names(&json(&body)).len()), (200, 3));
+    let write_errors = || {
+        String::from_utf8(client::get(&format!("{}/metrics", hub.serve_url())).2)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("node_yurthub_cache_write_errors_total ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    assert!(wait_until(WAIT, || write_errors() >= 2), "{}", hub.log());
+    hub.expect_log("cache write failed", WAIT);
+}
+
 // ---------------------------------------------------------------- offline answers
 
 #[test]
