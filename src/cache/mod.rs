@@ -42,6 +42,13 @@ pub struct CacheStats {
     pub decode_errors: AtomicU64,
 }
 
+/// An object's file and what it holds now.
+struct ObjectFile {
+    path: PathBuf,
+    stored: Option<Vec<u8>>,
+    stored_is_newer: bool,
+}
+
 /// Work for the writer thread.
 enum Op {
     Upsert {
@@ -89,10 +96,10 @@ pub struct Cache {
 
 /// What one request would put in the cache, decided from the request alone.
 pub struct Plan {
-    target: Target,
+    target: PlanTarget,
 }
 
-enum Target {
+enum PlanTarget {
     Object(Collection),
     List {
         collection: Collection,
@@ -161,7 +168,7 @@ impl Cache {
                 return None;
             }
             return key::discovery_path(&info.path).map(|path| Plan {
-                target: Target::Discovery(path),
+                target: PlanTarget::Discovery(path),
             });
         }
         if !self.is_cached_component(component, edge_cache_header) || !is_cacheable_resource(info) {
@@ -169,13 +176,13 @@ impl Cache {
         }
         let collection = Collection::for_request(component, info)?;
         let target = match info.verb {
-            Verb::Get | Verb::Create | Verb::Update | Verb::Patch => Target::Object(collection),
-            Verb::List => Target::List {
+            Verb::Get | Verb::Create | Verb::Update | Verb::Patch => PlanTarget::Object(collection),
+            Verb::List => PlanTarget::List {
                 collection,
                 shape: shape_of(info, query),
                 request_continue: query.get("continue").unwrap_or_default().to_string(),
             },
-            Verb::Watch => Target::Watch(collection),
+            Verb::Watch => PlanTarget::Watch(collection),
             _ => return None,
         };
         Some(Plan { target })
@@ -193,7 +200,7 @@ impl Cache {
         }
         let encoding = Encoding::from_content_type(content_type.unwrap_or_default())?;
         let sink = match plan.target {
-            Target::Watch(collection) => Sink::Watch {
+            PlanTarget::Watch(collection) => Sink::Watch {
                 decoder: encoding.watch_decoder(),
                 collection,
             },
@@ -282,6 +289,35 @@ impl Cache {
         encoding: Encoding,
         object: &[u8],
     ) -> io::Result<Option<PathBuf>> {
+        let Some(target) = self.target_of(collection, encoding, object)? else {
+            return Ok(None);
+        };
+        if target.stored.as_deref() != Some(object) && !target.stored_is_newer {
+            self.store.write(&target.path, object)?;
+            self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some(target.path))
+    }
+
+    /// Removes an object unless the cache holds a newer version of it.
+    fn delete(&self, collection: &Collection, encoding: Encoding, object: &[u8]) -> io::Result<()> {
+        if let Some(target) = self.target_of(collection, encoding, object)?
+            && !target.stored_is_newer
+            && self.store.remove(&target.path)?
+        {
+            self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Where an incoming object goes and what is stored there now; `None`
+    /// when it cannot be read or its name is unsafe as a path.
+    fn target_of(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        object: &[u8],
+    ) -> io::Result<Option<ObjectFile>> {
         let Ok(meta) = encoding.decode_meta(object) else {
             self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -290,46 +326,21 @@ impl Cache {
             log::debug!("not caching {}/{}: unsafe name", meta.namespace, meta.name);
             return Ok(None);
         };
-        if let Some(existing) = self.store.read(&path)? {
-            let stored_rv = encoding
-                .decode_meta(&existing)
-                .map(|m| m.resource_version)
-                .unwrap_or(0);
-            if stored_rv > meta.resource_version && meta.resource_version != 0 {
-                self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(path));
-            }
-            if existing == object {
-                return Ok(Some(path));
-            }
+        let stored = self.store.read(&path)?;
+        let stored_rv = stored
+            .as_deref()
+            .and_then(|bytes| encoding.decode_meta(bytes).ok())
+            .map_or(0, |m| m.resource_version);
+        // resourceVersions are compared as integers; 0 means unknown.
+        let stored_is_newer = meta.resource_version != 0 && stored_rv > meta.resource_version;
+        if stored_is_newer {
+            self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
         }
-        self.store.write(&path, object)?;
-        self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(path))
-    }
-
-    fn delete(&self, collection: &Collection, encoding: Encoding, object: &[u8]) -> io::Result<()> {
-        let Ok(meta) = encoding.decode_meta(object) else {
-            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        };
-        let Some(path) = collection.object_path(&meta.namespace, &meta.name, encoding) else {
-            return Ok(());
-        };
-        if let Some(existing) = self.store.read(&path)? {
-            let stored_rv = encoding
-                .decode_meta(&existing)
-                .map(|m| m.resource_version)
-                .unwrap_or(0);
-            if stored_rv > meta.resource_version && meta.resource_version != 0 {
-                self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-        }
-        if self.store.remove(&path)? {
-            self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        Ok(Some(ObjectFile {
+            path,
+            stored,
+            stored_is_newer,
+        }))
     }
 
     fn store_list(
@@ -544,7 +555,7 @@ pub struct Tee {
 
 enum Sink {
     /// A whole body (object or list), stored once complete.
-    Whole { buffer: Vec<u8>, target: Target },
+    Whole { buffer: Vec<u8>, target: PlanTarget },
     /// A watch stream, stored event by event.
     Watch {
         decoder: Box<dyn WatchDecoder>,
@@ -611,12 +622,12 @@ impl Tee {
             return;
         };
         let op = match target {
-            Target::Object(collection) => Op::Upsert {
+            PlanTarget::Object(collection) => Op::Upsert {
                 collection,
                 encoding: self.encoding,
                 object: buffer,
             },
-            Target::List {
+            PlanTarget::List {
                 collection,
                 shape,
                 request_continue,
@@ -627,8 +638,8 @@ impl Tee {
                 request_continue,
                 body: buffer,
             },
-            Target::Discovery(path) => Op::Discovery { path, body: buffer },
-            Target::Watch(_) => return,
+            PlanTarget::Discovery(path) => Op::Discovery { path, body: buffer },
+            PlanTarget::Watch(_) => return,
         };
         self.cache.enqueue(op);
     }
