@@ -79,21 +79,19 @@ impl Local {
                 &format!("apiserver unreachable and {who} is not cached by the hub"),
             );
         };
-        let Some(encoding) = codec::accepted(exchange.head.header("accept"))
-            .first()
-            .copied()
-        else {
+        let accepted = codec::accepted(exchange.head.header("accept"));
+        if accepted.is_empty() {
             return respond_status(
                 exchange,
                 406,
-                "the hub can answer offline only in application/json",
+                "the hub answers offline only in application/json or application/vnd.kubernetes.protobuf",
             );
-        };
+        }
         match info.verb {
             Verb::Get | Verb::Update | Verb::Patch => {
-                self.get(exchange, info, &collection, encoding)
+                self.get(exchange, info, &collection, &accepted)
             }
-            Verb::List => self.list(exchange, info, query, component, &collection, encoding),
+            Verb::List => self.list(exchange, info, query, component, &collection, &accepted),
             _ => respond_status(
                 exchange,
                 405,
@@ -112,6 +110,7 @@ impl Local {
         query: &Query,
         component: &str,
         edge_cache: bool,
+        accept: Option<&str>,
     ) -> bool {
         if !info.is_resource_request {
             return info.verb == Verb::Get && self.cache.read_discovery(&info.path).is_some();
@@ -122,15 +121,17 @@ impl Local {
         if !self.cache.is_cached_component(component, edge_cache) {
             return false;
         }
+        let accepted = codec::accepted(accept);
         match info.verb {
-            Verb::Get => self
-                .cache
-                .read_object(&collection, &info.namespace, &info.name, Encoding::Json)
-                .is_some(),
+            Verb::Get => accepted.iter().any(|&encoding| {
+                self.cache
+                    .read_object(&collection, &info.namespace, &info.name, encoding)
+                    .is_some()
+            }),
             Verb::List => self
                 .cache
                 .listed_shape(&collection, &shape_of(info, query))
-                .is_some(),
+                .is_some_and(|list_type| accepted.iter().any(|e| listed_in(&list_type, *e))),
             _ => false,
         }
     }
@@ -140,13 +141,17 @@ impl Local {
         exchange: &mut Exchange<'_, S>,
         info: &RequestInfo,
         collection: &Collection,
-        encoding: Encoding,
+        accepted: &[Encoding],
     ) {
-        match self
-            .cache
-            .read_object(collection, &info.namespace, &info.name, encoding)
-        {
-            Some(object) => {
+        // The first encoding the client accepts that the cache holds.
+        let found = accepted.iter().find_map(|&encoding| {
+            let object =
+                self.cache
+                    .read_object(collection, &info.namespace, &info.name, encoding)?;
+            Some((encoding, object))
+        });
+        match found {
+            Some((encoding, object)) => {
                 let _ = exchange.respond(200, &content_type(encoding.content_type()), &object);
             }
             None => respond_status(
@@ -164,7 +169,7 @@ impl Local {
         query: &Query,
         component: &str,
         collection: &Collection,
-        encoding: Encoding,
+        accepted: &[Encoding],
     ) {
         let shape = shape_of(info, query);
         let labels = match LabelSelector::parse(&shape.label_selector) {
@@ -178,10 +183,13 @@ impl Local {
         let list_type = self.cache.listed_shape(collection, &shape).or_else(|| {
             // A list narrowed to one name is answered even if never listed.
             fields.required_name().map(|_| {
-                self.cache.any_list_type(collection).unwrap_or(ListType {
+                let mut list_type = self.cache.any_list_type(collection).unwrap_or(ListType {
                     kind: "List".into(),
                     api_version: "v1".into(),
-                })
+                    encodings: Default::default(),
+                });
+                list_type.encodings = accepted.iter().map(|e| e.extension().to_string()).collect();
+                list_type
             })
         });
         let Some(list_type) = list_type else {
@@ -194,9 +202,35 @@ impl Local {
                 ),
             );
         };
-        let (items, max_rv) =
-            self.cache
-                .select(collection, &info.namespace, &labels, &fields, encoding);
+        // The first accepted encoding the shape was listed in whose objects the
+        // selector can be evaluated on.
+        let usable = accepted
+            .iter()
+            .copied()
+            .filter(|&e| listed_in(&list_type, e) && fields.fields().all(|f| e.can_read_field(f)));
+        let mut chosen = None;
+        for encoding in usable {
+            let (items, max_rv) =
+                self.cache
+                    .select(collection, &info.namespace, &labels, &fields, encoding);
+            let found_something = !items.is_empty();
+            if chosen.is_none() || found_something {
+                chosen = Some((encoding, items, max_rv));
+            }
+            if found_something {
+                break;
+            }
+        }
+        let Some((encoding, items, max_rv)) = chosen else {
+            return respond_status(
+                exchange,
+                404,
+                &format!(
+                    "{} in this shape are not cached in an encoding the client accepts",
+                    info.resource
+                ),
+            );
+        };
         if items.is_empty() && component == "kubelet" && info.resource == "pods" {
             // An empty pod list would make kubelet stop every pod on the node.
             return respond_status(exchange, 404, "no pods cached for kubelet");
@@ -277,6 +311,13 @@ impl Local {
             &format!("apiserver unreachable and {} is not cached", info.path),
         );
     }
+}
+
+/// Whether a shape was listed in an encoding (shapes recorded before encodings
+/// were tracked were JSON).
+fn listed_in(list_type: &ListType, encoding: Encoding) -> bool {
+    list_type.encodings.contains(encoding.extension())
+        || (list_type.encodings.is_empty() && encoding == Encoding::Json)
 }
 
 fn content_type(value: &str) -> Vec<(String, String)> {

@@ -133,7 +133,13 @@ impl Proxy {
         // connect attempt could take seconds.
         if let Some(local) = &self.local
             && !self.upstream.health.any_healthy()
-            && local.has_answer(info, query, component, edge_cache)
+            && local.has_answer(
+                info,
+                query,
+                component,
+                edge_cache,
+                exchange.head.header("accept"),
+            )
         {
             self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
             return local.answer(exchange, info, query, component);

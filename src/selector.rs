@@ -433,6 +433,11 @@ impl FieldSelector {
         self.requirements.is_empty()
     }
 
+    /// The field paths the requirements name.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.requirements.iter().map(|r| r.field.as_str())
+    }
+
     /// Whether every requirement is on a field readable from metadata alone
     /// (`metadata.name`, `metadata.namespace`) — lets callers skip full parsing.
     /// True for an empty selector.

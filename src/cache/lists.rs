@@ -28,12 +28,15 @@ impl ListShape {
     }
 }
 
-/// The type of the list a shape returned, to answer it again offline.
+/// The type of the list a shape returned, to answer it again offline, and the
+/// encodings (file extensions) it was listed in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListType {
     pub kind: String,
     #[serde(rename = "apiVersion")]
     pub api_version: String,
+    #[serde(default)]
+    pub encodings: std::collections::BTreeSet<String>,
 }
 
 /// `_lists.json`: every shape listed, with its list type.
@@ -197,6 +200,7 @@ mod tests {
             ListType {
                 kind: "PodList".into(),
                 api_version: "v1".into(),
+                encodings: ["pb".to_string()].into(),
             },
         );
         assert_eq!(ShapeIndex::parse(&index.encode()), Some(index));

@@ -379,11 +379,17 @@ impl Cache {
             (Ok(labels), Ok(fields)) => (labels, fields),
             _ => return Ok(()),
         };
+        // A field this encoding cannot read would make every object look like
+        // a mismatch: then nothing is removed.
+        let readable = fields.fields().all(|f| encoding.can_read_field(f));
         let namespace = (!shape.namespace.is_empty()).then_some(shape.namespace.as_str());
-        for path in self
-            .store
-            .list_objects(&collection.dir(), namespace, encoding.extension())
-        {
+        let candidates = if readable {
+            self.store
+                .list_objects(&collection.dir(), namespace, encoding.extension())
+        } else {
+            Vec::new()
+        };
+        for path in candidates {
             if complete.contains(&path) {
                 continue;
             }
@@ -403,11 +409,18 @@ impl Cache {
                 version: ShapeIndex::VERSION,
                 ..Default::default()
             });
-        let list_type = ListType {
+        let mut list_type = ListType {
             kind: parts.kind,
             api_version: parts.api_version,
+            encodings: [encoding.extension().to_string()].into(),
         };
-        if index.shapes.get(&shape.key()) != Some(&list_type) {
+        let known = index.shapes.get(&shape.key());
+        if let Some(known) =
+            known.filter(|k| k.kind == list_type.kind && k.api_version == list_type.api_version)
+        {
+            list_type.encodings.extend(known.encodings.iter().cloned());
+        }
+        if known != Some(&list_type) {
             index.shapes.insert(shape.key(), list_type);
             self.store.write(&index_path, &index.encode())?;
         }
@@ -541,6 +554,7 @@ fn matches_shape(
 fn is_intact(path: &Path, bytes: &[u8]) -> bool {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(),
+        Some("pb") => Encoding::Protobuf.decode_meta(bytes).is_ok(),
         _ => true,
     }
 }

@@ -1,9 +1,10 @@
 //! Encodings of Kubernetes objects as the cache needs them: read an object's
 //! metadata, split a list into self-contained items, build a list back, and cut
-//! a watch stream into events. JSON today; protobuf plugs in behind the same
-//! `Encoding` so the cache never looks at bytes itself.
+//! a watch stream into events, in JSON and in protobuf, behind one `Encoding`
+//! so the cache never looks at bytes itself.
 
 mod json;
+mod protobuf;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +72,7 @@ pub trait WatchDecoder: Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     Json,
+    Protobuf,
 }
 
 /// Largest single object or watch event the cache decodes.
@@ -94,6 +96,7 @@ impl Encoding {
         }
         match media.as_str() {
             "application/json" => Some(Encoding::Json),
+            "application/vnd.kubernetes.protobuf" => Some(Encoding::Protobuf),
             _ => None,
         }
     }
@@ -102,12 +105,14 @@ impl Encoding {
     pub fn extension(self) -> &'static str {
         match self {
             Encoding::Json => "json",
+            Encoding::Protobuf => "pb",
         }
     }
 
     pub fn content_type(self) -> &'static str {
         match self {
             Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/vnd.kubernetes.protobuf",
         }
     }
 
@@ -115,18 +120,21 @@ impl Encoding {
     pub fn watch_content_type(self) -> &'static str {
         match self {
             Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/vnd.kubernetes.protobuf;stream=watch",
         }
     }
 
     pub fn decode_meta(self, bytes: &[u8]) -> Result<ObjectMeta, CodecError> {
         match self {
             Encoding::Json => json::decode_meta(bytes),
+            Encoding::Protobuf => protobuf::decode_meta(bytes),
         }
     }
 
     pub fn split_list(self, bytes: &[u8]) -> Result<ListParts, CodecError> {
         match self {
             Encoding::Json => json::split_list(bytes),
+            Encoding::Protobuf => protobuf::split_list(bytes),
         }
     }
 
@@ -139,22 +147,37 @@ impl Encoding {
     ) -> Vec<u8> {
         match self {
             Encoding::Json => json::encode_list(kind, api_version, resource_version, items),
+            Encoding::Protobuf => protobuf::encode_list(kind, api_version, resource_version, items),
         }
     }
 
     pub fn watch_decoder(self) -> Box<dyn WatchDecoder> {
         match self {
             Encoding::Json => Box::new(json::JsonWatchDecoder::default()),
+            Encoding::Protobuf => Box::new(protobuf::ProtobufWatchDecoder::default()),
         }
     }
 
-    /// The object as a JSON value, for field selectors on arbitrary fields.
+    /// The object as a JSON value, for field selectors. JSON objects give every
+    /// field; protobuf ones only those `can_read_field` accepts.
     pub fn to_value(self, bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
         match self {
             Encoding::Json => serde_json::from_slice(bytes)
                 .map_err(|e| CodecError(format!("invalid JSON object: {e}"))),
+            Encoding::Protobuf => protobuf::to_value(bytes),
         }
     }
+
+    /// Whether a field selector on this dotted path can be evaluated here.
+    pub fn can_read_field(self, path: &str) -> bool {
+        match self {
+            Encoding::Json => true,
+            Encoding::Protobuf => protobuf::readable_field(path),
+        }
+    }
+
+    /// Every encoding, in the order the hub prefers to answer in.
+    pub const ALL: [Encoding; 2] = [Encoding::Json, Encoding::Protobuf];
 }
 
 /// The encodings a client accepts, most preferred first, from its Accept header.
@@ -178,6 +201,7 @@ pub fn accepted(accept: Option<&str>) -> Vec<Encoding> {
         let encoding = match media.as_str() {
             _ if has_as => None,
             "application/json" | "*/*" | "application/*" => Some(Encoding::Json),
+            "application/vnd.kubernetes.protobuf" => Some(Encoding::Protobuf),
             _ => None,
         };
         if let Some(encoding) = encoding.filter(|e| !out.contains(e)) {
@@ -212,6 +236,14 @@ mod tests {
             None
         );
         assert_eq!(Encoding::from_content_type("text/plain"), None);
+        assert_eq!(
+            Encoding::from_content_type("application/vnd.kubernetes.protobuf"),
+            Some(Encoding::Protobuf)
+        );
+        assert_eq!(
+            Encoding::from_content_type("application/vnd.kubernetes.protobuf;stream=watch"),
+            Some(Encoding::Protobuf)
+        );
     }
 
     #[test]
@@ -219,7 +251,7 @@ mod tests {
         assert_eq!(accepted(None), [Encoding::Json]);
         assert_eq!(
             accepted(Some("application/vnd.kubernetes.protobuf,application/json")),
-            [Encoding::Json]
+            [Encoding::Protobuf, Encoding::Json]
         );
         assert_eq!(
             accepted(Some(
