@@ -7,6 +7,7 @@
 //! - kubemark: a hollow kubelet registers through the hub and stays Ready
 //! - two apiservers: round robin reaches both; killing one keeps requests working
 //! - offline: kubectl reads from the hub's cache with the apiserver stopped, across a hub restart
+//! - autonomy: a hollow kubelet restarted while every apiserver is down keeps its pods
 
 mod support;
 
@@ -433,4 +434,236 @@ fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_res
         .cache_dir()
         .join("kubectl/configmaps/offline/c3.json")
         .exists()));
+}
+
+const POD_MANIFEST: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME, namespace: edge, labels: {app: web}}
+spec:
+  nodeName: NODE
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: FROM_CONFIGMAP
+      valueFrom: {configMapKeyRef: {name: cm1, key: greeting}}
+    volumeMounts: [{name: secret, mountPath: /secret}]
+  volumes:
+  - name: secret
+    secret: {secretName: s1}
+"#;
+
+/// Lines of the hollow kubelet's log that say a read of the apiserver failed.
+fn failed_reads(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.starts_with('E') || l.starts_with('W'))
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            [
+                "failed to list",
+                "failed to watch",
+                "failed to get",
+                "unable to register",
+                "error getting node",
+                "unable to retrieve",
+            ]
+            .iter()
+            .any(|p| l.contains(p))
+        })
+        .collect()
+}
+
+#[test]
+fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_pods() {
+    let mut bed = Testbed::up(&[]);
+    let hub = hub_for(
+        &bed,
+        "NODE_PEM",
+        &[
+            "--cache-agents",
+            "kubemark",
+            "--heartbeat-failed-retry",
+            "1",
+        ],
+    );
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    let admin = bed.admin_kubeconfig();
+    let node = bed.env("NODE_NAME");
+    bed.kubemark(&kc, true);
+
+    kubectl_ok(&admin, &["create", "namespace", "edge"]);
+    kubectl_ok(
+        &admin,
+        &["-n", "edge", "create", "serviceaccount", "default"],
+    );
+    kubectl_ok(
+        &admin,
+        &[
+            "-n",
+            "edge",
+            "create",
+            "configmap",
+            "cm1",
+            "--from-literal=greeting=hi",
+        ],
+    );
+    kubectl_ok(
+        &admin,
+        &[
+            "-n",
+            "edge",
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=token=t",
+        ],
+    );
+    for name in ["p1", "p2"] {
+        let manifest = bed.dir().join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            POD_MANIFEST.replace("NAME", name).replace("NODE", &node),
+        )
+        .unwrap();
+        kubectl_ok(&admin, &["apply", "-f", &manifest.display().to_string()]);
+    }
+    let pod_state = || {
+        kubectl_ok(
+            &admin,
+            &[
+                "-n",
+                "edge",
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.uid}/{.status.phase}/{.status.containerStatuses[0].restartCount} {end}",
+            ],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || pod_state()
+            .matches("/Running/0")
+            .count()
+            == 2),
+        "{}",
+        pod_state()
+    );
+    let before = pod_state();
+
+    let cache = hub.cache_dir().join("kubemark");
+    let wanted = [
+        format!("nodes/{node}.pb"),
+        "pods/edge/p1.pb".to_string(),
+        "pods/edge/p2.pb".to_string(),
+        "services/default/kubernetes.pb".to_string(),
+        "configmaps/edge/cm1.pb".to_string(),
+        "secrets/edge/s1.pb".to_string(),
+    ];
+    assert!(
+        wait_until(WAIT, || wanted.iter().all(|f| cache.join(f).exists())),
+        "missing from the cache: {:?}",
+        wanted
+            .iter()
+            .filter(|f| !cache.join(f).exists())
+            .collect::<Vec<_>>()
+    );
+
+    // The cloud goes away, and the node reboots while offline.
+    bed.stop_apiserver(0);
+    let unhealthy = format!(
+        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
+        bed.env("SERVER_ADDRS")
+    );
+    assert!(
+        wait_until(WAIT, || metrics(&hub).contains(&unhealthy)),
+        "{}",
+        hub.log()
+    );
+    bed.script_ok(&["stop-kubemark", &bed.dir().display().to_string()]);
+    let offline_from = bed.read("logs/kubemark.log").len();
+    let answered_before = metrics(&hub);
+    bed.kubemark(&kc, false);
+    // Give it time to start, list, watch, register and renew its lease twice.
+    let offline_answers = || {
+        metrics(&hub)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("node_yurthub_offline_answers_total ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let start_answers = offline_answers();
+    assert!(
+        wait_until(Duration::from_secs(45), || offline_answers()
+            >= start_answers + 20
+            && bed.read("logs/kubemark.log")[offline_from..]
+                .contains("Successfully registered node")),
+        "the restarted kubelet did not get going offline\n{}",
+        &bed.read("logs/kubemark.log")[offline_from..]
+    );
+    let offline_log = bed.read("logs/kubemark.log")[offline_from..].to_string();
+    let failures = failed_reads(&offline_log);
+    assert!(
+        failures.is_empty(),
+        "failed reads while offline:\n{}",
+        failures.join("\n")
+    );
+    assert!(!answered_before.is_empty());
+    eprintln!("--- hollow kubelet while offline ---\n{offline_log}\n--- end ---");
+
+    // The cloud returns: lease and node status resume, the pods are the same.
+    bed.start_apiserver(0);
+    let back = std::time::SystemTime::now();
+    let renewed_after_return = || {
+        let renew = kubectl(
+            &admin,
+            &[
+                "-n",
+                "kube-node-lease",
+                "get",
+                "lease",
+                &node,
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ],
+        );
+        let text = String::from_utf8_lossy(&renew.stdout).to_string();
+        // renewTime is RFC 3339 with microseconds; compare as seconds since the epoch.
+        let seconds = Command::new("date")
+            .args(["-d", &text, "+%s"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+        let back_secs = back
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        seconds.is_some_and(|s| s >= back_secs)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), renewed_after_return),
+        "the lease was not renewed within a minute"
+    );
+    let ready = kubectl_ok(
+        &admin,
+        &[
+            "get",
+            "node",
+            &node,
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+        ],
+    );
+    assert_eq!(ready, "True");
+    assert_eq!(pod_state(), before, "same pods, same UIDs, no restarts");
 }
