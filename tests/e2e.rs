@@ -619,22 +619,14 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
     // The cloud returns: lease and node status resume, the pods are the same.
     bed.start_apiserver(0);
     let back = std::time::SystemTime::now();
-    let renewed_after_return = || {
-        let renew = kubectl(
-            &admin,
-            &[
-                "-n",
-                "kube-node-lease",
-                "get",
-                "lease",
-                &node,
-                "-o",
-                "jsonpath={.spec.renewTime}",
-            ],
-        );
-        let text = String::from_utf8_lossy(&renew.stdout).to_string();
-        // renewTime is RFC 3339 with microseconds; compare as seconds since the epoch.
-        let seconds = Command::new("date")
+    let back_secs = back
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Whether a timestamp field (RFC 3339) is at or after the apiserver's return.
+    let updated_since_return = |args: &[&str]| {
+        let text = String::from_utf8_lossy(&kubectl(&admin, args).stdout).to_string();
+        Command::new("date")
             .args(["-d", &text, "+%s"])
             .output()
             .ok()
@@ -643,16 +635,32 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
                     .trim()
                     .parse::<u64>()
                     .ok()
-            });
-        let back_secs = back
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        seconds.is_some_and(|s| s >= back_secs)
+            })
+            .is_some_and(|seconds| seconds >= back_secs)
     };
+    let lease = [
+        "-n",
+        "kube-node-lease",
+        "get",
+        "lease",
+        node.as_str(),
+        "-o",
+        "jsonpath={.spec.renewTime}",
+    ];
     assert!(
-        wait_until(Duration::from_secs(60), renewed_after_return),
+        wait_until(Duration::from_secs(60), || updated_since_return(&lease)),
         "the lease was not renewed within a minute"
+    );
+    let heartbeat = [
+        "get",
+        "node",
+        node.as_str(),
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}"#,
+    ];
+    assert!(
+        wait_until(Duration::from_secs(60), || updated_since_return(&heartbeat)),
+        "node status did not resume within a minute"
     );
     let ready = kubectl_ok(
         &admin,
