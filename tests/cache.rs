@@ -374,17 +374,7 @@ fn a_failing_cache_write_never_fails_the_client() {
     );
     let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
     assert_eq!((status, names(&json(&body)).len()), (200, 3));
-    let write_errors = || {
-        String::from_utf8(client::get(&format!("{}/metrics", hub.serve_url())).2)
-            .unwrap()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("node_yurthub_cache_write_errors_total ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let write_errors = || hub.metric("node_yurthub_cache_write_errors_total");
     assert!(wait_until(WAIT, || write_errors() >= 2), "{}", hub.log());
     hub.expect_log("cache write failed", WAIT);
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::testbed::{Testbed, kubectl, kubectl_ok, write_kubeconfig};
-use support::{Hub, client, wait_until};
+use support::{Hub, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -39,15 +39,11 @@ fn hub_for(bed: &Testbed, identity_pem: &str, extra: &[&str]) -> Hub {
     Hub::start(&args)
 }
 
-fn metrics(hub: &Hub) -> String {
-    String::from_utf8(client::get(&format!("{}/metrics", hub.serve_url())).2).unwrap()
-}
-
 fn requests_counted(hub: &Hub, component: &str, verb: &str, resource: &str) -> u64 {
     let prefix = format!(
         "node_yurthub_requests_total{{component=\"{component}\",verb=\"{verb}\",resource=\"{resource}\",code=\"2"
     );
-    metrics(hub)
+    hub.metrics()
         .lines()
         .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -193,18 +189,11 @@ fn hollow_kubelet_registers_its_node_through_the_hub_and_stays_ready() {
     assert!(
         wait_until(Duration::from_secs(45), || renewals() >= 2),
         "no lease renewals through the hub\n{}",
-        metrics(&hub)
+        hub.metrics()
     );
     assert!(requests_counted(&hub, "kubemark", "list", "pods") >= 1);
     // Its watches (pods, node, services, ...) stay open through the hub.
-    let open_watches: u64 = metrics(&hub)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("node_yurthub_long_running_requests ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    let open_watches = hub.metric("node_yurthub_long_running_requests");
     assert!(open_watches >= 5, "{open_watches} watches open");
     let ready = kubectl_ok(
         &bed.admin_kubeconfig(),
@@ -234,7 +223,7 @@ fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
             "https://127.0.0.1:{}",
             bed.env(&format!("APISERVER_{i}_PORT"))
         );
-        metrics(&hub).contains(&format!(
+        hub.metrics().contains(&format!(
             "node_yurthub_server_healthy_status{{server=\"{url}\"}} {value}"
         ))
     };
@@ -358,7 +347,7 @@ fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_res
         bed.env("SERVER_ADDRS")
     );
     assert!(
-        wait_until(WAIT, || metrics(&hub).contains(&unhealthy)),
+        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
         "{}",
         hub.log()
     );
@@ -408,7 +397,7 @@ fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_res
         bed.env("SERVER_ADDRS")
     );
     assert!(
-        wait_until(WAIT, || metrics(&hub).contains(&healthy)),
+        wait_until(WAIT, || hub.metrics().contains(&healthy)),
         "{}",
         hub.log()
     );
@@ -578,25 +567,16 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
         bed.env("SERVER_ADDRS")
     );
     assert!(
-        wait_until(WAIT, || metrics(&hub).contains(&unhealthy)),
+        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
         "{}",
         hub.log()
     );
     bed.script_ok(&["stop-kubemark", &bed.dir().display().to_string()]);
     let offline_from = bed.read("logs/kubemark.log").len();
-    let answered_before = metrics(&hub);
+    let answered_before = hub.metrics();
     bed.kubemark(&kc, false);
     // Give it time to start, list, watch, register and renew its lease twice.
-    let offline_answers = || {
-        metrics(&hub)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("node_yurthub_offline_answers_total ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let offline_answers = || hub.metric("node_yurthub_offline_answers_total");
     let start_answers = offline_answers();
     assert!(
         wait_until(Duration::from_secs(45), || offline_answers()

@@ -211,17 +211,7 @@ fn malformed_protobuf_reaches_the_client_but_never_the_cache() {
         &KUBELET,
     );
     assert_eq!(watch.read_to_end(WAIT), bad_frame);
-    let decode_errors = || {
-        String::from_utf8(client::get(&format!("{}/metrics", hub.serve_url())).2)
-            .unwrap()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("node_yurthub_cache_decode_errors_total ")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    let decode_errors = || hub.metric("node_yurthub_cache_decode_errors_total");
     assert!(wait_until(WAIT, || decode_errors() >= 2), "{}", hub.log());
     assert!(!hub.cache_dir().join("kubelet/configmaps").exists());
     assert_eq!(kubelet_get(&hub, "/version").0, 404, "the hub is still up");

@@ -34,12 +34,6 @@ fn status_json(body: &[u8]) -> serde_json::Value {
     value
 }
 
-fn metrics(hub: &Hub) -> String {
-    let (status, _, body) = client::get(&format!("{}/metrics", hub.serve_url()));
-    assert_eq!(status, 200);
-    String::from_utf8(body).unwrap()
-}
-
 /// Waits until the hub reports `server` healthy (or unhealthy). The gauge reads
 /// 0 before the first probe too, so "unhealthy" also waits for the transition log.
 fn wait_healthy(hub: &Hub, server: &FakeApiserver, healthy: bool) {
@@ -54,7 +48,7 @@ fn wait_healthy(hub: &Hub, server: &FakeApiserver, healthy: bool) {
         if healthy { "healthy" } else { "unhealthy" }
     );
     assert!(
-        wait_until(WAIT, || metrics(hub).contains(&line)
+        wait_until(WAIT, || hub.metrics().contains(&line)
             && hub.log().contains(&transition)),
         "never saw {line}\n{}",
         hub.log()
@@ -623,7 +617,7 @@ fn healthz_readyz_and_metrics() {
         &[("User-Agent", "kubelet/v1.20.2 (linux/amd64)")],
         &[],
     );
-    let text = metrics(&hub);
+    let text = hub.metrics();
     assert!(text.contains(r#"node_yurthub_requests_total{component="kubelet",verb="get",resource="nodes",code="200"} 1"#), "{text}");
     assert!(text.contains("node_yurthub_in_flight_requests 0"), "{text}");
     assert!(
@@ -678,7 +672,7 @@ fn connections_past_the_cap_get_503_and_the_hub_recovers() {
     let held: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", hub.proxy_port())).unwrap())
         .collect();
-    assert!(wait_until(WAIT, || metrics(&hub).contains(
+    assert!(wait_until(WAIT, || hub.metrics().contains(
         "node_yurthub_open_connections{listener=\"proxy\"} 3"
     )));
     let mut extra = TcpStream::connect(("127.0.0.1", hub.proxy_port())).unwrap();
@@ -735,7 +729,7 @@ fn thousands_of_idle_connections_do_not_take_the_hub_down() {
             Err(e) => panic!("connect failed after {} connections: {e}", idle.len()),
         }
     }
-    assert!(wait_until(WAIT, || metrics(&hub).contains(
+    assert!(wait_until(WAIT, || hub.metrics().contains(
         "node_yurthub_open_connections{listener=\"proxy\"} 200"
     )));
     let threads = std::fs::read_dir(format!("/proc/{}/task", hub.pid()))
@@ -793,7 +787,10 @@ fn running_out_of_file_descriptors_does_not_close_the_port() {
         "the proxy port must serve again once descriptors are free\n{}",
         hub.log()
     );
-    assert!(!metrics(&hub).contains("node_yurthub_accept_errors_total{listener=\"proxy\"} 0"));
+    assert!(
+        !hub.metrics()
+            .contains("node_yurthub_accept_errors_total{listener=\"proxy\"} 0")
+    );
 }
 
 // ---------------------------------------------------------------- lifecycle

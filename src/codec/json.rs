@@ -166,14 +166,7 @@ impl WatchDecoder for JsonWatchDecoder {
 fn decode_event(line: &[u8]) -> Result<WatchEvent, CodecError> {
     let event: RawEvent<'_> =
         serde_json::from_slice(line).map_err(|e| invalid("watch event", e))?;
-    let event_type = match event.event_type.as_str() {
-        "ADDED" => EventType::Added,
-        "MODIFIED" => EventType::Modified,
-        "DELETED" => EventType::Deleted,
-        "BOOKMARK" => EventType::Bookmark,
-        "ERROR" => EventType::Error,
-        other => return Err(CodecError(format!("unknown watch event type {other:?}"))),
-    };
+    let event_type = EventType::parse(event.event_type.as_str())?;
     Ok(WatchEvent {
         event_type,
         object: event.object.get().as_bytes().to_vec(),

@@ -43,6 +43,20 @@ pub enum EventType {
     Error,
 }
 
+impl EventType {
+    /// The type as written on the wire (`ADDED`, ...).
+    pub fn parse(text: &str) -> Result<EventType, CodecError> {
+        Ok(match text {
+            "ADDED" => EventType::Added,
+            "MODIFIED" => EventType::Modified,
+            "DELETED" => EventType::Deleted,
+            "BOOKMARK" => EventType::Bookmark,
+            "ERROR" => EventType::Error,
+            other => return Err(CodecError(format!("unknown watch event type {other:?}"))),
+        })
+    }
+}
+
 /// One watch event: its type and the object, encoded on its own.
 #[derive(Debug, Clone)]
 pub struct WatchEvent {

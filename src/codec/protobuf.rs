@@ -279,14 +279,7 @@ impl WatchDecoder for ProtobufWatchDecoder {
 
 fn decode_event(frame: &[u8]) -> Result<WatchEvent, CodecError> {
     let event = fields(frame)?;
-    let event_type = match string(&event, 1)?.as_str() {
-        "ADDED" => EventType::Added,
-        "MODIFIED" => EventType::Modified,
-        "DELETED" => EventType::Deleted,
-        "BOOKMARK" => EventType::Bookmark,
-        "ERROR" => EventType::Error,
-        other => return Err(CodecError(format!("unknown watch event type {other:?}"))),
-    };
+    let event_type = EventType::parse(&string(&event, 1)?)?;
     let raw_extension = fields(field(&event, 2).unwrap_or_default())?;
     let object = field(&raw_extension, 1).unwrap_or_default().to_vec();
     Ok(WatchEvent { event_type, object })

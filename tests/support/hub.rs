@@ -133,6 +133,21 @@ impl Hub {
     pub fn proxy_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.proxy_port)
     }
+    /// The hub's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (_, _, body) = super::client::get(&format!("{}/metrics", self.serve_url()));
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// The value of an unlabelled metric (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let prefix = format!("{name} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `http://127.0.0.1:SERVE_PORT`
     pub fn serve_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.serve_port)
