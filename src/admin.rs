@@ -38,15 +38,15 @@ impl<S: Stream> Handler<S> for Admin {
                 let _ = exchange.respond(200, &text, b"OK");
             }
             ("GET" | "HEAD", "/v1/readyz" | "/readyz") => match self.not_ready_reason() {
-                None if !self.upstream.health.any_healthy() => {
-                    let _ = exchange.respond(
-                        200,
-                        &text,
-                        b"OK: no healthy apiserver, answering from the cache",
-                    );
-                }
                 None => {
-                    let _ = exchange.respond(200, &text, b"OK");
+                    let mut body = String::from("OK");
+                    if !self.upstream.health.any_healthy() {
+                        body.push_str(": no healthy apiserver, answering from the cache");
+                    }
+                    if let Some(problem) = self.upstream.credential_problem() {
+                        body.push_str(&format!("; {problem}"));
+                    }
+                    let _ = exchange.respond(200, &text, body.as_bytes());
                 }
                 Some(reason) => {
                     let _ = exchange.respond(503, &text, reason.as_bytes());

@@ -2,6 +2,7 @@
 //! waits for a signal, and shuts down in bounded time.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::admin::Admin;
 use crate::cache::{Cache, agents, agents::Agents};
+use crate::certs;
 use crate::config::Config;
 use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
@@ -71,6 +73,9 @@ pub fn run(config: Config) -> Result<(), String> {
         move |i| prober_upstream.probe(i, probe_timeout),
     )
     .map_err(|e| format!("cannot start the health checker: {e}"))?;
+
+    follow_client_certificate(upstream.clone(), config.client_cert_file.clone())
+        .map_err(|e| format!("cannot start the certificate follower: {e}"))?;
 
     let cache = match config.working_mode {
         WorkingMode::Cloud => None,
@@ -199,6 +204,71 @@ fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration)
         }
         std::thread::sleep(period);
     }
+}
+
+/// How often the client certificate file is checked for rotation.
+const CERT_CHECK: Duration = Duration::from_secs(5);
+
+/// Follows kubelet's rotation of the client certificate file (usually a
+/// symlink to a dated file): a changed file is loaded and used for new
+/// upstream connections; a bad or expired one is reported and the last good
+/// identity kept.
+fn follow_client_certificate(upstream: Arc<Upstream>, path: PathBuf) -> std::io::Result<()> {
+    let fingerprint = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| {
+                (
+                    m.modified().ok(),
+                    m.len(),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            })
+            .ok()
+    };
+    std::thread::Builder::new()
+        .name("yh-certs".into())
+        .spawn(move || {
+            let mut seen = fingerprint(&path);
+            let mut expiry = certs::load_client_identity(&path).ok().map(|id| id.info);
+            loop {
+                std::thread::sleep(CERT_CHECK);
+                let now = fingerprint(&path);
+                if now != seen {
+                    seen = now;
+                    match certs::load_client_identity(&path) {
+                        Ok(identity) if identity.info.expired() => {
+                            let problem =
+                                format!("client certificate {} has expired", path.display());
+                            log::error!("{problem}; keeping the previous one");
+                            upstream.set_credential_problem(Some(problem));
+                        }
+                        Ok(identity) => {
+                            log::info!(
+                                "client certificate {} changed: now CN {:?}, valid until {}",
+                                path.display(),
+                                identity.info.subject_cn,
+                                identity.info.not_after
+                            );
+                            expiry = Some(identity.info.clone());
+                            upstream.use_client_identity(identity);
+                            upstream.set_credential_problem(None);
+                        }
+                        Err(e) => {
+                            log::error!("{e}; keeping the previous client certificate");
+                            upstream.set_credential_problem(Some(e));
+                        }
+                    }
+                }
+                if let Some(info) = expiry.as_ref().filter(|info| info.expired()) {
+                    let problem = format!("client certificate {} has expired", path.display());
+                    if upstream.credential_problem().as_deref() != Some(problem.as_str()) {
+                        log::error!("{problem} (CN {:?})", info.subject_cn);
+                        upstream.set_credential_problem(Some(problem));
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn bind(address: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, String> {

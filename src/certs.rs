@@ -14,6 +14,25 @@ use ureq::tls::{Certificate, PrivateKey};
 pub struct ClientIdentity {
     pub chain: Vec<Certificate<'static>>,
     pub key: PrivateKey<'static>,
+    /// About the first (leaf) certificate.
+    pub info: CertInfo,
+}
+
+/// What the hub reports about a certificate: who it names and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject_cn: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    pub fn expired(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.not_after <= now
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -61,13 +80,97 @@ pub fn parse_client_identity(pem: &[u8]) -> Result<ClientIdentity, String> {
     let provider = rustls::crypto::ring::default_provider();
     rustls::sign::CertifiedKey::from_der(chain.clone(), key, &provider)
         .map_err(|e| format!("private key does not fit the certificate: {e}"))?;
+    let info =
+        cert_info(chain[0].as_ref()).ok_or_else(|| "cannot read the certificate".to_string())?;
     Ok(ClientIdentity {
         chain: chain
             .iter()
             .map(|c| Certificate::from_der(c.as_ref()).to_owned())
             .collect(),
         key: PrivateKey::from_pem(pem).map_err(|e| format!("private key: {e}"))?,
+        info,
     })
+}
+
+/// One DER element: tag and contents, and the bytes after it.
+fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *bytes.first()?;
+    let first = *bytes.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = bytes
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+        (len, 2 + n)
+    };
+    let contents = bytes.get(header..header.checked_add(len)?)?;
+    Some((tag, contents, &bytes[header + len..]))
+}
+
+/// Subject CN and notAfter of an X.509 certificate, read with a small DER walk.
+pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
+    let (_, certificate, _) = der_element(der)?;
+    let (_, tbs, _) = der_element(certificate)?;
+    let mut rest = tbs;
+    let (tag, _, after) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = after; // explicit version
+    }
+    let (_, _, rest) = der_element(rest)?; // serial number
+    let (_, _, rest) = der_element(rest)?; // signature algorithm
+    let (_, _, rest) = der_element(rest)?; // issuer
+    let (_, validity, rest) = der_element(rest)?;
+    let (_, subject, _) = der_element(rest)?;
+    let (_, _, validity_rest) = der_element(validity)?; // notBefore
+    let (time_tag, not_after, _) = der_element(validity_rest)?;
+    Some(CertInfo {
+        subject_cn: common_name(subject).unwrap_or_default(),
+        not_after: parse_time(time_tag, not_after)?,
+    })
+}
+
+/// The first commonName (OID 2.5.4.3) in a Name.
+fn common_name(mut name: &[u8]) -> Option<String> {
+    while let Some((_, set, rest)) = der_element(name) {
+        let (_, attribute, _) = der_element(set)?;
+        let (_, oid, value) = der_element(attribute)?;
+        if oid == [0x55, 0x04, 0x03] {
+            let (_, text, _) = der_element(value)?;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        name = rest;
+    }
+    None
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) to Unix seconds.
+fn parse_time(tag: u8, text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[cfg(test)]
@@ -86,6 +189,25 @@ mod tests {
         let (cert, key) = identity_pem();
         let identity = parse_client_identity(format!("{cert}{key}").as_bytes()).unwrap();
         assert_eq!(identity.chain.len(), 1);
+    }
+
+    #[test]
+    fn reads_subject_and_expiry() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["node".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:edge-1");
+        params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+        let cert = params.self_signed(&key).unwrap();
+        let info = cert_info(cert.der()).unwrap();
+        assert_eq!(info.subject_cn, "system:node:edge-1");
+        assert_eq!(info.not_after, 1_930_348_800, "2031-03-04T00:00:00Z");
+        assert!(!info.expired());
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        let old = params.self_signed(&key).unwrap();
+        assert!(cert_info(old.der()).unwrap().expired());
+        assert_eq!(cert_info(b"\x30\x03garbage"), None);
     }
 
     #[test]

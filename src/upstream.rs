@@ -3,8 +3,8 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ureq::config::AutoHeaderValue;
@@ -86,12 +86,13 @@ pub struct Upstream {
     mode: LbMode,
     turn: AtomicUsize,
     pub health: Arc<HealthState>,
-    /// Presents the hub's client certificate.
-    agent_with_cert: Agent,
+    /// Presents the hub's client certificate; replaced when it rotates.
+    agent_with_cert: RwLock<Agent>,
     /// Presents none: for requests carrying their own credentials.
     agent_anonymous: Agent,
-    /// Why the TLS material could not be loaded, if it could not.
-    pub credential_problem: Option<String>,
+    roots: Arc<Vec<ureq::tls::Certificate<'static>>>,
+    /// Why the TLS material cannot be used, if it cannot.
+    credential_problem: RwLock<Option<String>>,
 }
 
 impl Upstream {
@@ -110,6 +111,20 @@ impl Upstream {
         let identity = certs::load_client_identity(client_cert_file)
             .map_err(|e| problems.push(e))
             .ok();
+        if let Some(identity) = &identity {
+            log::info!(
+                "client certificate {}: CN {:?}, valid until {}",
+                client_cert_file.display(),
+                identity.info.subject_cn,
+                identity.info.not_after
+            );
+            if identity.info.expired() {
+                problems.push(format!(
+                    "client certificate {} has expired",
+                    client_cert_file.display()
+                ));
+            }
+        }
         for problem in &problems {
             log::error!("{problem}");
         }
@@ -118,10 +133,43 @@ impl Upstream {
             mode,
             turn: AtomicUsize::new(0),
             health,
-            agent_with_cert: new_agent(roots.clone(), identity),
-            agent_anonymous: new_agent(roots, None),
-            credential_problem: (!problems.is_empty()).then(|| problems.join("; ")),
+            agent_with_cert: RwLock::new(new_agent(roots.clone(), identity)),
+            agent_anonymous: new_agent(roots.clone(), None),
+            roots,
+            credential_problem: RwLock::new((!problems.is_empty()).then(|| problems.join("; "))),
         }
+    }
+
+    /// Why the TLS material cannot be used, if it cannot.
+    pub fn credential_problem(&self) -> Option<String> {
+        self.credential_problem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_credential_problem(&self, problem: Option<String>) {
+        *self
+            .credential_problem
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// Starts presenting a new client identity on new connections. Requests in
+    /// flight (watches included) finish on the connections they have.
+    pub fn use_client_identity(&self, identity: certs::ClientIdentity) {
+        let agent = new_agent(self.roots.clone(), Some(identity));
+        *self
+            .agent_with_cert
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = agent;
+    }
+
+    fn cert_agent(&self) -> Agent {
+        self.agent_with_cert
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The server for the next request, if any is usable.
@@ -147,7 +195,7 @@ impl Upstream {
                 error => format!("{}: {error}", server.url),
             })
             .collect();
-        reasons.extend(self.credential_problem.clone());
+        reasons.extend(self.credential_problem());
         format!("no healthy apiserver ({})", reasons.join("; "))
     }
 
@@ -163,10 +211,11 @@ impl Upstream {
             builder = builder.header(name.as_str(), value.as_str());
         }
         let agent = if outgoing.with_client_cert {
-            &self.agent_with_cert
+            self.cert_agent()
         } else {
-            &self.agent_anonymous
+            self.agent_anonymous.clone()
         };
+        let agent = &agent;
         match outgoing.body {
             Some(reader) => run(
                 agent,
@@ -186,7 +235,7 @@ impl Upstream {
     ) -> Result<(u16, Vec<u8>), Error> {
         let url = format!("{}{path}", self.servers[server].url);
         let response = self
-            .agent_with_cert
+            .cert_agent()
             .get(&url)
             .header("Accept", "application/json")
             .header("User-Agent", "yurthub")
@@ -207,7 +256,7 @@ impl Upstream {
     pub fn probe(&self, server: usize, timeout: Duration) -> Result<(), String> {
         let url = format!("{}/readyz", self.servers[server].url);
         let request = self
-            .agent_with_cert
+            .cert_agent()
             .get(&url)
             .config()
             .timeout_global(Some(timeout))
