@@ -15,7 +15,9 @@ use crate::certs;
 use crate::config::Config;
 use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
-use crate::http::{self, ErrorBody, Limits, PlainAcceptor, ServerConfig};
+use crate::http::{
+    self, ErrorBody, Limits, PlainAcceptor, ServerConfig, ServerHandle, TlsAcceptor,
+};
 use crate::local::Local;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -105,9 +107,10 @@ pub fn run(config: Config) -> Result<(), String> {
             stack_size: CONNECTION_STACK,
         },
         Arc::new(PlainAcceptor),
-        proxy,
+        proxy.clone(),
     )
     .map_err(|e| format!("cannot start the proxy listener: {e}"))?;
+    let mut secure_server = start_secure_proxy(&config, proxy.clone(), error_body.clone())?;
     let admin = Arc::new(Admin {
         upstream,
         metrics: metrics.clone(),
@@ -127,10 +130,16 @@ pub fn run(config: Config) -> Result<(), String> {
         admin.clone(),
     )
     .map_err(|e| format!("cannot start the serve listener: {e}"))?;
-    let _ = admin.listeners.set(vec![
+    let mut listeners = vec![
         ("proxy", proxy_server.stats.clone()),
         ("serve", serve_server.stats.clone()),
-    ]);
+    ];
+    listeners.extend(
+        secure_server
+            .as_ref()
+            .map(|s| ("proxy-secure", s.stats.clone())),
+    );
+    let _ = admin.listeners.set(listeners);
     log::info!(
         "proxy listening on http://{}, hub endpoints on http://{}",
         proxy_server.local_addr(),
@@ -140,6 +149,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let signal = wait_for_shutdown_signal()?;
     log::info!("received {signal}, shutting down");
     proxy_server.stop();
+    if let Some(server) = secure_server.as_mut() {
+        server.stop();
+    }
     serve_server.stop();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while metrics.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
@@ -204,6 +216,47 @@ fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration)
         }
         std::thread::sleep(period);
     }
+}
+
+/// Starts the HTTPS proxy port when a serving certificate is configured.
+/// Without one the port stays closed (logged): pods verify the hub's
+/// certificate against the cluster CA, so a self-signed one would not do.
+fn start_secure_proxy(
+    config: &Config,
+    proxy: Arc<Proxy>,
+    error_body: ErrorBody,
+) -> Result<Option<ServerHandle>, String> {
+    if config.proxy_secure_port == 0 {
+        return Ok(None);
+    }
+    let Some((cert_file, key_file)) = &config.tls_files else {
+        log::info!("secure proxy port off: no --tls-cert-file/--tls-private-key-file");
+        return Ok(None);
+    };
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let tls = http::server_config(&read(cert_file)?, &read(key_file)?)?;
+    let listener = bind(
+        config.bind_address,
+        config.proxy_secure_port,
+        "proxy-secure-port",
+    )?;
+    let server = http::spawn(
+        listener,
+        ServerConfig {
+            name: "proxy-secure",
+            max_connections: config.max_connections as usize,
+            limits: Limits::default(),
+            error_body,
+            stack_size: CONNECTION_STACK,
+        },
+        Arc::new(TlsAcceptor::new(tls)),
+        proxy,
+    )
+    .map_err(|e| format!("cannot start the secure proxy listener: {e}"))?;
+    log::info!("secure proxy listening on https://{}", server.local_addr());
+    Ok(Some(server))
 }
 
 /// How often the client certificate file is checked for rotation.

@@ -26,6 +26,18 @@ pub struct Cli {
     #[argh(option, default = "10261")]
     pub proxy_port: u16,
 
+    /// port of the HTTPS proxy for pods using in-cluster configuration (0: off)
+    #[argh(option, default = "10268")]
+    pub proxy_secure_port: u16,
+
+    /// serving certificate (PEM) of the secure proxy port
+    #[argh(option, default = "String::new()")]
+    pub tls_cert_file: String,
+
+    /// private key (PEM) of the serving certificate
+    #[argh(option, default = "String::new()")]
+    pub tls_private_key_file: String,
+
     /// port of the hub's own server (/v1/healthz, /v1/readyz, /metrics)
     #[argh(option, default = "10267")]
     pub serve_port: u16,

@@ -22,6 +22,9 @@ pub struct Config {
     pub node_name: String,
     pub bind_address: IpAddr,
     pub proxy_port: u16,
+    pub proxy_secure_port: u16,
+    /// Serving certificate and key of the secure port, when given.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub serve_port: u16,
     pub disk_cache_path: PathBuf,
     pub root_dir: PathBuf,
@@ -136,6 +139,33 @@ impl Config {
         if cli.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
+        let tls_files = match (
+            cli.tls_cert_file.as_str(),
+            cli.tls_private_key_file.as_str(),
+        ) {
+            ("", "") => None,
+            ("", _) => {
+                return Err(invalid(
+                    "tls-cert-file",
+                    "required with --tls-private-key-file",
+                ));
+            }
+            (_, "") => {
+                return Err(invalid(
+                    "tls-private-key-file",
+                    "required with --tls-cert-file",
+                ));
+            }
+            (cert, key) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        };
+        if cli.proxy_secure_port != 0
+            && (cli.proxy_secure_port == cli.proxy_port || cli.proxy_secure_port == cli.serve_port)
+        {
+            return Err(invalid(
+                "proxy-secure-port",
+                "must differ from --proxy-port and --serve-port",
+            ));
+        }
         if cli.proxy_port == cli.serve_port && cli.proxy_port != 0 {
             return Err(invalid("serve-port", "must differ from --proxy-port"));
         }
@@ -145,6 +175,8 @@ impl Config {
             node_name,
             bind_address,
             proxy_port: cli.proxy_port,
+            proxy_secure_port: cli.proxy_secure_port,
+            tls_files,
             serve_port: cli.serve_port,
             disk_cache_path: PathBuf::from(&cli.disk_cache_path),
             root_dir: PathBuf::from(&cli.root_dir),

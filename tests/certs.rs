@@ -106,3 +106,74 @@ fn a_missing_certificate_is_a_readyz_reason_and_the_cache_still_serves() {
     assert_eq!(status, 200, "edge mode can serve from its cache: {body}");
     assert!(body.contains("/nonexistent/client.pem"), "{body}");
 }
+
+#[test]
+fn pods_reach_the_apiserver_over_the_secure_port_with_their_own_token() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        Behaviour::ok_json(r#"{"kind":"PodList","items":[]}"#),
+    );
+    let secure_port = support::free_port();
+    let mut args = Hub::args_for(&[&fake], &pki);
+    args.extend([
+        "--proxy-secure-port".into(),
+        secure_port.to_string(),
+        "--tls-cert-file".into(),
+        pki.server_cert_path().display().to_string(),
+        "--tls-private-key-file".into(),
+        pki.server_key_path().display().to_string(),
+    ]);
+    let hub = Hub::start(&args);
+    hub.expect_log("secure proxy listening on https://", WAIT);
+    let agent = client::tls_agent(&pki.ca_path(), None);
+    let url = format!("https://127.0.0.1:{secure_port}/api/v1/namespaces/default/pods");
+    let (status, _, body) = client::request_with(
+        &agent,
+        "GET",
+        &url,
+        &[("Authorization", "Bearer pod-sa-token")],
+        &[],
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let seen = fake.requests_to("/api/v1/namespaces/default/pods");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer pod-sa-token"));
+    assert_eq!(
+        seen[0].client_cert_cn, None,
+        "the pod's own identity, not the node's"
+    );
+    // Plain HTTP on the TLS port is refused, and the hub stays up.
+    let plain = client::try_request(
+        "GET",
+        &format!("http://127.0.0.1:{secure_port}/api"),
+        &[],
+        &[],
+    );
+    assert!(plain.is_err() || plain.is_ok_and(|r| r.0 >= 400));
+    assert_eq!(
+        client::request_with(&agent, "GET", &url, &[("Authorization", "Bearer t")], &[]).0,
+        200
+    );
+    let metrics = hub.metrics();
+    assert!(
+        metrics.contains("node_yurthub_open_connections{listener=\"proxy-secure\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_serving_key_without_a_certificate_is_a_flag_error() {
+    let output = std::process::Command::new(Hub::binary())
+        .args([
+            "--server-addr",
+            "https://127.0.0.1:1",
+            "--tls-private-key-file",
+            "/x.key",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-cert-file"));
+}

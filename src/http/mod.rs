@@ -8,9 +8,11 @@
 mod conn;
 mod head;
 mod server;
+mod tls;
 
 pub use conn::{BodyReader, Exchange, Limits, Stream, reason_phrase};
 pub use head::{BodyFraming, RequestHead, Version, header_value};
 pub use server::{
     Acceptor, ErrorBody, Handler, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, spawn,
 };
+pub use tls::{TlsAcceptor, server_config};
