@@ -11,7 +11,6 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::admin::Admin;
 use crate::cache::{Cache, agents, agents::Agents};
-use crate::certs;
 use crate::config::Config;
 use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
@@ -23,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::status::status_body;
 use crate::upstream::{Server, Upstream};
+use crate::{bootstrap, certs};
 
 /// Stack of each connection thread: enough for TLS and JSON, small enough that
 /// hundreds of connections stay cheap on 32-bit boards.
@@ -76,6 +76,15 @@ pub fn run(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the health checker: {e}"))?;
 
+    if let Some(token) = &config.join_token {
+        bootstrap::spawn(
+            upstream.clone(),
+            config.root_dir.clone(),
+            config.node_name.clone(),
+            token.clone(),
+        )
+        .map_err(|e| format!("cannot start the bootstrap: {e}"))?;
+    }
     follow_client_certificate(upstream.clone(), config.client_cert_file.clone())
         .map_err(|e| format!("cannot start the certificate follower: {e}"))?;
 
@@ -196,7 +205,7 @@ fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> 
 fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration) {
     loop {
         if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
-            match upstream.get_bytes(server, agents::CONFIGMAP_PATH, Duration::from_secs(10)) {
+            match upstream.call(server, "GET", agents::CONFIGMAP_PATH, None, None) {
                 Ok((200, body)) => {
                     let list = agents::cache_agents_from_configmap(&body).unwrap_or_default();
                     if cache.agents.set_from_configmap(&list) {

@@ -23,16 +23,26 @@ pub struct ClientIdentity {
 pub struct CertInfo {
     pub subject_cn: String,
     /// Seconds since the Unix epoch.
+    pub not_before: i64,
     pub not_after: i64,
 }
 
 impl CertInfo {
     pub fn expired(&self) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.not_after <= now
+        self.not_after <= now_seconds()
     }
+
+    /// Whether most (80 %) of the validity has passed: time to renew.
+    pub fn due_for_renewal(&self) -> bool {
+        let lifetime = (self.not_after - self.not_before).max(0);
+        now_seconds() >= self.not_before + lifetime * 4 / 5
+    }
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -127,11 +137,12 @@ pub fn cert_info(der: &[u8]) -> Option<CertInfo> {
     let (_, _, rest) = der_element(rest)?; // issuer
     let (_, validity, rest) = der_element(rest)?;
     let (_, subject, _) = der_element(rest)?;
-    let (_, _, validity_rest) = der_element(validity)?; // notBefore
-    let (time_tag, not_after, _) = der_element(validity_rest)?;
+    let (before_tag, not_before, validity_rest) = der_element(validity)?;
+    let (after_tag, not_after, _) = der_element(validity_rest)?;
     Some(CertInfo {
         subject_cn: common_name(subject).unwrap_or_default(),
-        not_after: parse_time(time_tag, not_after)?,
+        not_before: parse_time(before_tag, not_before)?,
+        not_after: parse_time(after_tag, not_after)?,
     })
 }
 
@@ -198,12 +209,15 @@ mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "system:node:edge-1");
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
         params.not_after = rcgen::date_time_ymd(2031, 3, 4);
         let cert = params.self_signed(&key).unwrap();
         let info = cert_info(cert.der()).unwrap();
         assert_eq!(info.subject_cn, "system:node:edge-1");
         assert_eq!(info.not_after, 1_930_348_800, "2031-03-04T00:00:00Z");
         assert!(!info.expired());
+        assert!(info.not_before < info.not_after);
+        assert!(!info.due_for_renewal());
         params.not_after = rcgen::date_time_ymd(2001, 1, 1);
         let old = params.self_signed(&key).unwrap();
         assert!(cert_info(old.der()).unwrap().expired());

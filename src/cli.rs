@@ -98,6 +98,11 @@ pub struct Cli {
     )]
     pub kubelet_client_certificate: String,
 
+    /// bootstrap token (id.secret): the hub obtains its own client certificate
+    /// by CSR and keeps it under --root-dir, instead of using kubelet's
+    #[argh(option, default = "String::new()")]
+    pub join_token: String,
+
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,

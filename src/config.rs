@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::balancer::LbMode;
@@ -38,7 +38,10 @@ pub struct Config {
     pub cache_agents: String,
     pub min_request_timeout: Duration,
     pub ca_file: PathBuf,
+    /// The client certificate in use: kubelet's, or with a join token the
+    /// hub's own under `--root-dir`.
     pub client_cert_file: PathBuf,
+    pub join_token: Option<String>,
 }
 
 /// A flag with a value that cannot work. Displayed as one line naming the flag.
@@ -139,6 +142,16 @@ impl Config {
         if cli.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
+        let join_token = match cli.join_token.trim() {
+            "" => None,
+            token if is_bootstrap_token(token) => Some(token.to_string()),
+            _ => {
+                return Err(invalid(
+                    "join-token",
+                    "expected a bootstrap token of the form abcdef.0123456789abcdef",
+                ));
+            }
+        };
         let tls_files = match (
             cli.tls_cert_file.as_str(),
             cli.tls_private_key_file.as_str(),
@@ -190,7 +203,12 @@ impl Config {
             cache_agents: cli.cache_agents.clone(),
             min_request_timeout: Duration::from_secs(cli.min_request_timeout),
             ca_file: PathBuf::from(&cli.kubelet_ca_file),
-            client_cert_file: PathBuf::from(&cli.kubelet_client_certificate),
+            client_cert_file: if join_token.is_some() {
+                crate::bootstrap::client_certificate_path(Path::new(&cli.root_dir))
+            } else {
+                PathBuf::from(&cli.kubelet_client_certificate)
+            },
+            join_token,
         })
     }
 }
@@ -231,6 +249,19 @@ fn parse_server(entry: &str) -> Result<String, ConfigError> {
         authority,
         path
     ))
+}
+
+/// `[a-z0-9]{6}.[a-z0-9]{16}`, as kubeadm makes them.
+fn is_bootstrap_token(token: &str) -> bool {
+    let valid = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    token
+        .split_once('.')
+        .is_some_and(|(id, secret)| valid(id, 6) && valid(secret, 16))
 }
 
 fn host_name() -> Option<String> {

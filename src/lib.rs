@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod balancer;
+pub mod bootstrap;
 pub mod cache;
 pub mod certs;
 pub mod cli;

@@ -226,23 +226,41 @@ impl Upstream {
         }
     }
 
-    /// A small GET with the hub's credentials, read whole (at most 1 MiB).
-    pub fn get_bytes(
+    /// A small request of the hub's own, read whole (at most 1 MiB): with the
+    /// hub's client certificate, or with `bearer` as its only credential.
+    pub fn call(
         &self,
         server: usize,
+        method: &str,
         path: &str,
-        timeout: Duration,
+        bearer: Option<&str>,
+        json_body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), Error> {
         let url = format!("{}{path}", self.servers[server].url);
-        let response = self
-            .cert_agent()
-            .get(&url)
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(url)
             .header("Accept", "application/json")
-            .header("User-Agent", "yurthub")
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call()?;
+            .header("User-Agent", "yurthub");
+        if let Some(token) = bearer {
+            builder = builder.header("Authorization", format!("Bearer {token}"));
+        }
+        let agent = if bearer.is_some() {
+            self.agent_anonymous.clone()
+        } else {
+            self.cert_agent()
+        };
+        let deadline = Deadline::Within(Duration::from_secs(30));
+        let response = match json_body {
+            Some(body) => run(
+                &agent,
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(body)?,
+                deadline,
+            )?,
+            None => run(&agent, builder.body(())?, deadline)?,
+        };
         let status = response.status().as_u16();
         let body = response
             .into_body()

@@ -8,10 +8,13 @@
 //! - two apiservers: round robin reaches both; killing one keeps requests working
 //! - offline: kubectl reads from the hub's cache with the apiserver stopped, across a hub restart
 //! - autonomy: a hollow kubelet restarted while every apiserver is down keeps its pods
+//! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
+//!   hub; a pod's service-account token over the secure port
 
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -654,4 +657,196 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
     );
     assert_eq!(ready, "True");
     assert_eq!(pod_state(), before, "same pods, same UIDs, no restarts");
+}
+
+const BOOTSTRAP: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: bootstrap-token-abcdef, namespace: kube-system}
+type: bootstrap.kubernetes.io/token
+stringData:
+  token-id: abcdef
+  token-secret: 0123456789abcdef
+  usage-bootstrap-authentication: "true"
+  auth-extra-groups: system:bootstrappers:kubeadm:default-node-token
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: yurthub-test-node-bootstrapper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node-bootstrapper"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: yurthub-test-node-autoapprove}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:certificates.k8s.io:certificatesigningrequests:nodeclient"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:bootstrappers"}]
+"#;
+
+/// The user kubectl's request was made as, from the apiserver's Forbidden message.
+fn forbidden_user(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .split("User \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_node_joins_with_a_bootstrap_token_and_reuses_its_certificate_after_a_restart() {
+    let bed = Testbed::up(&["--controller-manager"]);
+    let admin = bed.admin_kubeconfig();
+    let manifest = bed.dir().join("bootstrap.yaml");
+    std::fs::write(&manifest, BOOTSTRAP).unwrap();
+    kubectl_ok(&admin, &["apply", "-f", &manifest.display().to_string()]);
+    let mut hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &[
+            "--join-token",
+            "abcdef.0123456789abcdef",
+            "--kubelet-client-certificate",
+            "/nonexistent.pem",
+        ],
+    );
+    hub.expect_log(
+        "client certificate for system:node:edge-1 stored",
+        Duration::from_secs(60),
+    );
+    hub.expect_log("now CN \"system:node:edge-1\"", WAIT);
+    let stored = hub.root_dir().join("pki/yurthub-client-current.pem");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&stored).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    // A node may not list namespaces: the refusal names who the apiserver saw.
+    let as_node = kubectl(&kc, &["get", "namespaces"]);
+    assert_eq!(
+        forbidden_user(&as_node),
+        "system:node:edge-1",
+        "{}",
+        String::from_utf8_lossy(&as_node.stderr)
+    );
+    assert!(
+        !hub.log().contains("0123456789abcdef"),
+        "the token must never be logged"
+    );
+
+    hub.restart();
+    assert!(
+        wait_until(WAIT, || forbidden_user(&kubectl(
+            &kc,
+            &["get", "namespaces"]
+        )) == "system:node:edge-1"),
+        "{}",
+        hub.log()
+    );
+    let csrs = kubectl_ok(&admin, &["get", "csr", "-o", "name"]);
+    assert_eq!(
+        csrs.lines()
+            .filter(|l| l.contains("yurthub-edge-1-"))
+            .count(),
+        1,
+        "a restart reuses the certificate: {csrs}"
+    );
+}
+
+#[test]
+fn kubelet_certificate_rotation_and_a_pod_token_over_the_secure_port() {
+    let bed = Testbed::up(&["--controller-manager", "--audit"]);
+    let admin = bed.admin_kubeconfig();
+    let current = bed.dir().join("kubelet-client-current.pem");
+    std::os::unix::fs::symlink(bed.env("NODE_PEM"), &current).unwrap();
+    let secure_port = support::free_port().to_string();
+    let pki = std::path::PathBuf::from(bed.env("PKI_DIR"));
+    let hub = hub_for(
+        &bed,
+        "NODE_PEM",
+        &[
+            "--kubelet-client-certificate",
+            &current.display().to_string(),
+            "--proxy-secure-port",
+            &secure_port,
+            "--tls-cert-file",
+            &pki.join("apiserver.crt").display().to_string(),
+            "--tls-private-key-file",
+            &pki.join("apiserver.key").display().to_string(),
+        ],
+    );
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    assert_eq!(
+        forbidden_user(&kubectl(&kc, &["get", "namespaces"])),
+        "system:node:edge-1"
+    );
+
+    // kubelet rotates: the symlink now points at another certificate.
+    let next = bed.dir().join("kubelet-client-next.pem");
+    std::os::unix::fs::symlink(bed.env("ADMIN_PEM"), &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    hub.expect_log("now CN \"admin\"", WAIT);
+    kubectl_ok(&kc, &["get", "namespaces"]);
+    let audit = bed.read("audit-0.log");
+    assert!(
+        audit.lines().any(|l| l.contains("\"username\":\"admin\"") && l.contains("\"userAgent\":\"kubectl/")),
+        "the apiserver never saw the rotated identity"
+    );
+
+    // A pod with in-cluster configuration: its own service account token, over HTTPS.
+    kubectl_ok(
+        &admin,
+        &["-n", "default", "create", "serviceaccount", "pod-sa"],
+    );
+    let token_of = || {
+        let secret = kubectl(
+            &admin,
+            &[
+                "-n",
+                "default",
+                "get",
+                "serviceaccount",
+                "pod-sa",
+                "-o",
+                "jsonpath={.secrets[0].name}",
+            ],
+        );
+        let secret = String::from_utf8_lossy(&secret.stdout).to_string();
+        if secret.is_empty() {
+            return None;
+        }
+        let data = kubectl(
+            &admin,
+            &[
+                "-n",
+                "default",
+                "get",
+                "secret",
+                &secret,
+                "-o",
+                "jsonpath={.data.token}",
+            ],
+        );
+        yurthub::bootstrap::base64_decode(&String::from_utf8_lossy(&data.stdout))
+            .and_then(|t| String::from_utf8(t).ok())
+            .filter(|t| !t.is_empty())
+    };
+    let token =
+        support::wait_for(WAIT, token_of).expect("the controller manager never made a token");
+    let agent = support::client::tls_agent(Path::new(&bed.env("CA_FILE")), None);
+    let url = format!("https://127.0.0.1:{secure_port}/api/v1/namespaces/default/pods");
+    let bearer = format!("Bearer {token}");
+    let (status, _, body) = support::client::request_with(
+        &agent,
+        "GET",
+        &url,
+        &[("Authorization", bearer.as_str())],
+        &[],
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("system:serviceaccount:default:pod-sa"),
+        "the apiserver saw someone else: {body}"
+    );
 }
