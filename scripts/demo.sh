@@ -31,7 +31,7 @@ serve_port=${YURTHUB_SERVE_PORT:-10267}
 target/release/yurthub \
   --server-addr "$SERVER_ADDRS" \
   --node-name "$NODE_NAME" \
-  --proxy-port "$proxy_port" --serve-port "$serve_port" \
+  --proxy-port "$proxy_port" --serve-port "$serve_port" --proxy-secure-port 0 \
   --disk-cache-path "$work/cache" --root-dir "$work/root" \
   --kubelet-ca-file "$CA_FILE" \
   --kubelet-client-certificate "$ADMIN_PEM" \

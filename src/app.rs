@@ -119,7 +119,8 @@ pub fn run(config: Config) -> Result<(), String> {
         proxy.clone(),
     )
     .map_err(|e| format!("cannot start the proxy listener: {e}"))?;
-    let mut secure_server = start_secure_proxy(&config, proxy.clone(), error_body.clone())?;
+    let mut secure_server =
+        start_secure_proxy(&config, &upstream, proxy.clone(), error_body.clone())?;
     let admin = Arc::new(Admin {
         upstream,
         metrics: metrics.clone(),
@@ -227,25 +228,55 @@ fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration)
     }
 }
 
-/// Starts the HTTPS proxy port when a serving certificate is configured.
-/// Without one the port stays closed (logged): pods verify the hub's
-/// certificate against the cluster CA, so a self-signed one would not do.
+/// Starts the HTTPS proxy port. Its serving certificate comes from
+/// --tls-cert-file/--tls-private-key-file, or else from a CSR the hub makes
+/// (kept under --root-dir); until that one is approved, connections are
+/// closed. Pods verify the hub against the cluster CA, so a self-signed
+/// certificate would not do.
 fn start_secure_proxy(
     config: &Config,
+    upstream: &Arc<Upstream>,
     proxy: Arc<Proxy>,
     error_body: ErrorBody,
 ) -> Result<Option<ServerHandle>, String> {
     if config.proxy_secure_port == 0 {
         return Ok(None);
     }
-    let Some((cert_file, key_file)) = &config.tls_files else {
-        log::info!("secure proxy port off: no --tls-cert-file/--tls-private-key-file");
-        return Ok(None);
+    let acceptor = match &config.tls_files {
+        Some((cert_file, key_file)) => {
+            let read = |path: &Path| {
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            };
+            Arc::new(TlsAcceptor::new(Some(http::server_config(
+                &read(cert_file)?,
+                &read(key_file)?,
+            )?)))
+        }
+        None => {
+            let stored =
+                bootstrap::stored_serving_config(&config.root_dir).map(|(config, _)| config);
+            if stored.is_none() {
+                log::info!(
+                    "secure proxy port waits for its serving certificate: approve the hub's CSR \
+                     (kubectl certificate approve) or give --tls-cert-file/--tls-private-key-file"
+                );
+            }
+            let acceptor = Arc::new(TlsAcceptor::new(stored));
+            let mut ip_sans = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+            if !config.bind_address.is_unspecified() && !config.bind_address.is_loopback() {
+                ip_sans.push(config.bind_address);
+            }
+            bootstrap::spawn_serving(
+                upstream.clone(),
+                config.root_dir.clone(),
+                config.node_name.clone(),
+                ip_sans,
+                acceptor.clone(),
+            )
+            .map_err(|e| format!("cannot start the serving certificate thread: {e}"))?;
+            acceptor
+        }
     };
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let tls = http::server_config(&read(cert_file)?, &read(key_file)?)?;
     let listener = bind(
         config.bind_address,
         config.proxy_secure_port,
@@ -260,7 +291,7 @@ fn start_secure_proxy(
             error_body,
             stack_size: CONNECTION_STACK,
         },
-        Arc::new(TlsAcceptor::new(tls)),
+        acceptor,
         proxy,
     )
     .map_err(|e| format!("cannot start the secure proxy listener: {e}"))?;

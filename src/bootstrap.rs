@@ -14,6 +14,7 @@ use crate::certs;
 use crate::upstream::Upstream;
 
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 const CSR_PATH: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 /// Between attempts when the cloud cannot be reached or refuses.
 const RETRY: Duration = Duration::from_secs(10);
@@ -24,6 +25,82 @@ const POLL: Duration = Duration::from_secs(1);
 /// Where the hub keeps its own client certificate and key (one PEM, 0600).
 pub fn client_certificate_path(root_dir: &Path) -> PathBuf {
     root_dir.join("pki").join("yurthub-client-current.pem")
+}
+
+/// Where the hub keeps the serving certificate of its secure port.
+pub fn serving_certificate_path(root_dir: &Path) -> PathBuf {
+    root_dir.join("pki").join("yurthub-server-current.pem")
+}
+
+/// The serving configuration from the stored serving certificate, if usable.
+pub fn stored_serving_config(
+    root_dir: &Path,
+) -> Option<(Arc<rustls::ServerConfig>, certs::CertInfo)> {
+    let pem = std::fs::read(serving_certificate_path(root_dir)).ok()?;
+    let info = certs::parse_client_identity(&pem).ok()?.info;
+    let config = crate::http::server_config(&pem, &pem).ok()?;
+    (!info.expired()).then_some((config, info))
+}
+
+/// Starts the `yh-serving-cert` thread: requests a serving certificate for the
+/// secure port (signer kubelet-serving; approved by an administrator with
+/// `kubectl certificate approve`) with the hub's client certificate, hands it
+/// to the listener, and renews it when due.
+pub fn spawn_serving(
+    upstream: Arc<Upstream>,
+    root_dir: PathBuf,
+    node_name: String,
+    ip_sans: Vec<std::net::IpAddr>,
+    acceptor: Arc<crate::http::TlsAcceptor>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("yh-serving-cert".into())
+        .spawn(move || {
+            let store = match Store::open(&root_dir) {
+                Ok(store) => store,
+                Err(e) => {
+                    log::error!("cannot use --root-dir {}: {e}", root_dir.display());
+                    return;
+                }
+            };
+            let spec = CsrSpec {
+                signer: SERVING_SIGNER,
+                usages: &["digital signature", "key encipherment", "server auth"],
+                ip_sans,
+                dns_sans: vec![node_name.clone()],
+            };
+            loop {
+                if let Some((config, info)) = stored_serving_config(&root_dir)
+                    && !info.due_for_renewal()
+                {
+                    acceptor.replace(config);
+                    std::thread::sleep(RETRY * 6);
+                    continue;
+                }
+                if upstream.credential_problem().is_some() || !upstream.health.any_healthy() {
+                    std::thread::sleep(RETRY);
+                    continue;
+                }
+                match request_certificate(&upstream, &node_name, &spec, None) {
+                    Ok(pem) => match store
+                        .write(Path::new("pki/yurthub-server-current.pem"), pem.as_bytes())
+                    {
+                        Ok(()) => log::info!(
+                            "serving certificate stored in {}",
+                            serving_certificate_path(&root_dir).display()
+                        ),
+                        Err(e) => log::error!("cannot store the serving certificate: {e}"),
+                    },
+                    Err(e) => {
+                        log::warn!(
+                            "serving certificate request failed: {e}; retrying in {RETRY:?}"
+                        );
+                        std::thread::sleep(RETRY);
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// Starts the `yh-bootstrap` thread: obtains a certificate if there is no
@@ -61,7 +138,7 @@ pub fn spawn(
                 Some(info) if !info.expired() => None,
                 _ => Some(token.as_str()),
             };
-            match request_certificate(&upstream, &node_name, bearer) {
+            match request_certificate(&upstream, &node_name, &client_spec(), bearer) {
                 Ok(pem) => match store.write(Path::new("pki/yurthub-client-current.pem"), pem.as_bytes()) {
                     Ok(()) => log::info!("client certificate for system:node:{node_name} stored in {}", path.display()),
                     Err(e) => log::error!("cannot store the client certificate: {e}"),
@@ -76,16 +153,40 @@ pub fn spawn(
     Ok(())
 }
 
+/// What a certificate is requested for.
+pub struct CsrSpec {
+    pub signer: &'static str,
+    pub usages: &'static [&'static str],
+    /// Subject alternative names (serving certificates).
+    pub ip_sans: Vec<std::net::IpAddr>,
+    pub dns_sans: Vec<String>,
+}
+
+/// The hub's client certificate.
+fn client_spec() -> CsrSpec {
+    CsrSpec {
+        signer: CLIENT_SIGNER,
+        usages: &["digital signature", "key encipherment", "client auth"],
+        ip_sans: Vec::new(),
+        dns_sans: Vec::new(),
+    }
+}
+
 /// Creates a key and a CSR, submits it, and waits until it is signed.
 /// Returns the certificate and key as one PEM.
-fn request_certificate(
+pub fn request_certificate(
     upstream: &Upstream,
     node_name: &str,
+    spec: &CsrSpec,
     bearer: Option<&str>,
 ) -> Result<String, String> {
     let key =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::default();
+    let mut params =
+        rcgen::CertificateParams::new(spec.dns_sans.clone()).map_err(|e| e.to_string())?;
+    params
+        .subject_alt_names
+        .extend(spec.ip_sans.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
@@ -104,8 +205,8 @@ fn request_certificate(
         "metadata": { "generateName": format!("yurthub-{node_name}-") },
         "spec": {
             "request": base64_encode(csr_pem.as_bytes()),
-            "signerName": CLIENT_SIGNER,
-            "usages": ["digital signature", "key encipherment", "client auth"],
+            "signerName": spec.signer,
+            "usages": spec.usages,
         },
     });
     let server = upstream.pick().ok_or("no apiserver reachable")?;
@@ -119,6 +220,7 @@ fn request_certificate(
         )
         .map_err(|e| e.to_string())?;
     if status != 201 {
+        // Not retried by the caller for a while: say what the apiserver said.
         return Err(format!(
             "creating the CSR: status {status}: {}",
             status_message(&response)
@@ -130,7 +232,10 @@ fn request_certificate(
         .as_str()
         .ok_or("the created CSR has no name")?
         .to_string();
-    log::info!("CertificateSigningRequest {name} created; waiting for approval");
+    log::info!(
+        "CertificateSigningRequest {name} ({}) created; waiting for approval",
+        spec.signer
+    );
     let deadline = Instant::now() + APPROVAL_TIMEOUT;
     while Instant::now() < deadline {
         std::thread::sleep(POLL);

@@ -850,3 +850,37 @@ fn kubelet_certificate_rotation_and_a_pod_token_over_the_secure_port() {
         "the apiserver saw someone else: {body}"
     );
 }
+
+#[test]
+fn the_secure_port_gets_its_serving_certificate_from_an_approved_csr() {
+    let bed = Testbed::up(&["--controller-manager"]);
+    let admin = bed.admin_kubeconfig();
+    let secure_port = support::free_port().to_string();
+    let hub = hub_for(&bed, "NODE_PEM", &["--proxy-secure-port", &secure_port]);
+    hub.expect_log(
+        "(kubernetes.io/kubelet-serving) created; waiting for approval",
+        Duration::from_secs(60),
+    );
+    // Serving certificates are not approved automatically: an administrator does it.
+    let name = hub
+        .log()
+        .lines()
+        .find(|l| l.contains("(kubernetes.io/kubelet-serving) created"))
+        .and_then(|l| l.split("CertificateSigningRequest ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .expect("CSR name in the log");
+    kubectl_ok(&admin, &["certificate", "approve", &name]);
+    hub.expect_log("serving certificate stored", WAIT);
+    let agent = support::client::tls_agent(Path::new(&bed.env("CA_FILE")), None);
+    let url = format!("https://127.0.0.1:{secure_port}/version");
+    // The listener takes the new certificate within its check interval.
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            support::client::try_request_with(&agent, "GET", &url, &[], &[])
+                .is_ok_and(|r| r.0 == 200)
+        }),
+        "the secure port never served with the approved certificate\n{}",
+        hub.log()
+    );
+}

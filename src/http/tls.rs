@@ -16,13 +16,15 @@ impl Stream for StreamOwned<ServerConnection, TcpStream> {
     }
 }
 
-/// Accepts TLS connections with the current serving configuration.
+/// Accepts TLS connections with the current serving configuration; until
+/// there is one (a serving certificate still waiting for approval), every
+/// connection is closed.
 pub struct TlsAcceptor {
-    config: RwLock<Arc<ServerConfig>>,
+    config: RwLock<Option<Arc<ServerConfig>>>,
 }
 
 impl TlsAcceptor {
-    pub fn new(config: Arc<ServerConfig>) -> TlsAcceptor {
+    pub fn new(config: Option<Arc<ServerConfig>>) -> TlsAcceptor {
         TlsAcceptor {
             config: RwLock::new(config),
         }
@@ -30,7 +32,7 @@ impl TlsAcceptor {
 
     /// New connections use `config` from now on.
     pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(config);
     }
 }
 
@@ -43,7 +45,8 @@ impl Acceptor for TlsAcceptor {
             .config
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+            .ok_or_else(|| io::Error::other("no serving certificate yet"))?;
         let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
         while connection.is_handshaking() {
             connection.complete_io(&mut tcp)?;

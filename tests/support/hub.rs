@@ -61,12 +61,14 @@ impl Hub {
         let extra: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
         let cache = dir.path().join("cache");
         let root = dir.path().join("root");
-        let defaults: [(&str, String); 5] = [
+        let defaults: [(&str, String); 6] = [
             ("--bind-address", "127.0.0.1".to_string()),
             ("--proxy-port", proxy_port.to_string()),
             ("--serve-port", serve_port.to_string()),
             ("--disk-cache-path", cache.display().to_string()),
             ("--root-dir", root.display().to_string()),
+            // Tests run many hubs at once: the secure port only where asked for.
+            ("--proxy-secure-port", "0".to_string()),
         ];
         let mut full = Vec::new();
         for (flag, value) in defaults {
