@@ -28,7 +28,8 @@ use store::Store;
 /// still relayed whole, just not cached.
 const MAX_TEE_BYTES: usize = 32 * 1024 * 1024;
 /// Bytes waiting for the writer; past it new work is dropped (and counted).
-const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Also the hub's worst extra memory under a flood of cacheable reads.
+const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 const MAX_QUEUED_OPS: usize = 4096;
 
 /// Counters for the metrics.
