@@ -17,6 +17,12 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests: unit, integration against the fake apiserver, end to end against kube-apiserver"
 cargo test --locked --all-targets -- --test-threads "${YURTHUB_TEST_THREADS:-4}"
 
+step "deploy files: systemd unit verified, static pod dry-run against kube-apiserver, kubelet kubeconfig"
+scripts/check-deploy.sh
+
+step "static release binaries: static, size budget, run natively and under qemu"
+scripts/check-release.sh
+
 step "benchmark, reduced run (figures are not pass/fail)"
 scripts/bench.sh --quick
 
