@@ -270,12 +270,13 @@ fn relay<S: Stream>(
         match reader.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => {
-                if let Some(tee) = tee.as_mut() {
-                    tee.push(&buffer[..n]);
-                }
+                // The client first: decoding for the cache must not delay it.
                 if exchange.write_body(&buffer[..n]).is_err() {
                     log::debug!("{target}: client went away");
                     return;
+                }
+                if let Some(tee) = tee.as_mut() {
+                    tee.push(&buffer[..n]);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
