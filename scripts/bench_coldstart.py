@@ -4,22 +4,36 @@ unreachable, for a small cache (baseline) and a cache of N objects. The
 "apiserver" is a loopback socket that never answers (like a blackholed link:
 connections hang instead of being refused), which is the hard case.
 
+  bench_coldstart.py BINARY N_OBJECTS REPS     # prints its own table
+
+bench_main.py imports measure_all() to fold the rows into the full table.
 Prints median and spread over repetitions. Loopback only; every wait bounded."""
 import json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
-binary, n_objects, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 DEADLINE = 10.0
-# Accepts nothing: TCP connects complete in the backlog, TLS never answers.
-SILENT = socket.socket()
-SILENT.bind(("127.0.0.1", 0))
-SILENT.listen(1024)
-SILENT_URL = f"https://127.0.0.1:{SILENT.getsockname()[1]}"
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_HELP = {}
+
+
+def has_flag(binary, flag):
+    """Whether the binary's --help lists a flag (newer hubs have more listeners)."""
+    if binary not in _HELP:
+        _HELP[binary] = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10).stdout
+    return flag in _HELP[binary]
+
+
+def port_flags(binary):
+    """A free port for every listener flag the binary has besides --proxy-port
+    and --serve-port (e.g. --proxy-secure-port), so that several hubs can run
+    at once and none collides with a default port in use."""
+    return [x for f in ("--proxy-secure-port",) if has_flag(binary, f) for x in (f, str(free_port()))]
 
 
 def fill(cache, n):
@@ -63,13 +77,14 @@ def request(port, path):
         return None
 
 
-def first_answer(cache, path):
+def first_answer(binary, silent_url, cache, path):
     """Seconds from spawn to the first 200 on path (proxy port)."""
     proxy, serve = free_port(), free_port()
-    args = [binary, "--server-addr", SILENT_URL, "--node-name", "edge-1",
-            "--proxy-port", str(proxy), "--serve-port", str(serve),
+    args = [binary, "--server-addr", silent_url, "--node-name", "edge-1",
+            "--proxy-port", str(proxy), "--serve-port", str(serve), "--proxy-secure-port", "0",
             "--disk-cache-path", cache, "--root-dir", cache + ".root",
-            "--kubelet-ca-file", "/nonexistent", "--kubelet-client-certificate", "/nonexistent"]
+            "--kubelet-ca-file", "/nonexistent", "--kubelet-client-certificate", "/nonexistent",
+            *port_flags(binary)]
     start = time.monotonic()
     hub = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**os.environ, "RUST_LOG": "error"})
@@ -77,21 +92,37 @@ def first_answer(cache, path):
         while time.monotonic() - start < DEADLINE:
             if request(proxy, path) == 200:
                 return time.monotonic() - start
-            time.sleep(0.0005)
-        raise SystemExit(f"no answer on {path} within {DEADLINE}s")
+            time.sleep(0.0005)  # poll interval while waiting for the first answer
+        raise SystemExit(f"cold start: no answer on {path} within {DEADLINE}s")
     finally:
         hub.kill()
         hub.wait()
 
 
-def measure(n, path):
+def measure(binary, silent_url, n, path, reps):
     work = tempfile.mkdtemp(prefix="yurthub-bench-")
     try:
         cache = os.path.join(work, "cache")
         fill(cache, n)
-        return [first_answer(cache, path) for _ in range(reps)]
+        return [first_answer(binary, silent_url, cache, path) for _ in range(reps)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+GET_PATH = "/api/v1/namespaces/default/configmaps/cm1"
+PODS_PATH = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1"
+
+
+def measure_all(binary, n_objects, reps):
+    """{"baseline": [s...], "get": [s...], "list": [s...]} for the apiserver silent."""
+    # Accepts nothing: TCP connects complete in the backlog, TLS never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1024)
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        return {"baseline": measure(binary, url, 0, "/api/v1/namespaces/default/pods/p1", reps),
+                "get": measure(binary, url, n_objects, GET_PATH, reps),
+                "list": measure(binary, url, n_objects, PODS_PATH, reps)}
 
 
 def row(name, samples):
@@ -99,13 +130,15 @@ def row(name, samples):
     return f"{name:<52} {statistics.median(ms):8.1f} ms  (min {min(ms):.1f}, max {max(ms):.1f}, n={len(ms)})"
 
 
-get_path = "/api/v1/namespaces/default/configmaps/cm1"
-pods_path = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1"
-baseline = measure(0, "/api/v1/namespaces/default/pods/p1")
-get_big = measure(n_objects, get_path)
-list_big = measure(n_objects, pods_path)
-print(f"cold start, the apiserver silent (blackholed) ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
-print(row("baseline: first offline get, 110 objects cached", baseline))
-print(row(f"first offline get, {n_objects + 110} objects cached", get_big))
-print(row(f"first offline 110-pod list, {n_objects + 110} objects cached", list_big))
-print(f"{'ratio get large/baseline':<52} {statistics.median(get_big) / statistics.median(baseline):8.2f}x")
+def main():
+    binary, n_objects, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    r = measure_all(binary, n_objects, reps)
+    print(f"cold start, the apiserver silent (blackholed) ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+    print(row("baseline: first offline get, 110 objects cached", r["baseline"]))
+    print(row(f"first offline get, {n_objects + 110} objects cached", r["get"]))
+    print(row(f"first offline 110-pod list, {n_objects + 110} objects cached", r["list"]))
+    print(f"{'ratio get large/baseline':<52} {statistics.median(r['get']) / statistics.median(r['baseline']):8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
