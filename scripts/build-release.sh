@@ -21,21 +21,9 @@ ALL_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-
 CARGO_ZIGBUILD_VERSION=${CARGO_ZIGBUILD_VERSION:-0.24.1}
 ZIGLANG_VERSION=${ZIGLANG_VERSION:-0.17.1}
 
-log() { printf '[build-release] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  log "apt-get install ${missing[*]}"
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  fi
-}
+LOG_NAME=build-release
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 ensure_toolchain() {
   rustup toolchain list | grep -q "^$TOOLCHAIN" \

@@ -17,21 +17,9 @@ export DEBIAN_FRONTEND=noninteractive
 # Exposure score from `systemd-analyze security` (0 = locked down, 10 = none).
 SECURITY_BUDGET=${YURTHUB_UNIT_EXPOSURE_BUDGET:-2.5}
 
-log() { printf '[check-deploy] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
-
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  log "apt-get install ${missing[*]}"
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  fi
-}
+LOG_NAME=check-deploy
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 apt_install systemd kubectl curl python3
 scripts/testbed.sh install >/dev/null

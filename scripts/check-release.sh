@@ -17,21 +17,9 @@ SIZE_BUDGET=${YURTHUB_SIZE_BUDGET:-4194304}
 ALL_TARGETS=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 
-log() { printf '[check-release] %s\n' "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
-
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  log "apt-get install ${missing[*]}"
-  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  fi
-}
+LOG_NAME=check-release
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 targets=("$@")
 ((${#targets[@]})) || targets=("${ALL_TARGETS[@]}")

@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Shared by the scripts that install what they need: logging with the calling
+# script's name, and installing missing Debian packages non-interactively.
+# Source it after setting LOG_NAME.
+
+log() { printf '[%s] %s\n' "${LOG_NAME:-script}" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+# Installs the Debian packages not installed yet (apt-get update only when needed).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "apt-get install ${missing[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}
