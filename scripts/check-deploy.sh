@@ -108,23 +108,7 @@ user=$(kubectl config view --kubeconfig deploy/kubelet.kubeconfig --raw -o json 
 [[ $user == '{}' ]] || die "kubelet.kubeconfig carries credentials: $user"
 
 # The same file with a free port, against the hub in front of the test bed.
-read -r proxy_port serve_port < <(python3 - <<'PY'
-import random, socket
-# Below the ephemeral range (32768+), so no outgoing connection of another
-# process holds the number between this check and the hub's bind.
-ports = []
-while len(ports) < 2:
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); ports.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(*ports)
-PY
-)
+read -r proxy_port serve_port < <(free_ports)
 sed "s#http://127.0.0.1:10261#http://127.0.0.1:$proxy_port#" deploy/kubelet.kubeconfig >"$work/kubelet.kubeconfig"
 # The hub runs with the unit's own ExecStart flags (so they are flags the
 # binary accepts), then overrides for this machine: a repeated flag keeps

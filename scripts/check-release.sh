@@ -43,24 +43,6 @@ runner_for() {
   esac
 }
 
-free_ports() {
-  python3 - <<'PY'
-import random, socket
-# Below the ephemeral range (32768+), so no outgoing connection of another
-# process holds the number between this check and the hub's bind.
-ports = []
-while len(ports) < 2:
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); ports.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(*ports)
-PY
-}
 
 smoke() {
   local t=$1 bin=$2 run=$3 dir=$work/$1 proxy_port serve_port i rc
