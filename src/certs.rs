@@ -40,9 +40,7 @@ impl CertInfo {
 }
 
 fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::codec::time::now_unix()
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -174,14 +172,9 @@ fn parse_time(tag: u8, text: &[u8]) -> Option<i64> {
     let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
     let (month, day, hour, minute, second) =
         (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+    Some(crate::codec::time::unix_from_civil(
+        year, month, day, hour, minute, second,
+    ))
 }
 
 #[cfg(test)]

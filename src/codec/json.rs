@@ -126,6 +126,52 @@ pub fn encode_list(
     out
 }
 
+/// `{"type":"ADDED","object":...}` and a newline, as kube-apiserver frames JSON watches.
+pub fn encode_event(event_type: EventType, object: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(event_type.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+pub fn initial_events_end_bookmark(
+    kind: &str,
+    api_version: &str,
+    resource_version: &str,
+) -> Vec<u8> {
+    serde_json::json!({
+        "kind": kind,
+        "apiVersion": api_version,
+        "metadata": {
+            "resourceVersion": resource_version,
+            "annotations": { super::INITIAL_EVENTS_END: "true" },
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AnnotatedObject {
+    metadata: AnnotatedMeta,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AnnotatedMeta {
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// One annotation of an object, if present and readable.
+pub fn annotation(object: &[u8], key: &str) -> Option<String> {
+    let object: AnnotatedObject = serde_json::from_slice(object).ok()?;
+    object.metadata.annotations?.remove(key)
+}
+
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(rename = "type")]
@@ -249,5 +295,24 @@ mod tests {
         assert_eq!(decode_meta(&events[0].object).unwrap().name, "p1");
         assert_eq!(events[1].event_type, EventType::Bookmark);
         assert!(JsonWatchDecoder::default().push(b"garbage\n").is_err());
+    }
+
+    #[test]
+    fn streaming_list_bookmarks_are_built_and_recognised() {
+        let bookmark = initial_events_end_bookmark("Pod", "v1", "77");
+        assert_eq!(
+            annotation(&bookmark, crate::codec::INITIAL_EVENTS_END).as_deref(),
+            Some("true")
+        );
+        assert_eq!(decode_meta(&bookmark).unwrap().resource_version, 77);
+        assert_eq!(
+            annotation(POD.as_bytes(), "k8s.io/initial-events-end"),
+            None
+        );
+        let line = encode_event(EventType::Bookmark, &bookmark);
+        let events = JsonWatchDecoder::default().push(&line).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::Bookmark);
+        assert_eq!(events[0].object, bookmark);
     }
 }

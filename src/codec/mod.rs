@@ -5,6 +5,8 @@
 
 mod json;
 mod protobuf;
+pub mod time;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,7 +57,21 @@ impl EventType {
             other => return Err(CodecError(format!("unknown watch event type {other:?}"))),
         })
     }
+
+    /// The type as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+            EventType::Error => "ERROR",
+        }
+    }
 }
+
+/// The annotation on the bookmark that ends a streaming list's initial events.
+pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 
 /// One watch event: its type and the object, encoded on its own.
 #[derive(Debug, Clone)]
@@ -74,6 +90,10 @@ impl fmt::Display for CodecError {
 }
 
 impl std::error::Error for CodecError {}
+
+fn json_error(what: &str, e: impl fmt::Display) -> CodecError {
+    CodecError(format!("invalid JSON {what}: {e}"))
+}
 
 /// Cuts a watch stream into events as bytes arrive.
 pub trait WatchDecoder: Send {
@@ -170,6 +190,43 @@ impl Encoding {
             Encoding::Json => Box::new(json::JsonWatchDecoder::default()),
             Encoding::Protobuf => Box::new(protobuf::ProtobufWatchDecoder::default()),
         }
+    }
+
+    /// One watch event as written in a watch stream of this encoding (a JSON
+    /// line, or a length-prefixed protobuf frame).
+    pub fn encode_event(self, event_type: EventType, object: &[u8]) -> Vec<u8> {
+        match self {
+            Encoding::Json => json::encode_event(event_type, object),
+            Encoding::Protobuf => protobuf::encode_event(event_type, object),
+        }
+    }
+
+    /// The bookmark object that ends a streaming list's initial events: the
+    /// resource's own kind with only `resourceVersion` and the
+    /// `k8s.io/initial-events-end` annotation, as kube-apiserver sends it.
+    pub fn initial_events_end_bookmark(
+        self,
+        kind: &str,
+        api_version: &str,
+        resource_version: &str,
+    ) -> Vec<u8> {
+        match self {
+            Encoding::Json => {
+                json::initial_events_end_bookmark(kind, api_version, resource_version)
+            }
+            Encoding::Protobuf => {
+                protobuf::initial_events_end_bookmark(kind, api_version, resource_version)
+            }
+        }
+    }
+
+    /// Whether a bookmark's object carries `k8s.io/initial-events-end: "true"`.
+    pub fn is_initial_events_end(self, object: &[u8]) -> bool {
+        let value = match self {
+            Encoding::Json => json::annotation(object, INITIAL_EVENTS_END),
+            Encoding::Protobuf => protobuf::annotation(object, INITIAL_EVENTS_END),
+        };
+        value.as_deref() == Some("true")
     }
 
     /// The object as a JSON value, for field selectors. JSON objects give every
