@@ -17,8 +17,8 @@ use crate::health::{self, HealthState, ProbeSettings};
 use crate::http::{
     self, ErrorBody, Limits, PlainAcceptor, ServerConfig, ServerHandle, TlsAcceptor,
 };
-use crate::local::Local;
 use crate::metrics::Metrics;
+use crate::offline::Offline;
 use crate::proxy::Proxy;
 use crate::status::status_body;
 use crate::upstream::{Server, Upstream};
@@ -31,6 +31,8 @@ const CONNECTION_STACK: usize = 512 * 1024;
 const SERVE_MAX_CONNECTIONS: usize = 32;
 /// How long shutdown waits for requests in flight (watches are cut).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Added to the probe timeout for the longest wait on the first probe.
+const FIRST_PROBE_GRACE: Duration = Duration::from_secs(1);
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -55,6 +57,7 @@ pub fn run(config: Config) -> Result<(), String> {
         health_state.clone(),
         &config.ca_file,
         &config.client_cert_file,
+        config.heartbeat_interval,
     ));
     let metrics = Arc::new(Metrics::default());
 
@@ -92,7 +95,7 @@ pub fn run(config: Config) -> Result<(), String> {
         WorkingMode::Cloud => None,
         WorkingMode::Edge => start_cache(&config, &upstream),
     };
-    let local = cache.as_ref().map(|cache| Local {
+    let offline = cache.as_ref().map(|cache| Offline {
         cache: cache.clone(),
         health: upstream.health.clone(),
         min_request_timeout: config.min_request_timeout,
@@ -104,7 +107,8 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics: metrics.clone(),
         max_in_flight: i64::from(config.max_requests_in_flight),
         cache: cache.clone(),
-        local,
+        offline,
+        first_probe_wait: config.heartbeat_timeout + FIRST_PROBE_GRACE,
     });
     let mut proxy_server = http::spawn(
         proxy_listener,

@@ -130,6 +130,29 @@ impl HealthState {
         (0..self.len()).any(|i| self.get(i) == Health::Healthy)
     }
 
+    /// Waits (at most `timeout`) until the prober has a verdict on at least
+    /// one server, so a request at start-up is not sent to an apiserver that
+    /// may be unreachable before anything is known.
+    pub fn wait_first_verdict(&self, timeout: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let generation = self.generation();
+            if (0..self.len()).any(|i| self.get(i) != Health::Unknown) {
+                return;
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            self.wait_change(generation, left);
+        }
+    }
+
+    /// Whether no server has been probed yet.
+    pub fn nothing_known(&self) -> bool {
+        (0..self.len()).all(|i| self.get(i) == Health::Unknown)
+    }
+
     /// Which servers may take requests: the healthy ones; while none is, the
     /// ones not probed yet (so requests at start-up are not refused early).
     pub fn usable(&self) -> Vec<bool> {

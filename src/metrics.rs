@@ -32,6 +32,8 @@ pub struct Metrics {
     pub rejected_in_flight: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub offline_answers: AtomicU64,
+    /// Streams relayed from an apiserver ended because it was marked unhealthy.
+    pub streams_ended_unhealthy: AtomicU64,
 }
 
 impl Metrics {
@@ -170,9 +172,20 @@ impl Metrics {
             "node_yurthub_offline_answers_total {}",
             self.offline_answers.load(Ordering::Relaxed)
         );
+        header(
+            &mut out,
+            "node_yurthub_streams_ended_unhealthy_total",
+            "counter",
+            "watches and other streams ended because their apiserver was marked unhealthy",
+        );
+        let _ = writeln!(
+            out,
+            "node_yurthub_streams_ended_unhealthy_total {}",
+            self.streams_ended_unhealthy.load(Ordering::Relaxed)
+        );
         if let Some(cache) = cache {
             let stats = &cache.stats;
-            let series: [(&str, &str, u64); 7] = [
+            let series: [(&str, &str, u64); 10] = [
                 (
                     "node_yurthub_cache_objects_written_total",
                     "objects written to the cache",
@@ -202,6 +215,21 @@ impl Metrics {
                     "node_yurthub_cache_decode_errors_total",
                     "responses or events the cache could not read",
                     stats.decode_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_streamed_lists_total",
+                    "streaming lists whose initial events were stored as a complete list",
+                    stats.streamed_lists.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_tokens_stored_total",
+                    "service-account tokens issued by the cloud and kept for offline use",
+                    stats.tokens_stored.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_tokens_expired_total",
+                    "kept service-account tokens removed because they expired",
+                    stats.tokens_expired.load(Ordering::Relaxed),
                 ),
                 (
                     "node_yurthub_cache_quarantined_files_total",

@@ -1,185 +1,324 @@
 //! Offline answers: what the hub says from its cache when no apiserver can be
 //! reached, so that node components keep working (behaviour.md section 5, with
-//! selectors honoured and any number of list shapes).
-//!
-//! | request | answer |
-//! |---|---|
-//! | get | 200 cached object, or 404 Status |
-//! | list | 200 list of cached objects matching namespace and selectors, in a shape listed before (`metadata.name=X`: any), else 404; kubelet's empty pod list is 404 |
-//! | watch | 200, no events, held until `timeoutSeconds` (or `--min-request-timeout`), the cloud's return, or the client leaving |
-//! | create | 201 echoing the request body |
-//! | update, patch | 200 with the cached object (the change is not kept), or 404 |
-//! | delete, deletecollection | 403 Status |
-//! | discovery (`/version`, `/api`, `/apis`, ...) | 200 cached document, else 400 Status |
-//! | anything from a component that is not cached | 400 Status |
+//! selectors honoured, any number of list shapes, streaming lists and
+//! service-account tokens). `Offline::decide` is the README's offline table as
+//! one function returning an `Answer`; `Offline::write` sends any answer.
 
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cache::discovery::{self, DocumentType};
 use crate::cache::lists::ListType;
+use crate::cache::tokens;
 use crate::cache::{Cache, key::Collection, shape_of};
-use crate::codec::{self, Encoding};
+use crate::codec::{self, Encoding, EventType};
 use crate::health::HealthState;
 use crate::http::{Exchange, Stream};
-use crate::proxy::respond_status;
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::status_body;
 
-/// Largest request body echoed back by an offline create (the apiserver's own limit).
-const MAX_CREATE_BODY: u64 = 3 * 1024 * 1024;
+/// Largest request body read offline (the apiserver's own limit).
+pub const MAX_OFFLINE_BODY: u64 = 3 * 1024 * 1024;
 /// How often a held watch checks that its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_secs(1);
+/// Initial events are written in pieces of about this size.
+const EVENTS_PIECE: usize = 64 * 1024;
 
-pub struct Local {
+/// What the request says, as far as an offline answer depends on it.
+pub struct OfflineRequest<'a> {
+    pub info: &'a RequestInfo,
+    pub query: &'a Query,
+    pub component: &'a str,
+    /// `Edge-Cache: true`: cache (and answer) this component even if not an agent.
+    pub edge_cache: bool,
+    pub accept: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    /// The request body, when one was read (create and TokenRequest).
+    pub body: Option<&'a [u8]>,
+}
+
+/// One offline answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// 200: a cached object, or a list built from the cache.
+    Found { encoding: Encoding, body: Vec<u8> },
+    /// 200: a streaming list's initial events (every cached object of the
+    /// shape as ADDED, then the annotated bookmark), then held as `Held`.
+    InitialEvents { encoding: Encoding, events: Vec<u8> },
+    /// 200 with no events, held until `timeoutSeconds`, the cloud's return
+    /// or the client leaving.
+    Held { encoding: Encoding },
+    /// 201 echoing the request body (not stored).
+    Echo { content_type: String, body: Vec<u8> },
+    /// 201: a service-account token the cloud issued before, still valid.
+    Token { encoding: Encoding, body: Vec<u8> },
+    /// 200: a cached discovery document in a type the client accepts.
+    Document { content_type: String, body: Vec<u8> },
+    /// A `Status` error.
+    Refused { code: u16, message: String },
+}
+
+impl Answer {
+    /// Whether the answer comes from what the cache holds (not a refusal, an
+    /// echo or an empty held watch): such an answer is given at once even
+    /// before the first health probe has finished.
+    pub fn is_from_cache(&self) -> bool {
+        matches!(
+            self,
+            Answer::Found { .. }
+                | Answer::InitialEvents { .. }
+                | Answer::Token { .. }
+                | Answer::Document { .. }
+        )
+    }
+
+    /// The status code the client gets.
+    pub fn code(&self) -> u16 {
+        match self {
+            Answer::Echo { .. } | Answer::Token { .. } => 201,
+            Answer::Refused { code, .. } => *code,
+            _ => 200,
+        }
+    }
+}
+
+fn refuse(code: u16, message: impl Into<String>) -> Answer {
+    Answer::Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Whether an offline answer needs the request body.
+pub fn needs_body(info: &RequestInfo) -> bool {
+    info.is_resource_request && info.verb == Verb::Create
+}
+
+/// A list selected from the cache.
+struct Selected {
+    encoding: Encoding,
+    list_type: ListType,
+    items: Vec<Vec<u8>>,
+    max_rv: u64,
+}
+
+pub struct Offline {
     pub cache: Arc<Cache>,
     pub health: Arc<HealthState>,
     pub min_request_timeout: Duration,
 }
 
-impl Local {
-    /// Answers a request from the cache. `component` is the client's.
+impl Offline {
+    /// The offline answer to a request (reads the cache, writes nothing).
+    pub fn decide(&self, request: &OfflineRequest<'_>) -> Answer {
+        let info = request.info;
+        if !info.is_resource_request {
+            return self.discovery(request);
+        }
+        let first_accepted = codec::accepted(request.accept)
+            .first()
+            .copied()
+            .unwrap_or(Encoding::Json);
+        match info.verb {
+            Verb::Delete | Verb::DeleteCollection => {
+                return refuse(403, "delete request is not supported in local cache");
+            }
+            Verb::Create if tokens::is_token_request(info) => return self.token(request),
+            Verb::Create => {
+                return Answer::Echo {
+                    content_type: request
+                        .content_type
+                        .unwrap_or("application/json")
+                        .to_string(),
+                    body: request.body.unwrap_or_default().to_vec(),
+                };
+            }
+            Verb::Watch if !request.query.sends_initial_events() => {
+                return Answer::Held {
+                    encoding: first_accepted,
+                };
+            }
+            _ => {}
+        }
+        let collection = Collection::for_request(request.component, info).filter(|_| {
+            self.cache
+                .is_cached_component(request.component, request.edge_cache)
+        });
+        let Some(collection) = collection else {
+            let who = if request.component.is_empty() {
+                "a client without User-Agent".to_string()
+            } else {
+                format!("component {:?}", request.component)
+            };
+            return refuse(
+                400,
+                format!("apiserver unreachable and {who} is not cached by the hub"),
+            );
+        };
+        let accepted = codec::accepted(request.accept);
+        if accepted.is_empty() {
+            return refuse(
+                406,
+                "the hub answers offline only in application/json or application/vnd.kubernetes.protobuf",
+            );
+        }
+        match info.verb {
+            Verb::Get | Verb::Update | Verb::Patch => self.object(info, &collection, &accepted),
+            Verb::List => match self.select_list(request, &collection, &accepted) {
+                Ok(selected) => Answer::Found {
+                    encoding: selected.encoding,
+                    body: selected.encoding.encode_list(
+                        &selected.list_type.kind,
+                        &selected.list_type.api_version,
+                        &selected.max_rv.to_string(),
+                        &selected.items,
+                    ),
+                },
+                Err(refused) => refused,
+            },
+            Verb::Watch => match self.select_list(request, &collection, &accepted) {
+                Ok(selected) => initial_events(selected),
+                Err(refused) => refused,
+            },
+            _ => refuse(
+                405,
+                format!("{} is not supported in local cache", info.method),
+            ),
+        }
+    }
+
+    /// Reads what the offline answer needs from the request, decides and
+    /// writes the answer. `body`: the request body if the caller read it.
     pub fn answer<S: Stream>(
         &self,
         exchange: &mut Exchange<'_, S>,
         info: &RequestInfo,
         query: &Query,
         component: &str,
+        body: Option<&[u8]>,
     ) {
-        if !info.is_resource_request {
-            return self.discovery(exchange, info);
-        }
-        let edge_cache = exchange
-            .head
-            .header("edge-cache")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        match info.verb {
-            Verb::Delete | Verb::DeleteCollection => {
-                return respond_status(
-                    exchange,
-                    403,
-                    "delete request is not supported in local cache",
-                );
-            }
-            Verb::Create => return self.create(exchange),
-            Verb::Watch => return self.hold_watch(exchange, query),
-            _ => {}
-        }
-        let collection = Collection::for_request(component, info)
-            .filter(|_| self.cache.is_cached_component(component, edge_cache));
-        let Some(collection) = collection else {
-            let who = if component.is_empty() {
-                "a client without User-Agent".to_string()
-            } else {
-                format!("component {component:?}")
-            };
-            return respond_status(
-                exchange,
-                400,
-                &format!("apiserver unreachable and {who} is not cached by the hub"),
-            );
+        let read;
+        let body = match body {
+            Some(body) => Some(body),
+            None if needs_body(info) => match read_body(exchange) {
+                Ok(bytes) => {
+                    read = bytes;
+                    Some(read.as_slice())
+                }
+                Err(refused) => return self.write(exchange, refused, query),
+            },
+            None => None,
         };
-        let accepted = codec::accepted(exchange.head.header("accept"));
-        if accepted.is_empty() {
-            return respond_status(
-                exchange,
-                406,
-                "the hub answers offline only in application/json or application/vnd.kubernetes.protobuf",
-            );
-        }
-        match info.verb {
-            Verb::Get | Verb::Update | Verb::Patch => {
-                self.get(exchange, info, &collection, &accepted)
+        let request = OfflineRequest {
+            info,
+            query,
+            component,
+            edge_cache: is_edge_cache(exchange),
+            accept: exchange.head.header("accept"),
+            content_type: exchange.head.header("content-type"),
+            body,
+        };
+        let answer = self.decide(&request);
+        self.write(exchange, answer, query);
+    }
+
+    /// Sends an answer; held watches and streaming lists stay open until
+    /// they end (see `hold`).
+    pub fn write<S: Stream>(&self, exchange: &mut Exchange<'_, S>, answer: Answer, query: &Query) {
+        let code = answer.code();
+        match answer {
+            Answer::Found { encoding, body } | Answer::Token { encoding, body } => {
+                let _ = exchange.respond(code, &content_type(encoding.content_type()), &body);
             }
-            Verb::List => self.list(exchange, info, query, component, &collection, &accepted),
-            _ => respond_status(
-                exchange,
-                405,
-                &format!("{} is not supported in local cache", info.method),
-            ),
+            Answer::Echo {
+                content_type: ct,
+                body,
+            }
+            | Answer::Document {
+                content_type: ct,
+                body,
+            } => {
+                let _ = exchange.respond(code, &content_type(&ct), &body);
+            }
+            Answer::Refused { code, message } => respond_status(exchange, code, &message),
+            Answer::Held { encoding } => {
+                if exchange
+                    .start_response(200, &content_type(encoding.watch_content_type()), None)
+                    .is_ok()
+                {
+                    self.hold(exchange, query);
+                }
+            }
+            Answer::InitialEvents { encoding, events } => {
+                if exchange
+                    .start_response(200, &content_type(encoding.watch_content_type()), None)
+                    .is_err()
+                {
+                    return;
+                }
+                for piece in pieces(&events, encoding) {
+                    if exchange.write_body(piece).is_err() {
+                        return;
+                    }
+                }
+                self.hold(exchange, query);
+            }
         }
     }
 
-    /// Whether the cache holds a real answer (an object, a listed shape, a
-    /// discovery document) for a read. Used before the first health probe has
-    /// finished: the cache answers at once instead of waiting for a connect
-    /// to an apiserver that may be unreachable.
-    pub fn has_answer(
-        &self,
-        info: &RequestInfo,
-        query: &Query,
-        component: &str,
-        edge_cache: bool,
-        accept: Option<&str>,
-    ) -> bool {
-        if !info.is_resource_request {
-            return info.verb == Verb::Get && self.cache.read_discovery(&info.path).is_some();
+    /// Holds a started watch open until it times out, the cloud comes back
+    /// (so the client re-watches there at once), or the client leaves.
+    fn hold<S: Stream>(&self, exchange: &mut Exchange<'_, S>, query: &Query) {
+        let timeout = query
+            .timeout_seconds()
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(self.min_request_timeout);
+        let started = Instant::now();
+        loop {
+            let generation = self.health.generation();
+            if self.health.any_healthy() || exchange.client_gone() {
+                break;
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            self.health.wait_change(generation, left.min(CLIENT_CHECK));
         }
-        let Some(collection) = Collection::for_request(component, info) else {
-            return false;
-        };
-        if !self.cache.is_cached_component(component, edge_cache) {
-            return false;
-        }
-        let accepted = codec::accepted(accept);
-        match info.verb {
-            Verb::Get => accepted.iter().any(|&encoding| {
-                self.cache
-                    .read_object(&collection, &info.namespace, &info.name, encoding)
-                    .is_some()
-            }),
-            Verb::List => self
-                .cache
-                .listed_shape(&collection, &shape_of(info, query))
-                .is_some_and(|list_type| accepted.iter().any(|e| listed_in(&list_type, *e))),
-            _ => false,
-        }
+        let _ = exchange.finish();
     }
 
-    fn get<S: Stream>(
-        &self,
-        exchange: &mut Exchange<'_, S>,
-        info: &RequestInfo,
-        collection: &Collection,
-        accepted: &[Encoding],
-    ) {
+    fn object(&self, info: &RequestInfo, collection: &Collection, accepted: &[Encoding]) -> Answer {
         // The first encoding the client accepts that the cache holds.
-        let found = accepted.iter().find_map(|&encoding| {
-            let object =
-                self.cache
-                    .read_object(collection, &info.namespace, &info.name, encoding)?;
-            Some((encoding, object))
-        });
-        match found {
-            Some((encoding, object)) => {
-                let _ = exchange.respond(200, &content_type(encoding.content_type()), &object);
-            }
-            None => respond_status(
-                exchange,
-                404,
-                &format!("{} {:?} not found", info.resource, info.name),
-            ),
-        }
+        accepted
+            .iter()
+            .find_map(|&encoding| {
+                let body =
+                    self.cache
+                        .read_object(collection, &info.namespace, &info.name, encoding)?;
+                Some(Answer::Found { encoding, body })
+            })
+            .unwrap_or_else(|| refuse(404, format!("{} {:?} not found", info.resource, info.name)))
     }
 
-    fn list<S: Stream>(
+    /// The cached objects of a list (or streaming list) request: only for a
+    /// shape listed before (a list narrowed to one name: any), never kubelet's
+    /// empty pod list (kubelet would stop every pod on the node).
+    fn select_list(
         &self,
-        exchange: &mut Exchange<'_, S>,
-        info: &RequestInfo,
-        query: &Query,
-        component: &str,
+        request: &OfflineRequest<'_>,
         collection: &Collection,
         accepted: &[Encoding],
-    ) {
-        let shape = shape_of(info, query);
-        let labels = match LabelSelector::parse(&shape.label_selector) {
-            Ok(labels) => labels,
-            Err(e) => return respond_status(exchange, 400, &e.to_string()),
-        };
-        let fields = match FieldSelector::parse(&shape.field_selector) {
-            Ok(fields) => fields,
-            Err(e) => return respond_status(exchange, 400, &e.to_string()),
-        };
+    ) -> Result<Selected, Answer> {
+        let info = request.info;
+        let shape = shape_of(info, request.query);
+        let labels =
+            LabelSelector::parse(&shape.label_selector).map_err(|e| refuse(400, e.to_string()))?;
+        let fields =
+            FieldSelector::parse(&shape.field_selector).map_err(|e| refuse(400, e.to_string()))?;
         let list_type = self.cache.listed_shape(collection, &shape).or_else(|| {
             // A list narrowed to one name is answered even if never listed.
             fields.required_name().map(|_| {
@@ -193,14 +332,13 @@ impl Local {
             })
         });
         let Some(list_type) = list_type else {
-            return respond_status(
-                exchange,
+            return Err(refuse(
                 404,
-                &format!(
+                format!(
                     "{} in this shape were never listed through the hub",
                     info.resource
                 ),
-            );
+            ));
         };
         // The first accepted encoding the shape was listed in whose objects the
         // selector can be evaluated on.
@@ -222,95 +360,162 @@ impl Local {
             }
         }
         let Some((encoding, items, max_rv)) = chosen else {
-            return respond_status(
-                exchange,
+            return Err(refuse(
                 404,
-                &format!(
+                format!(
                     "{} in this shape are not cached in an encoding the client accepts",
                     info.resource
                 ),
-            );
+            ));
         };
-        if items.is_empty() && component == "kubelet" && info.resource == "pods" {
-            // An empty pod list would make kubelet stop every pod on the node.
-            return respond_status(exchange, 404, "no pods cached for kubelet");
+        if items.is_empty() && request.component == "kubelet" && info.resource == "pods" {
+            return Err(refuse(404, "no pods cached for kubelet"));
         }
-        let body = encoding.encode_list(
-            &list_type.kind,
-            &list_type.api_version,
-            &max_rv.to_string(),
-            &items,
-        );
-        let _ = exchange.respond(200, &content_type(encoding.content_type()), &body);
+        Ok(Selected {
+            encoding,
+            list_type,
+            items,
+            max_rv,
+        })
     }
 
-    fn create<S: Stream>(&self, exchange: &mut Exchange<'_, S>) {
-        let mut body = Vec::new();
-        let read = exchange
-            .body()
-            .take(MAX_CREATE_BODY + 1)
-            .read_to_end(&mut body);
-        if read.is_err() {
-            return respond_status(exchange, 400, "cannot read the request body");
-        }
-        if body.len() as u64 > MAX_CREATE_BODY {
-            exchange.close_after();
-            return respond_status(exchange, 413, "request body too large");
-        }
-        let kind = exchange
-            .head
-            .header("content-type")
-            .unwrap_or("application/json")
-            .to_string();
-        let _ = exchange.respond(201, &content_type(&kind), &body);
-    }
-
-    /// Holds a watch open with no events until it times out, the cloud comes
-    /// back (so the client re-watches there at once), or the client leaves.
-    fn hold_watch<S: Stream>(&self, exchange: &mut Exchange<'_, S>, query: &Query) {
-        let timeout = query
-            .timeout_seconds()
-            .filter(|&s| s > 0)
-            .map(Duration::from_secs)
-            .unwrap_or(self.min_request_timeout);
-        let encoding = codec::accepted(exchange.head.header("accept"))
-            .first()
-            .copied()
-            .unwrap_or(Encoding::Json);
-        if exchange
-            .start_response(200, &content_type(encoding.watch_content_type()), None)
-            .is_err()
+    fn token(&self, request: &OfflineRequest<'_>) -> Answer {
+        let info = request.info;
+        let unavailable = || {
+            refuse(
+                503,
+                format!(
+                    "apiserver unreachable and no valid token issued earlier is cached for serviceaccount {}/{} with these audiences and bound object",
+                    info.namespace, info.name
+                ),
+            )
+        };
+        if !self
+            .cache
+            .is_cached_component(request.component, request.edge_cache)
         {
-            return;
+            return unavailable();
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let generation = self.health.generation();
-            if self.health.any_healthy() || exchange.client_gone() {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            self.health.wait_change(generation, left.min(CLIENT_CHECK));
+        let body = request.body.unwrap_or_default();
+        let Some((owner, spec)) =
+            tokens::identify(info, request.component, request.content_type, body)
+        else {
+            return refuse(400, "the TokenRequest body cannot be read");
+        };
+        let accepted = codec::accepted(request.accept);
+        match self.cache.read_token(&owner, &spec, &accepted) {
+            Some((encoding, body)) => Answer::Token { encoding, body },
+            None => unavailable(),
         }
-        let _ = exchange.finish();
     }
 
-    fn discovery<S: Stream>(&self, exchange: &mut Exchange<'_, S>, info: &RequestInfo) {
-        if info.verb == Verb::Get
-            && let Some(document) = self.cache.read_discovery(&info.path)
-        {
-            let _ = exchange.respond(200, &content_type("application/json"), &document);
-            return;
+    fn discovery(&self, request: &OfflineRequest<'_>) -> Answer {
+        let path = &request.info.path;
+        let not_cached = || {
+            refuse(
+                400,
+                format!("apiserver unreachable and {path} is not cached"),
+            )
+        };
+        if request.info.verb != Verb::Get {
+            return not_cached();
         }
-        respond_status(
-            exchange,
-            400,
-            &format!("apiserver unreachable and {} is not cached", info.path),
-        );
+        let wanted = discovery::accepted(request.accept);
+        for document_type in &wanted {
+            if let Some(body) = self.cache.read_discovery(path, *document_type) {
+                return Answer::Document {
+                    content_type: document_type.content_type(),
+                    body,
+                };
+            }
+        }
+        let cached_otherwise = DocumentType::ALL
+            .iter()
+            .any(|t| !wanted.contains(t) && self.cache.read_discovery(path, *t).is_some());
+        if cached_otherwise {
+            return refuse(
+                406,
+                format!(
+                    "apiserver unreachable and {path} is cached only in types the client does not accept"
+                ),
+            );
+        }
+        not_cached()
     }
+}
+
+/// A streaming list's initial events: every selected object as ADDED, then
+/// the bookmark carrying the highest resourceVersion and the annotation.
+fn initial_events(selected: Selected) -> Answer {
+    let encoding = selected.encoding;
+    let mut events = Vec::with_capacity(selected.items.iter().map(|i| i.len() + 32).sum());
+    for item in &selected.items {
+        events.extend(encoding.encode_event(EventType::Added, item));
+    }
+    let kind = selected
+        .list_type
+        .kind
+        .strip_suffix("List")
+        .filter(|k| !k.is_empty())
+        .unwrap_or(&selected.list_type.kind);
+    let bookmark = encoding.initial_events_end_bookmark(
+        kind,
+        &selected.list_type.api_version,
+        &selected.max_rv.to_string(),
+    );
+    events.extend(encoding.encode_event(EventType::Bookmark, &bookmark));
+    Answer::InitialEvents { encoding, events }
+}
+
+/// Splits a run of events into pieces of about `EVENTS_PIECE` bytes, each
+/// ending on an event boundary.
+fn pieces(events: &[u8], encoding: Encoding) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    while at < events.len() {
+        let end = match encoding {
+            Encoding::Json => events[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(events.len(), |p| at + p + 1),
+            Encoding::Protobuf => events
+                .get(at..at + 4)
+                .map(|l| at + 4 + u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .unwrap_or(events.len())
+                .min(events.len()),
+        };
+        at = end;
+        if at - start >= EVENTS_PIECE || at == events.len() {
+            out.push(&events[start..at]);
+            start = at;
+        }
+    }
+    out
+}
+
+/// Reads a request body for an offline answer, at most `MAX_OFFLINE_BODY`.
+pub fn read_body<S: Stream>(exchange: &mut Exchange<'_, S>) -> Result<Vec<u8>, Answer> {
+    let mut body = Vec::new();
+    if exchange
+        .body()
+        .take(MAX_OFFLINE_BODY + 1)
+        .read_to_end(&mut body)
+        .is_err()
+    {
+        return Err(refuse(400, "cannot read the request body"));
+    }
+    if body.len() as u64 > MAX_OFFLINE_BODY {
+        exchange.close_after();
+        return Err(refuse(413, "request body too large"));
+    }
+    Ok(body)
+}
+
+pub fn is_edge_cache<S: Stream>(exchange: &Exchange<'_, S>) -> bool {
+    exchange
+        .head
+        .header("edge-cache")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Whether a shape was listed in an encoding (shapes recorded before encodings
@@ -322,4 +527,38 @@ fn listed_in(list_type: &ListType, encoding: Encoding) -> bool {
 
 fn content_type(value: &str) -> Vec<(String, String)> {
     vec![("Content-Type".to_string(), value.to_string())]
+}
+
+/// Answers with a Kubernetes `Status` body, unless a response already started.
+pub fn respond_status<S: Stream>(exchange: &mut Exchange<'_, S>, code: u16, message: &str) {
+    if exchange.response_started() {
+        exchange.abort();
+        return;
+    }
+    let _ = exchange.respond(
+        code,
+        &content_type("application/json"),
+        &status_body(code, message),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_events_are_written_in_pieces_ending_on_event_boundaries() {
+        for encoding in Encoding::ALL {
+            let object = encoding.initial_events_end_bookmark("Pod", "v1", "1");
+            let one = encoding.encode_event(EventType::Added, &object);
+            let events: Vec<u8> = (0..2000).flat_map(|_| one.clone()).collect();
+            let pieces = pieces(&events, encoding);
+            assert!(pieces.len() > 1, "{encoding:?}");
+            assert_eq!(pieces.concat(), events);
+            for piece in &pieces {
+                assert_eq!(piece.len() % one.len(), 0, "{encoding:?}");
+            }
+            assert_eq!(super::pieces(&one, encoding), [one.as_slice()]);
+        }
+    }
 }

@@ -3,12 +3,14 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::cache::{Cache, Tee};
+use crate::health::{Health, HealthState};
 use crate::http::{Exchange, Handler, Stream};
-use crate::local::Local;
 use crate::metrics::Metrics;
+use crate::offline::{self, Answer, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
 use crate::status::status_body;
 use crate::upstream::{self, Deadline, Outgoing, Upstream};
@@ -51,7 +53,9 @@ pub struct Proxy {
     pub max_in_flight: i64,
     /// The cache and its offline answers (edge mode only).
     pub cache: Option<Arc<Cache>>,
-    pub local: Option<Local>,
+    pub offline: Option<Offline>,
+    /// Longest wait for the first health verdict before a watch is sent.
+    pub first_probe_wait: Duration,
 }
 
 /// Holds one slot of a gauge for as long as it lives.
@@ -124,64 +128,100 @@ impl Proxy {
             );
             return;
         }
-        let edge_cache = exchange
-            .head
-            .header("edge-cache")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        // Before the first probe has answered, a read the cache can answer is
-        // answered from it at once: the apiserver may be unreachable, and a
-        // connect attempt could take seconds.
-        if let Some(local) = &self.local
-            && !self.upstream.health.any_healthy()
-            && local.has_answer(
-                info,
-                query,
-                component,
-                edge_cache,
-                exchange.head.header("accept"),
-            )
+        let edge_cache = offline::is_edge_cache(exchange);
+        let health = &self.upstream.health;
+        if let Some(offline) = &self.offline
+            && !health.any_healthy()
         {
-            self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-            return local.answer(exchange, info, query, component);
+            // Before the first probe has answered, what the cache holds is
+            // answered from it at once: the apiserver may be unreachable, and a
+            // connect attempt could take seconds.
+            if !offline::needs_body(info) {
+                let answer = offline.decide(&OfflineRequest {
+                    info,
+                    query,
+                    component,
+                    edge_cache,
+                    accept: exchange.head.header("accept"),
+                    content_type: exchange.head.header("content-type"),
+                    body: None,
+                });
+                if answer.is_from_cache() {
+                    self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
+                    return offline.write(exchange, answer, query);
+                }
+            }
+            // A watch of a cached component waits (bounded) for the first
+            // verdict instead of hanging on an apiserver nobody has reached yet.
+            if info.verb == Verb::Watch
+                && health.nothing_known()
+                && offline.cache.is_cached_component(component, edge_cache)
+            {
+                health.wait_first_verdict(self.first_probe_wait);
+            }
+        }
+        // A TokenRequest the cache keeps is read first: its spec decides where
+        // the answer goes, and offline the same body finds it again.
+        let mut body = None;
+        let mut plan = None;
+        if let Some(cache) = &self.cache
+            && cache.wants_token(info, component, edge_cache)
+        {
+            match offline::read_body(exchange) {
+                Ok(bytes) => {
+                    plan = cache.plan_token(
+                        info,
+                        component,
+                        exchange.head.header("content-type"),
+                        &bytes,
+                    );
+                    body = Some(bytes);
+                }
+                Err(refused) => {
+                    let code = refused.code();
+                    let message = match refused {
+                        Answer::Refused { message, .. } => message,
+                        _ => String::new(),
+                    };
+                    return respond_status(exchange, code, &message);
+                }
+            }
         }
         let Some(mut server) = self.upstream.pick() else {
-            if let Some(local) = &self.local {
+            if let Some(offline) = &self.offline {
                 self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                return local.answer(exchange, info, query, component);
+                return offline.answer(exchange, info, query, component, body.as_deref());
             }
             respond_status(exchange, 503, &self.upstream.unavailable_reason());
             return;
         };
-        let edge_cache = exchange
-            .head
-            .header("edge-cache")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let plan = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.plan(info, query, component, edge_cache));
+        if plan.is_none() {
+            plan = self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.plan(info, query, component, edge_cache));
+        }
         let headers = forwarded_headers(&exchange.head.headers);
         let with_client_cert = exchange.head.header("authorization").is_none();
-        let deadline = Deadline::for_request(
-            info.is_long_running(),
-            query.timeout(),
-            query.timeout_seconds(),
-        );
+        let long_running = info.is_long_running();
+        let deadline =
+            Deadline::for_request(long_running, query.timeout(), query.timeout_seconds());
         let target = exchange.head.target();
         let method = exchange.head.method.clone();
         let retryable = matches!(method.as_str(), "GET" | "HEAD") && !exchange.has_body();
         let mut retried = false;
         let response = loop {
             let has_body = exchange.has_body();
+            let mut buffered = body.as_deref().map(std::io::Cursor::new);
             let mut body_reader = exchange.body();
             let outgoing = Outgoing {
                 method: &method,
                 target: &target,
                 headers: &headers,
-                body: if has_body {
-                    Some(&mut body_reader as &mut dyn Read)
-                } else {
-                    None
+                body: match buffered.as_mut() {
+                    Some(buffered) => Some(buffered as &mut dyn Read),
+                    None if has_body => Some(&mut body_reader as &mut dyn Read),
+                    None => None,
                 },
                 deadline,
                 with_client_cert,
@@ -204,12 +244,14 @@ impl Proxy {
                         continue;
                     }
                     log::warn!("{method} {target}: {url} failed: {e}");
-                    // A read the cache can answer is answered from it.
+                    // A read the cache can answer is answered from it; so is a
+                    // TokenRequest that never reached an apiserver.
                     let reads_cached =
                         plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable;
-                    if let (Some(local), true) = (&self.local, reads_cached) {
+                    let token_unsent = body.is_some() && upstream::is_connect_failure(&e);
+                    if let (Some(offline), true) = (&self.offline, reads_cached || token_unsent) {
                         self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                        return local.answer(exchange, info, query, component);
+                        return offline.answer(exchange, info, query, component, body.as_deref());
                     }
                     let (code, what) = if upstream::is_timeout(&e) {
                         (504, "timed out")
@@ -229,8 +271,25 @@ impl Proxy {
             let cache = self.cache.as_ref()?;
             cache.tee(plan?, status, content_type)
         };
-        relay(exchange, response, &target, tee);
+        // A stream ends when its apiserver is marked unhealthy (a silent link
+        // would otherwise hold it open forever with no events and no error).
+        let source = long_running.then_some(StreamSource {
+            health,
+            server,
+            url: &self.upstream.servers[server].url,
+            ended: &self.metrics.streams_ended_unhealthy,
+        });
+        relay(exchange, response, &target, tee, source);
     }
+}
+
+/// Where a relayed stream comes from, to end it once that apiserver is
+/// marked unhealthy.
+struct StreamSource<'a> {
+    health: &'a HealthState,
+    server: usize,
+    url: &'a str,
+    ended: &'a AtomicU64,
 }
 
 /// Streams an upstream response to the client, flushing every piece as it arrives.
@@ -240,6 +299,7 @@ fn relay<S: Stream>(
     response: ureq::http::Response<upstream::Body>,
     target: &str,
     tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
+    source: Option<StreamSource<'_>>,
 ) {
     let (parts, body) = response.into_parts();
     let length = parts
@@ -280,11 +340,24 @@ fn relay<S: Stream>(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A quiet stream: keep it while the client is there; once the client
-            // has gone, dropping the reader closes the upstream connection.
+            // A quiet stream: keep it while the client is there and its
+            // apiserver is trusted; once the client has gone, dropping the
+            // reader closes the upstream connection.
             Err(e) if upstream::is_quiet_stream(&e) => {
                 if exchange.client_gone() {
                     log::debug!("{target}: client went away during a quiet stream");
+                    return;
+                }
+                if let Some(source) = &source
+                    && source.health.get(source.server) == Health::Unhealthy
+                {
+                    log::info!(
+                        "{target}: ending the stream from {}, which is marked unhealthy",
+                        source.url
+                    );
+                    source.ended.fetch_add(1, Ordering::Relaxed);
+                    // A clean end between events: the client comes back at once.
+                    let _ = exchange.finish();
                     return;
                 }
             }
@@ -328,14 +401,7 @@ pub fn json_headers() -> Vec<(String, String)> {
     vec![("Content-Type".into(), "application/json".into())]
 }
 
-/// Answers with a Kubernetes `Status` body, unless a response already started.
-pub fn respond_status<S: Stream>(exchange: &mut Exchange<'_, S>, code: u16, message: &str) {
-    if exchange.response_started() {
-        exchange.abort();
-        return;
-    }
-    let _ = exchange.respond(code, &json_headers(), &status_body(code, message));
-}
+pub use crate::offline::respond_status;
 
 #[cfg(test)]
 mod tests {

@@ -227,6 +227,12 @@ impl Query {
         self.get("watch").is_some_and(parse_bool)
     }
 
+    /// `sendInitialEvents=true`: a streaming list (a watch whose initial events,
+    /// up to an annotated bookmark, are the list).
+    pub fn sends_initial_events(&self) -> bool {
+        self.is_watch() && self.get("sendInitialEvents").is_some_and(parse_bool)
+    }
+
     /// X in `fieldSelector=metadata.name=X` (alone or among other requirements).
     pub fn field_selector_name(&self) -> Option<String> {
         let selector = self.get("fieldSelector")?;

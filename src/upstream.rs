@@ -23,9 +23,10 @@ pub use ureq::Error;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a watch's response head to arrive.
 const WATCH_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// A quiet stream's read returns `TimedOut` this often, so the relay can check
-/// whether its client is still there (the read can then simply be retried).
-pub const STREAM_POLL: Duration = Duration::from_secs(2);
+/// A quiet stream's read returns `TimedOut` at least this often, so the relay
+/// can check whether its client is still there and its apiserver still
+/// considered healthy (the read can then simply be retried).
+const MAX_STREAM_POLL: Duration = Duration::from_secs(2);
 /// Whole-request time when the client set none (kube-apiserver's own default is 60 s).
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Added to a client's own timeout so the apiserver's answer wins the race.
@@ -36,7 +37,8 @@ const IO_BUFFER: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deadline {
     /// Watches and other streams: no limit once the head has arrived (reads
-    /// wake every `STREAM_POLL` to notice a departed client).
+    /// wake every `Upstream::stream_poll` to notice a departed client or an
+    /// apiserver marked unhealthy).
     Stream,
     /// Everything else: the whole exchange within this time.
     Within(Duration),
@@ -93,6 +95,9 @@ pub struct Upstream {
     roots: Arc<Vec<ureq::tls::Certificate<'static>>>,
     /// Why the TLS material cannot be used, if it cannot.
     credential_problem: RwLock<Option<String>>,
+    /// How often a quiet stream's read wakes up: at most one heartbeat, so a
+    /// stream from an apiserver marked unhealthy ends within one heartbeat.
+    stream_poll: Duration,
 }
 
 impl Upstream {
@@ -102,6 +107,7 @@ impl Upstream {
         health: Arc<HealthState>,
         ca_file: &Path,
         client_cert_file: &Path,
+        heartbeat: Duration,
     ) -> Upstream {
         let mut problems = Vec::new();
         let roots = certs::load_ca(ca_file).unwrap_or_else(|e| {
@@ -137,6 +143,7 @@ impl Upstream {
             agent_anonymous: new_agent(roots.clone(), None),
             roots,
             credential_problem: RwLock::new((!problems.is_empty()).then(|| problems.join("; "))),
+            stream_poll: heartbeat.clamp(Duration::from_millis(100), MAX_STREAM_POLL),
         }
     }
 
@@ -216,13 +223,15 @@ impl Upstream {
             self.agent_anonymous.clone()
         };
         let agent = &agent;
+        let poll = self.stream_poll;
         match outgoing.body {
             Some(reader) => run(
                 agent,
                 builder.body(SendBody::from_reader(reader))?,
                 outgoing.deadline,
+                poll,
             ),
-            None => run(agent, builder.body(())?, outgoing.deadline),
+            None => run(agent, builder.body(())?, outgoing.deadline, poll),
         }
     }
 
@@ -258,8 +267,9 @@ impl Upstream {
                     .header("Content-Type", "application/json")
                     .body(body)?,
                 deadline,
+                self.stream_poll,
             )?,
-            None => run(&agent, builder.body(())?, deadline)?,
+            None => run(&agent, builder.body(())?, deadline, self.stream_poll)?,
         };
         let status = response.status().as_u16();
         let body = response
@@ -291,12 +301,13 @@ fn run<B: AsSendBody>(
     agent: &Agent,
     request: http::Request<B>,
     deadline: Deadline,
+    stream_poll: Duration,
 ) -> Result<http::Response<Body>, Error> {
     let configured = agent.configure_request(request);
     let request = match deadline {
         Deadline::Stream => configured
             .timeout_global(None)
-            .timeout_per_read(Some(STREAM_POLL))
+            .timeout_per_read(Some(stream_poll))
             .timeout_recv_response(Some(WATCH_HEAD_TIMEOUT))
             .build(),
         Deadline::Within(limit) => configured.timeout_global(Some(limit)).build(),
@@ -326,7 +337,7 @@ pub fn is_connect_failure(error: &Error) -> bool {
 }
 
 /// Whether a body read failed only because the stream was quiet for
-/// `STREAM_POLL`; reading again continues the stream.
+/// the stream poll interval; reading again continues the stream.
 pub fn is_quiet_stream(error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::TimedOut
         || error

@@ -4,10 +4,13 @@
 //! client's path (`Tee` hands it complete objects; it never blocks a client).
 
 pub mod agents;
+pub mod discovery;
 pub mod key;
 pub mod lists;
 pub mod store;
+pub mod tokens;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,13 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::codec::time::now_unix;
+use crate::codec::token::{self, TokenSpec};
 use crate::codec::{Encoding, EventType, WatchDecoder};
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::selector::{FieldSelector, LabelSelector};
 use agents::Agents;
+use discovery::DocumentType;
 use key::Collection;
 use lists::{ListShape, ListType, PagedLists, ShapeIndex};
 use store::Store;
+use tokens::{TokenOwner, TokenRecord};
 
 /// Largest response body copied aside for the cache; past it the response is
 /// still relayed whole, just not cached.
@@ -41,7 +48,16 @@ pub struct CacheStats {
     pub write_errors: AtomicU64,
     pub dropped: AtomicU64,
     pub decode_errors: AtomicU64,
+    pub tokens_stored: AtomicU64,
+    pub tokens_expired: AtomicU64,
+    /// Streaming lists whose initial events were stored and reconciled as a
+    /// complete list.
+    pub streamed_lists: AtomicU64,
 }
+
+/// The files of one streaming list's initial events, filled in by the writer
+/// as it stores them (so the list is complete once the writer reaches its end).
+type Members = Arc<Mutex<BTreeSet<PathBuf>>>;
 
 /// An object's file and what it holds now.
 struct ObjectFile {
@@ -56,6 +72,8 @@ enum Op {
         collection: Collection,
         encoding: Encoding,
         object: Vec<u8>,
+        /// The streaming list this object is an initial event of.
+        member_of: Option<Members>,
     },
     Delete {
         collection: Collection,
@@ -69,8 +87,23 @@ enum Op {
         request_continue: String,
         body: Vec<u8>,
     },
+    /// The bookmark that ends a streaming list's initial events.
+    StreamedListEnd {
+        collection: Collection,
+        encoding: Encoding,
+        shape: ListShape,
+        members: Members,
+        list_kind: String,
+        api_version: String,
+    },
     Discovery {
         path: PathBuf,
+        body: Vec<u8>,
+    },
+    Token {
+        owner: TokenOwner,
+        spec: TokenSpec,
+        encoding: Encoding,
         body: Vec<u8>,
     },
 }
@@ -79,7 +112,10 @@ impl Op {
     fn len(&self) -> usize {
         match self {
             Op::Upsert { object, .. } | Op::Delete { object, .. } => object.len(),
-            Op::List { body, .. } | Op::Discovery { body, .. } => body.len(),
+            Op::List { body, .. } | Op::Discovery { body, .. } | Op::Token { body, .. } => {
+                body.len()
+            }
+            Op::StreamedListEnd { .. } => 0,
         }
     }
 }
@@ -107,8 +143,33 @@ enum PlanTarget {
         shape: ListShape,
         request_continue: String,
     },
-    Watch(Collection),
+    /// A watch; with the shape of the list its initial events make up when
+    /// it is a streaming list (`sendInitialEvents=true`).
+    Watch {
+        collection: Collection,
+        initial_list: Option<ListShape>,
+    },
+    /// A discovery document at this request path.
+    Discovery(String),
+    Token {
+        owner: TokenOwner,
+        spec: TokenSpec,
+    },
+}
+
+/// What a whole response body (not a stream) is stored as.
+enum Whole {
+    Object(Collection),
+    List {
+        collection: Collection,
+        shape: ListShape,
+        request_continue: String,
+    },
     Discovery(PathBuf),
+    Token {
+        owner: TokenOwner,
+        spec: TokenSpec,
+    },
 }
 
 impl Cache {
@@ -135,6 +196,7 @@ impl Cache {
         thread::Builder::new().name("yh-cache-scan".into()).spawn(move || {
             let started = Instant::now();
             let report = scanner.store.scan(is_intact);
+            scanner.remove_expired_tokens(Path::new(tokens::TOKENS_DIR));
             scanner.scan_done.store(true, Ordering::SeqCst);
             log::info!(
                 "cache scan: {} files checked, {} damaged moved aside, {} temp files removed in {:?}",
@@ -168,8 +230,8 @@ impl Cache {
             if info.verb != Verb::Get {
                 return None;
             }
-            return key::discovery_path(&info.path).map(|path| Plan {
-                target: PlanTarget::Discovery(path),
+            return key::discovery_path(&info.path).map(|_| Plan {
+                target: PlanTarget::Discovery(info.path.clone()),
             });
         }
         if !self.is_cached_component(component, edge_cache_header) || !is_cacheable_resource(info) {
@@ -183,10 +245,38 @@ impl Cache {
                 shape: shape_of(info, query),
                 request_continue: query.get("continue").unwrap_or_default().to_string(),
             },
-            Verb::Watch => PlanTarget::Watch(collection),
+            Verb::Watch => PlanTarget::Watch {
+                collection,
+                initial_list: query.sends_initial_events().then(|| shape_of(info, query)),
+            },
             _ => return None,
         };
         Some(Plan { target })
+    }
+
+    /// Whether a request is a TokenRequest whose answer the cache would keep
+    /// (its body must then be read first: the spec decides where it goes).
+    pub fn wants_token(
+        &self,
+        info: &RequestInfo,
+        component: &str,
+        edge_cache_header: bool,
+    ) -> bool {
+        tokens::is_token_request(info) && self.is_cached_component(component, edge_cache_header)
+    }
+
+    /// The plan for a TokenRequest with this body (see `wants_token`).
+    pub fn plan_token(
+        &self,
+        info: &RequestInfo,
+        component: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Option<Plan> {
+        let (owner, spec) = tokens::identify(info, component, content_type, body)?;
+        Some(Plan {
+            target: PlanTarget::Token { owner, spec },
+        })
     }
 
     /// Starts copying a response aside, if its status and encoding allow.
@@ -199,16 +289,42 @@ impl Cache {
         if !(200..300).contains(&status) {
             return None;
         }
-        let encoding = Encoding::from_content_type(content_type.unwrap_or_default())?;
-        let sink = match plan.target {
-            PlanTarget::Watch(collection) => Sink::Watch {
-                decoder: encoding.watch_decoder(),
-                collection,
-            },
-            target => Sink::Whole {
-                buffer: Vec::new(),
-                target,
-            },
+        let content_type = content_type.unwrap_or_default();
+        let (encoding, sink) = match plan.target {
+            PlanTarget::Discovery(path) => {
+                let file = DocumentType::from_content_type(content_type)?.file(&path)?;
+                (Encoding::Json, Sink::whole(Whole::Discovery(file)))
+            }
+            target => {
+                let encoding = Encoding::from_content_type(content_type)?;
+                let sink = match target {
+                    PlanTarget::Watch {
+                        collection,
+                        initial_list,
+                    } => Sink::Watch {
+                        decoder: encoding.watch_decoder(),
+                        collection,
+                        initial: initial_list.map(|shape| InitialEvents {
+                            shape,
+                            members: Members::default(),
+                            intact: true,
+                        }),
+                    },
+                    PlanTarget::Object(collection) => Sink::whole(Whole::Object(collection)),
+                    PlanTarget::List {
+                        collection,
+                        shape,
+                        request_continue,
+                    } => Sink::whole(Whole::List {
+                        collection,
+                        shape,
+                        request_continue,
+                    }),
+                    PlanTarget::Token { owner, spec } => Sink::whole(Whole::Token { owner, spec }),
+                    PlanTarget::Discovery(_) => return None,
+                };
+                (encoding, sink)
+            }
         };
         Some(Tee {
             cache: self.clone(),
@@ -218,18 +334,20 @@ impl Cache {
         })
     }
 
-    fn enqueue(&self, op: Op) {
+    /// Hands work to the writer; false when it was dropped (and counted).
+    fn enqueue(&self, op: Op) -> bool {
         let len = op.len();
         if self.queued_bytes.fetch_add(len, Ordering::SeqCst) + len > MAX_QUEUED_BYTES {
             self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
             self.dropped("the cache writer is behind");
-            return;
+            return false;
         }
         match self.queue.try_send(op) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
                 self.dropped("the cache writer is behind");
+                false
             }
         }
     }
@@ -260,7 +378,17 @@ impl Cache {
                 collection,
                 encoding,
                 object,
-            } => self.upsert(&collection, encoding, &object).map(|_| ()),
+                member_of,
+            } => {
+                let path = self.upsert(&collection, encoding, &object)?;
+                if let (Some(members), Some(path)) = (member_of, path) {
+                    members
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(path);
+                }
+                Ok(())
+            }
             Op::Delete {
                 collection,
                 encoding,
@@ -273,13 +401,98 @@ impl Cache {
                 request_continue,
                 body,
             } => self.store_list(&collection, encoding, &shape, &request_continue, &body),
+            Op::StreamedListEnd {
+                collection,
+                encoding,
+                shape,
+                members,
+                list_kind,
+                api_version,
+            } => {
+                let complete =
+                    std::mem::take(&mut *members.lock().unwrap_or_else(|e| e.into_inner()));
+                self.stats.streamed_lists.fetch_add(1, Ordering::Relaxed);
+                self.complete_list(
+                    &collection,
+                    encoding,
+                    &shape,
+                    &complete,
+                    list_kind,
+                    api_version,
+                )
+            }
             Op::Discovery { path, body } => {
                 if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
                     return Ok(());
                 }
                 self.store.write(&path, &body)
             }
+            Op::Token {
+                owner,
+                spec,
+                encoding,
+                body,
+            } => self.store_token(&owner, &spec, encoding, &body),
         }
+    }
+
+    /// Keeps an issued token for as long as it is valid.
+    fn store_token(
+        &self,
+        owner: &TokenOwner,
+        spec: &TokenSpec,
+        encoding: Encoding,
+        body: &[u8],
+    ) -> io::Result<()> {
+        let Ok(expires) = token::issued_expiry(encoding, body) else {
+            self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let record = TokenRecord::new(spec, expires, encoding, body);
+        let (Some(path), Some(dir)) = (owner.record_path(spec), owner.dir()) else {
+            return Ok(());
+        };
+        if !record.is_expired(now_unix()) {
+            self.store.write(&path, &record.encode())?;
+            self.stats.tokens_stored.fetch_add(1, Ordering::Relaxed);
+        }
+        self.remove_expired_tokens(&dir);
+        Ok(())
+    }
+
+    /// Removes every expired token record under `dir` (relative to the root).
+    fn remove_expired_tokens(&self, dir: &Path) {
+        let now = now_unix();
+        for path in self.store.files_under(dir) {
+            let expired = match self.store.read(&path) {
+                Ok(Some(bytes)) => TokenRecord::parse(&bytes).is_none_or(|r| r.is_expired(now)),
+                _ => false,
+            };
+            if expired && self.store.remove(&path).unwrap_or(false) {
+                self.stats.tokens_expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A token the cloud issued earlier for the same owner and spec that is
+    /// still valid, in an encoding the client accepts. An expired one is
+    /// removed, never served.
+    pub fn read_token(
+        &self,
+        owner: &TokenOwner,
+        spec: &TokenSpec,
+        accepted: &[Encoding],
+    ) -> Option<(Encoding, Vec<u8>)> {
+        let path = owner.record_path(spec)?;
+        let record = TokenRecord::parse(&self.store.read(&path).ok()??)?;
+        let now = now_unix();
+        if record.is_expired(now) {
+            if self.store.remove(&path).unwrap_or(false) {
+                self.stats.tokens_expired.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        record.answer_for(spec, now, accepted)
     }
 
     /// Stores an object unless the cache already holds a newer version.
@@ -371,8 +584,29 @@ impl Cache {
         ) else {
             return Ok(());
         };
-        // The whole list is here: what this shape returned before and no longer
-        // returns is gone (or no longer matches) upstream.
+        self.complete_list(
+            collection,
+            encoding,
+            shape,
+            &complete,
+            parts.kind,
+            parts.api_version,
+        )
+    }
+
+    /// A whole list of `shape` is here (a LIST's last page, or a streaming
+    /// list's initial events), its objects stored as `complete`: what this
+    /// shape returned before and no longer returns is gone (or no longer
+    /// matches) upstream, and the shape is recorded as listed.
+    fn complete_list(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        shape: &ListShape,
+        complete: &BTreeSet<PathBuf>,
+        list_kind: String,
+        api_version: String,
+    ) -> io::Result<()> {
         let (labels, fields) = match (
             LabelSelector::parse(&shape.label_selector),
             FieldSelector::parse(&shape.field_selector),
@@ -411,8 +645,8 @@ impl Cache {
                 ..Default::default()
             });
         let mut list_type = ListType {
-            kind: parts.kind,
-            api_version: parts.api_version,
+            kind: list_kind,
+            api_version,
             encodings: [encoding.extension().to_string()].into(),
         };
         let known = index.shapes.get(&shape.key());
@@ -494,8 +728,9 @@ impl Cache {
         (items, max_rv)
     }
 
-    pub fn read_discovery(&self, path: &str) -> Option<Vec<u8>> {
-        self.store.read(&key::discovery_path(path)?).ok()?
+    /// A cached discovery document of one type.
+    pub fn read_discovery(&self, path: &str, document_type: DocumentType) -> Option<Vec<u8>> {
+        self.store.read(&document_type.file(path)?).ok()?
     }
 }
 
@@ -569,13 +804,33 @@ pub struct Tee {
 }
 
 enum Sink {
-    /// A whole body (object or list), stored once complete.
-    Whole { buffer: Vec<u8>, target: PlanTarget },
+    /// A whole body (object, list, document, token), stored once complete.
+    Whole { buffer: Vec<u8>, target: Whole },
     /// A watch stream, stored event by event.
     Watch {
         decoder: Box<dyn WatchDecoder>,
         collection: Collection,
+        /// Until its annotated bookmark: the streaming list being received.
+        initial: Option<InitialEvents>,
     },
+}
+
+impl Sink {
+    fn whole(target: Whole) -> Sink {
+        Sink::Whole {
+            buffer: Vec::new(),
+            target,
+        }
+    }
+}
+
+/// A streaming list's initial events, as they are handed to the writer.
+struct InitialEvents {
+    shape: ListShape,
+    members: Members,
+    /// False once one of its objects could not be queued: the list is then
+    /// not complete and its shape is not recorded.
+    intact: bool,
 }
 
 impl Tee {
@@ -597,6 +852,7 @@ impl Tee {
             Sink::Watch {
                 decoder,
                 collection,
+                initial,
             } => match decoder.push(bytes) {
                 Ok(events) => {
                     for event in events {
@@ -605,15 +861,47 @@ impl Tee {
                                 collection: collection.clone(),
                                 encoding: self.encoding,
                                 object: event.object,
+                                member_of: initial.as_ref().map(|i| i.members.clone()),
                             },
                             EventType::Deleted => Op::Delete {
                                 collection: collection.clone(),
                                 encoding: self.encoding,
                                 object: event.object,
                             },
+                            EventType::Bookmark
+                                if initial.is_some()
+                                    && self.encoding.is_initial_events_end(&event.object) =>
+                            {
+                                let Some(ended) = initial.take().filter(|i| i.intact) else {
+                                    continue;
+                                };
+                                let Ok(meta) = self.encoding.decode_meta(&event.object) else {
+                                    continue;
+                                };
+                                Op::StreamedListEnd {
+                                    collection: collection.clone(),
+                                    encoding: self.encoding,
+                                    shape: ended.shape,
+                                    members: ended.members,
+                                    list_kind: format!("{}List", meta.kind),
+                                    api_version: meta.api_version,
+                                }
+                            }
                             EventType::Bookmark | EventType::Error => continue,
                         };
-                        self.cache.enqueue(op);
+                        let is_member = matches!(
+                            &op,
+                            Op::Upsert {
+                                member_of: Some(_),
+                                ..
+                            }
+                        );
+                        if !self.cache.enqueue(op)
+                            && is_member
+                            && let Some(initial) = initial.as_mut()
+                        {
+                            initial.intact = false;
+                        }
                     }
                 }
                 Err(e) => {
@@ -637,12 +925,13 @@ impl Tee {
             return;
         };
         let op = match target {
-            PlanTarget::Object(collection) => Op::Upsert {
+            Whole::Object(collection) => Op::Upsert {
                 collection,
                 encoding: self.encoding,
                 object: buffer,
+                member_of: None,
             },
-            PlanTarget::List {
+            Whole::List {
                 collection,
                 shape,
                 request_continue,
@@ -653,8 +942,13 @@ impl Tee {
                 request_continue,
                 body: buffer,
             },
-            PlanTarget::Discovery(path) => Op::Discovery { path, body: buffer },
-            PlanTarget::Watch(_) => return,
+            Whole::Discovery(path) => Op::Discovery { path, body: buffer },
+            Whole::Token { owner, spec } => Op::Token {
+                owner,
+                spec,
+                encoding: self.encoding,
+                body: buffer,
+            },
         };
         self.cache.enqueue(op);
     }

@@ -175,6 +175,28 @@ impl Store {
         }
     }
 
+    /// Every regular file under a directory (relative paths), depth first.
+    pub fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in read_dir_sorted(&self.root.join(&dir)) {
+                let relative = dir.join(entry.file_name());
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => pending.push(relative),
+                    Ok(t)
+                        if t.is_file()
+                            && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) =>
+                    {
+                        out.push(relative)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Walks the whole cache once: removes leftover temp files and quarantines
     /// every file `is_intact` rejects. Never fails; problems are logged.
     pub fn scan(&self, is_intact: impl Fn(&Path, &[u8]) -> bool) -> ScanReport {
