@@ -1,18 +1,23 @@
 //! A scriptable fake Kubernetes apiserver: HTTPS (rustls) on 127.0.0.1, its
 //! own minimal HTTP/1.1 server (keep-alive, Content-Length and chunked request
-//! bodies, pipelining), one thread per connection, with fault injection.
+//! bodies, pipelining), one thread per connection, with fault injection:
+//! refused (`stop`) and silent (`freeze`) outages, and the answers of a
+//! current apiserver that the test bed's 1.20 cannot give (streaming lists,
+//! TokenRequest).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustls::{ServerConnection, StreamOwned};
+use serde_json::{Value, json};
 
+use super::k8s_wire::{self, Encoding};
 use super::pki::{TestPki, cert_cn};
 
 /// How long `stop()` / drop wait for the server threads to finish.
@@ -25,6 +30,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the TLS handshake and for reading one request once its
 /// first byte arrived.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a frozen connection thread sleeps before re-checking (it is also
+/// woken by `thaw()` and `stop()`).
+const FROZEN_POLL: Duration = Duration::from_millis(200);
+/// How long `freeze()` waits for socket operations already under way.
+const FREEZE_SETTLE: Duration = Duration::from_secs(1);
 const MAX_HEAD: usize = 1 << 20;
 const MAX_BODY: usize = 64 << 20;
 
@@ -147,6 +157,304 @@ impl Behaviour {
                 .collect(),
             end,
         }
+    }
+    /// A watch stream in `encoding` with kube-apiserver's Content-Type: each
+    /// event (`k8s_wire::json_event` line or `pb_event` frame) is one chunk,
+    /// written after its delay.
+    pub fn watch_encoded(
+        encoding: Encoding,
+        events: Vec<(Duration, Vec<u8>)>,
+        end: StreamEnd,
+    ) -> Behaviour {
+        Behaviour::Stream {
+            status: 200,
+            content_type: encoding.watch_content_type().to_string(),
+            chunks: events,
+            end,
+        }
+    }
+    /// A 1.27+ apiserver serving one resource collection whose current state
+    /// is `objects` (from `k8s_wire`'s builders, in `encoding`) at `list_rv`:
+    /// - `watch=true&sendInitialEvents=true` (a streaming list): every object
+    ///   as ADDED, then a BOOKMARK of `kind` with `list_rv` and the
+    ///   `k8s.io/initial-events-end` annotation, then `after`, then `end`;
+    /// - another watch: ADDED for every object when `resourceVersion` is
+    ///   absent, empty or `0`, then `after` (other RVs: `after` only);
+    /// - no `watch`: the `{kind}List` at `list_rv`.
+    ///
+    /// `after` holds encoded events (`Encoding::event`), delays relative to
+    /// the previous event.
+    pub fn streaming_list(
+        encoding: Encoding,
+        kind: &str,
+        api_version: &str,
+        objects: Vec<Vec<u8>>,
+        list_rv: u64,
+        after: Vec<(Duration, Vec<u8>)>,
+        end: StreamEnd,
+    ) -> Behaviour {
+        ListWorld::new(encoding, kind, api_version, &objects, list_rv, after, end).behaviour(true)
+    }
+    /// As `streaming_list`, for an apiserver before 1.27 (the test bed's
+    /// 1.20), which ignores `sendInitialEvents`: a streaming list gets a
+    /// plain watch, so the client never sees the annotated bookmark.
+    pub fn streaming_list_unsupported(
+        encoding: Encoding,
+        kind: &str,
+        api_version: &str,
+        objects: Vec<Vec<u8>>,
+        list_rv: u64,
+        after: Vec<(Duration, Vec<u8>)>,
+        end: StreamEnd,
+    ) -> Behaviour {
+        ListWorld::new(encoding, kind, api_version, &objects, list_rv, after, end).behaviour(false)
+    }
+    /// Answers TokenRequests with tokens valid for `lifetime`; use a
+    /// `TokenIssuer` to see what was issued or to issue expired tokens.
+    pub fn token_request(lifetime: Duration) -> Behaviour {
+        TokenIssuer::new(lifetime).behaviour()
+    }
+}
+
+/// The answers behind `Behaviour::streaming_list`, encoded up front so that
+/// a malformed object fails the test that scripted it, not a server thread.
+struct ListWorld {
+    encoding: Encoding,
+    list: Vec<u8>,
+    added: Vec<Vec<u8>>,
+    initial_events_end: Vec<u8>,
+    after: Vec<(Duration, Vec<u8>)>,
+    end: StreamEnd,
+}
+
+impl ListWorld {
+    fn new(
+        encoding: Encoding,
+        kind: &str,
+        api_version: &str,
+        objects: &[Vec<u8>],
+        list_rv: u64,
+        after: Vec<(Duration, Vec<u8>)>,
+        end: StreamEnd,
+    ) -> ListWorld {
+        let bookmark = encoding.initial_events_end_bookmark(kind, api_version, list_rv);
+        ListWorld {
+            encoding,
+            list: encoding.list(kind, api_version, list_rv, objects),
+            added: objects.iter().map(|o| encoding.event("ADDED", o)).collect(),
+            initial_events_end: encoding.event("BOOKMARK", &bookmark),
+            after,
+            end,
+        }
+    }
+
+    fn behaviour(self, honours_send_initial_events: bool) -> Behaviour {
+        let world = Arc::new(self);
+        Behaviour::func(move |req| world.answer(req, honours_send_initial_events))
+    }
+
+    fn answer(&self, req: &RecordedRequest, honours_send_initial_events: bool) -> Behaviour {
+        let encoding = self.encoding;
+        let is_watch = matches!(req.query_param("watch").as_deref(), Some("true" | "1"));
+        if !is_watch {
+            let content_type = [("Content-Type", encoding.content_type())];
+            return Behaviour::respond(200, &content_type, self.list.clone());
+        }
+        let initial_events = honours_send_initial_events
+            && req.query_param("sendInitialEvents").as_deref() == Some("true");
+        let from_now = matches!(
+            req.query_param("resourceVersion").as_deref(),
+            None | Some("" | "0")
+        );
+        let mut events = Vec::new();
+        if initial_events || from_now {
+            events.extend(self.added.iter().map(|e| (Duration::ZERO, e.clone())));
+        }
+        if initial_events {
+            events.push((Duration::ZERO, self.initial_events_end.clone()));
+        }
+        events.extend(self.after.iter().cloned());
+        Behaviour::watch_encoded(encoding, events, self.end.clone())
+    }
+}
+
+/// Audience kube-apiserver puts in a TokenRequest that names none.
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Makes every issued token distinct, across fakes too.
+static TOKEN_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// A token the fake issued.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub namespace: String,
+    pub service_account: String,
+    /// After defaulting.
+    pub audiences: Vec<String>,
+    /// `spec.boundObjectRef.name` of the request.
+    pub bound_object_name: Option<String>,
+    pub token: String,
+    /// `status.expirationTimestamp` as sent (RFC 3339, whole seconds).
+    pub expiration_timestamp: String,
+    /// The same instant.
+    pub expires_at: SystemTime,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TokenExpiry {
+    In(Duration),
+    Ago(Duration),
+}
+
+/// Answers `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token` as
+/// kube-apiserver does (201, the request's spec with audiences and
+/// expirationSeconds defaulted, `status.token` a distinct JWT-shaped string,
+/// `status.expirationTimestamp` = now + lifetime) and records each token.
+/// The lifetime is the fake's, not the requested expirationSeconds, so a test
+/// can issue short-lived or expired tokens. Other paths get 404, other
+/// methods 405, a body that is not JSON 400, so it can be routed on
+/// `/api/v1/namespaces/*` before the routes it should not shadow (later
+/// routes win).
+#[derive(Clone)]
+pub struct TokenIssuer {
+    expiry: Arc<Mutex<TokenExpiry>>,
+    issued: Arc<Mutex<Vec<IssuedToken>>>,
+}
+
+impl TokenIssuer {
+    /// Tokens expire `lifetime` after they are issued.
+    pub fn new(lifetime: Duration) -> TokenIssuer {
+        TokenIssuer {
+            expiry: Arc::new(Mutex::new(TokenExpiry::In(lifetime))),
+            issued: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+    /// Tokens that expired `ago` before they were issued.
+    pub fn expired(ago: Duration) -> TokenIssuer {
+        let issuer = TokenIssuer::new(Duration::ZERO);
+        issuer.set_expired(ago);
+        issuer
+    }
+    /// Later tokens expire `lifetime` after they are issued.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *lock(&self.expiry) = TokenExpiry::In(lifetime);
+    }
+    /// Later tokens are already expired by `ago`.
+    pub fn set_expired(&self, ago: Duration) {
+        *lock(&self.expiry) = TokenExpiry::Ago(ago);
+    }
+    /// The route's behaviour; it shares this issuer's records.
+    pub fn behaviour(&self) -> Behaviour {
+        let issuer = self.clone();
+        Behaviour::func(move |req| issuer.answer(req))
+    }
+    /// Every token issued so far, in order.
+    pub fn issued(&self) -> Vec<IssuedToken> {
+        lock(&self.issued).clone()
+    }
+
+    fn answer(&self, req: &RecordedRequest) -> Behaviour {
+        let parts: Vec<&str> = req.path.split('/').collect();
+        let [
+            "",
+            "api",
+            "v1",
+            "namespaces",
+            namespace,
+            "serviceaccounts",
+            sa,
+            "token",
+        ] = parts.as_slice()
+        else {
+            return Behaviour::k8s_status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        };
+        if req.method != "POST" {
+            return Behaviour::k8s_status(
+                405,
+                "MethodNotAllowed",
+                &format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    req.method
+                ),
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+            return Behaviour::k8s_status(400, "BadRequest", "the request body is not JSON");
+        };
+        let spec = &body["spec"];
+        let mut audiences: Vec<String> = spec["audiences"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if audiences.is_empty() {
+            audiences.push(DEFAULT_TOKEN_AUDIENCE.to_string());
+        }
+        let expiration_seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+        let bound = spec.get("boundObjectRef").filter(|b| b.is_object());
+
+        let now = SystemTime::now();
+        let expires = match *lock(&self.expiry) {
+            TokenExpiry::In(d) => now + d,
+            TokenExpiry::Ago(d) => now.checked_sub(d).unwrap_or(UNIX_EPOCH),
+        };
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let expires_at = UNIX_EPOCH + Duration::from_secs(unix(expires));
+        let serial = TOKEN_SERIAL.fetch_add(1, Ordering::SeqCst);
+
+        let mut identity = json!({
+            "namespace": namespace,
+            "serviceaccount": {"name": sa, "uid": k8s_wire::fake_uid(namespace, sa)},
+        });
+        if let Some(b) = bound {
+            identity[b["kind"].as_str().unwrap_or("pod").to_ascii_lowercase()] =
+                json!({"name": b["name"], "uid": b["uid"]});
+        }
+        let claims = json!({
+            "aud": audiences,
+            "exp": unix(expires_at),
+            "iat": unix(now),
+            "nbf": unix(now),
+            "iss": DEFAULT_TOKEN_AUDIENCE,
+            "jti": format!("fake-{serial}"),
+            "kubernetes.io": identity,
+            "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+        });
+        let token = format!(
+            "{}.{}.{}",
+            k8s_wire::base64url(br#"{"alg":"RS256","kid":"fake-apiserver"}"#),
+            k8s_wire::base64url(claims.to_string().as_bytes()),
+            k8s_wire::base64url(format!("fake-signature-{serial}").as_bytes()),
+        );
+        let expiration_timestamp = k8s_wire::rfc3339(expires_at);
+        lock(&self.issued).push(IssuedToken {
+            namespace: namespace.to_string(),
+            service_account: sa.to_string(),
+            audiences: audiences.clone(),
+            bound_object_name: bound.and_then(|b| b["name"].as_str()).map(String::from),
+            token: token.clone(),
+            expiration_timestamp: expiration_timestamp.clone(),
+            expires_at,
+        });
+        let answer = json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": sa, "namespace": namespace, "creationTimestamp": null},
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": expiration_seconds,
+                "boundObjectRef": bound.cloned().unwrap_or(Value::Null),
+            },
+            "status": {"token": token, "expirationTimestamp": expiration_timestamp},
+        });
+        Behaviour::json(201, &answer.to_string())
     }
 }
 
@@ -318,7 +626,12 @@ struct RunState {
     generation: u64,
     next_conn_id: u64,
     /// Clones of the open connections' sockets, to shut them down on stop.
+    /// They also keep a socket open (no FIN, no RST) while frozen.
     conns: HashMap<u64, TcpStream>,
+    /// Silent outage: no socket is read, written or closed.
+    frozen: bool,
+    /// Socket operations under way (`freeze` waits for them).
+    in_io: usize,
 }
 
 struct Shared {
@@ -329,7 +642,7 @@ struct Shared {
     chunks: Mutex<Vec<ChunkWrite>>,
     client_gone: Mutex<Vec<(String, Instant)>>,
     state: Mutex<RunState>,
-    /// Notified when the server stops (wakes `pause`).
+    /// Notified when the server stops or thaws (wakes `pause` and `gated`).
     state_cv: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -363,6 +676,42 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Runs one socket operation, first waiting while frozen; `None` if the
+    /// server stopped meanwhile. Every read, write and close goes through
+    /// here, so a frozen fake stays silent.
+    fn gated<T>(&self, generation: u64, op: impl FnOnce() -> T) -> Option<T> {
+        {
+            let mut st = lock(&self.state);
+            loop {
+                if !st.running || st.generation != generation {
+                    return None;
+                }
+                if !st.frozen {
+                    break;
+                }
+                st = self
+                    .state_cv
+                    .wait_timeout(st, FROZEN_POLL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.in_io += 1;
+        }
+        struct Done<'a>(&'a Shared);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut st = lock(&self.0.state);
+                st.in_io -= 1;
+                if st.frozen {
+                    drop(st);
+                    self.0.state_cv.notify_all();
+                }
+            }
+        }
+        let _done = Done(self);
+        Some(op())
     }
 
     fn spawn_tracked(&self, name: String, f: impl FnOnce() + Send + 'static) {
@@ -400,6 +749,8 @@ impl FakeApiserver {
                 generation: 0,
                 next_conn_id: 1,
                 conns: HashMap::new(),
+                frozen: false,
+                in_io: 0,
             }),
             state_cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
@@ -523,13 +874,51 @@ impl FakeApiserver {
         lock(&self.shared.state).running
     }
 
+    /// Silent outage, what `kill -STOP` does to a real apiserver (unlike
+    /// `stop`, which refuses): the port stays bound and the kernel still
+    /// completes new TCP handshakes, but from the time this returns no socket
+    /// is read, written or closed. Requests (and /readyz probes) time out,
+    /// requests already read get no answer, open watches stall without
+    /// closing, and scripted delays go on elapsing. Waits up to 1 s for
+    /// socket operations under way. Idempotent.
+    pub fn freeze(&self) {
+        let mut st = lock(&self.shared.state);
+        st.frozen = true;
+        let deadline = Instant::now() + FREEZE_SETTLE;
+        while st.in_io > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                eprintln!("fake apiserver: a socket operation outlived freeze()");
+                break;
+            }
+            st = self
+                .shared
+                .state_cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+    /// Ends a freeze, like `kill -CONT`: everything resumes where it stood.
+    /// Stalled streams continue (events whose delay passed meanwhile come at
+    /// once), pending requests are answered, waiting connections are served;
+    /// those whose client gave up fail on their next socket operation.
+    pub fn thaw(&self) {
+        lock(&self.shared.state).frozen = false;
+        self.shared.state_cv.notify_all();
+    }
+    pub fn is_frozen(&self) -> bool {
+        lock(&self.shared.state).frozen
+    }
+
     /// Outage: closes the listener and every open connection (clients see
     /// resets / refused connections), then joins the threads (bounded).
-    /// Idempotent.
+    /// Ends a freeze. Idempotent.
     pub fn stop(&self) {
         let conns: Vec<TcpStream> = {
             let mut st = lock(&self.shared.state);
             st.running = false;
+            st.frozen = false;
             st.conns.drain().map(|(_, s)| s).collect()
         };
         self.shared.state_cv.notify_all();
@@ -639,7 +1028,11 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener, generation: u64) {
         let sh = shared.clone();
         shared.spawn_tracked(format!("fake-apiserver-conn-{id}"), move || {
             serve_connection(&sh, generation, id, tcp);
-            lock(&sh.state).conns.remove(&id);
+            // Dropping the last clone closes the socket: not while frozen.
+            let remove = || lock(&sh.state).conns.remove(&id);
+            if sh.gated(generation, remove).is_none() {
+                remove();
+            }
         });
     }
 }
@@ -681,7 +1074,10 @@ fn serve_connection(shared: &Shared, generation: u64, id: u64, tcp: TcpStream) {
 
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     while tls.conn.is_handshaking() {
-        match tls.conn.complete_io(&mut tls.sock) {
+        let Some(io) = shared.gated(generation, || tls.conn.complete_io(&mut tls.sock)) else {
+            return;
+        };
+        match io {
             Ok((0, 0)) => return, // EOF
             Ok(_) => {
                 if !shared.is_live(generation) || Instant::now() > deadline {
@@ -717,11 +1113,17 @@ fn serve_connection(shared: &Shared, generation: u64, id: u64, tcp: TcpStream) {
             Err(_) => break Next::Abort,
         }
     };
-    if let Next::Close = next {
-        conn.tls.conn.send_close_notify();
-        let _ = conn.tls.flush();
+    let tls = &mut conn.tls;
+    let closed = shared.gated(generation, || {
+        if let Next::Close = next {
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        tls.sock.shutdown(Shutdown::Both)
+    });
+    if closed.is_none() {
+        let _ = tls.sock.shutdown(Shutdown::Both);
     }
-    let _ = conn.tls.sock.shutdown(Shutdown::Both);
 }
 
 impl Conn<'_> {
@@ -734,7 +1136,11 @@ impl Conn<'_> {
     fn fill(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
         let mut tmp = [0u8; 16 * 1024];
         loop {
-            match self.tls.read(&mut tmp) {
+            let tls = &mut self.tls;
+            let Some(read) = self.shared.gated(self.generation, || tls.read(&mut tmp)) else {
+                return Err(io::Error::other("server stopped"));
+            };
+            match read {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     self.buf.extend_from_slice(&tmp[..n]);
@@ -915,8 +1321,13 @@ impl Conn<'_> {
     }
 
     fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.tls.write_all(data)?;
-        self.tls.flush()
+        let tls = &mut self.tls;
+        self.shared
+            .gated(self.generation, || {
+                tls.write_all(data)?;
+                tls.flush()
+            })
+            .unwrap_or_else(|| Err(io::Error::other("server stopped")))
     }
 
     fn execute(&mut self, req: &RecordedRequest, behaviour: Behaviour) -> io::Result<Next> {
@@ -1025,10 +1436,12 @@ impl Conn<'_> {
             StreamEnd::UntilClientGone => {
                 let mut tmp = [0u8; 4096];
                 loop {
-                    if !self.live() {
+                    let tls = &mut self.tls;
+                    let Some(read) = self.shared.gated(self.generation, || tls.read(&mut tmp))
+                    else {
                         return Ok(Next::Abort);
-                    }
-                    match self.tls.read(&mut tmp) {
+                    };
+                    match read {
                         Ok(0) => break,
                         Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                         Err(e) if is_timeout(&e) => {}

@@ -15,13 +15,21 @@
 pub mod client;
 pub mod fake_apiserver;
 pub mod hub;
+pub mod k8s_wire;
 pub mod pki;
 pub mod testbed;
 
 #[allow(unused_imports)] // re-exports for convenience; not every test binary uses all
-pub use fake_apiserver::{Behaviour, ChunkWrite, FakeApiserver, RecordedRequest, StreamEnd};
+pub use fake_apiserver::{
+    Behaviour, ChunkWrite, FakeApiserver, IssuedToken, RecordedRequest, StreamEnd, TokenIssuer,
+};
 #[allow(unused_imports)]
 pub use hub::Hub;
+#[allow(unused_imports)]
+pub use k8s_wire::{
+    Encoding, json_event, json_initial_events_end_bookmark, pb_event,
+    pb_initial_events_end_bookmark,
+};
 #[allow(unused_imports)]
 pub use pki::TestPki;
 
