@@ -545,6 +545,182 @@ pub fn respond_status<S: Stream>(exchange: &mut Exchange<'_, S>, code: u16, mess
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::agents::Agents;
+    use crate::cache::lists::{ListShape, ShapeIndex};
+    use crate::cache::tokens::{TokenOwner, TokenRecord};
+    use crate::codec::token::TokenSpec;
+    use crate::request_info::classify;
+    use std::path::Path;
+
+    const POD: &str = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p1","namespace":"default","resourceVersion":"5"},"spec":{"nodeName":"edge-1"}}"#;
+    const TOKEN_BODY: &str = r#"{"spec":{"audiences":["api"],"boundObjectRef":{"kind":"Pod","apiVersion":"v1","name":"p1","uid":"u1"}}}"#;
+    const ISSUED: &str = r#"{"kind":"TokenRequest","status":{"token":"t","expirationTimestamp":"2999-01-01T00:00:00Z"}}"#;
+
+    /// A cache holding kubelet's pod p1 (the node's pod list shape listed),
+    /// its configmap cm1 (never listed), `/apis` in both discovery types,
+    /// `/api` only aggregated, and a token for `default/default` bound to p1.
+    fn offline() -> (tempfile::TempDir, Offline) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let write = |path: &str, bytes: &[u8]| cache.store.write(Path::new(path), bytes).unwrap();
+        write("kubelet/pods/default/p1.json", POD.as_bytes());
+        write(
+            "kubelet/configmaps/default/cm1.json",
+            br#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm1","namespace":"default","resourceVersion":"3"}}"#,
+        );
+        let mut index = ShapeIndex {
+            version: ShapeIndex::VERSION,
+            ..Default::default()
+        };
+        let node_pods = ListShape {
+            namespace: String::new(),
+            label_selector: String::new(),
+            field_selector: "spec.nodeName=edge-1".into(),
+        };
+        index.shapes.insert(
+            node_pods.key(),
+            ListType {
+                kind: "PodList".into(),
+                api_version: "v1".into(),
+                encodings: ["json".to_string()].into(),
+            },
+        );
+        write("kubelet/pods/_lists.json", &index.encode());
+        write("_discovery/apis.json", br#"{"kind":"APIGroupList"}"#);
+        write(
+            "_discovery/apis.apidiscovery-v2.json",
+            br#"{"kind":"APIGroupDiscoveryList"}"#,
+        );
+        write(
+            "_discovery/api.apidiscovery-v2.json",
+            br#"{"kind":"APIGroupDiscoveryList"}"#,
+        );
+        let owner = TokenOwner {
+            component: "kubelet".into(),
+            namespace: "default".into(),
+            service_account: "default".into(),
+        };
+        let spec: TokenSpec =
+            crate::codec::token::request_spec(Encoding::Json, TOKEN_BODY.as_bytes()).unwrap();
+        let record = TokenRecord::new(&spec, 32_503_680_000, Encoding::Json, ISSUED.as_bytes());
+        write(
+            owner.record_path(&spec).unwrap().to_str().unwrap(),
+            &record.encode(),
+        );
+        let health = Arc::new(HealthState::new(1));
+        let offline = Offline {
+            cache,
+            health,
+            min_request_timeout: Duration::from_secs(1),
+        };
+        (dir, offline)
+    }
+
+    /// The answer in a few words: what kind, status, encoding or type.
+    fn summary(answer: &Answer) -> String {
+        match answer {
+            Answer::Found { encoding, .. } => format!("200 {encoding:?}"),
+            Answer::InitialEvents { encoding, events } => {
+                let n = encoding.watch_decoder().push(events).unwrap().len();
+                format!("200 {encoding:?} {n} events")
+            }
+            Answer::Held { encoding } => format!("200 held {encoding:?}"),
+            Answer::Echo { .. } => "201 echo".into(),
+            Answer::Token { encoding, .. } => format!("201 token {encoding:?}"),
+            Answer::Document { content_type, .. } => format!("200 {content_type}"),
+            Answer::Refused { code, .. } => format!("{code}"),
+        }
+    }
+
+    /// One row per row of the README's offline table.
+    #[test]
+    fn the_offline_table() {
+        let (_dir, offline) = offline();
+        let json = "application/json";
+        let pb = "application/vnd.kubernetes.protobuf";
+        let kubectl =
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+        let streaming = "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str, &str, &str, &str)] = &[
+            // method, path, query, component, accept, expected
+            ("GET", "/api/v1/namespaces/default/pods/p1", "", "kubelet", json, "200 Json"),
+            ("GET", "/api/v1/namespaces/default/pods/p1", "", "kubelet", pb, "404"),
+            ("GET", "/api/v1/namespaces/default/pods/p9", "", "kubelet", json, "404"),
+            ("GET", "/api/v1/pods", "fieldSelector=spec.nodeName%3Dedge-1", "kubelet", json, "200 Json"),
+            ("GET", "/api/v1/pods", "", "kubelet", json, "404"),
+            ("GET", "/api/v1/pods", "fieldSelector=spec.nodeName%3Dedge-2", "kubelet", json, "404"),
+            ("GET", "/api/v1/namespaces/default/configmaps", "", "kubelet", json, "404"),
+            ("GET", "/api/v1/namespaces/default/configmaps", "fieldSelector=metadata.name%3Dcm1", "kubelet", json, "200 Json"),
+            ("GET", "/api/v1/pods", "watch=true", "kubelet", pb, "200 held Protobuf"),
+            ("GET", "/api/v1/pods", &format!("{streaming}&fieldSelector=spec.nodeName%3Dedge-1"), "kubelet", json, "200 Json 2 events"),
+            ("GET", "/api/v1/pods", streaming, "kubelet", json, "404"),
+            ("GET", "/api/v1/namespaces/default/configmaps", &format!("{streaming}&fieldSelector=metadata.name%3Dcm1"), "kubelet", json, "200 Json 2 events"),
+            ("POST", "/api/v1/namespaces/default/configmaps", "", "kubelet", json, "201 echo"),
+            ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "", "kubelet", json, "201 token Json"),
+            ("POST", "/api/v1/namespaces/default/serviceaccounts/other/token", "", "kubelet", json, "503"),
+            ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "", "kubectl", json, "503"),
+            ("PUT", "/api/v1/namespaces/default/pods/p1", "", "kubelet", json, "200 Json"),
+            ("PATCH", "/api/v1/namespaces/default/pods/p9", "", "kubelet", json, "404"),
+            ("DELETE", "/api/v1/namespaces/default/pods/p1", "", "kubelet", json, "403"),
+            ("DELETE", "/api/v1/namespaces/default/pods", "", "kubelet", json, "403"),
+            ("GET", "/apis", "", "kubectl", kubectl, AGGREGATED_200),
+            ("GET", "/apis", "", "kubectl", json, "200 application/json"),
+            ("GET", "/api", "", "kubectl", json, "406"),
+            ("GET", "/api", "", "kubectl", kubectl, AGGREGATED_200),
+            ("GET", "/version", "", "kubectl", json, "400"),
+            ("GET", "/healthz", "", "kubectl", json, "400"),
+            ("GET", "/api/v1/namespaces/default/pods/p1", "", "kubectl", json, "400"),
+            ("GET", "/api/v1/namespaces/default/pods/p1", "", "", json, "400"),
+            ("GET", "/api/v1/namespaces/default/pods/p1", "", "kubelet", "text/html", "406"),
+        ];
+        for &(method, path, query, component, accept, expected) in rows {
+            let parsed = Query::parse(query);
+            let info = classify(method, path, &parsed).unwrap();
+            let body = needs_body(&info).then_some(TOKEN_BODY.as_bytes());
+            let request = OfflineRequest {
+                info: &info,
+                query: &parsed,
+                component,
+                edge_cache: false,
+                accept: Some(accept),
+                content_type: Some("application/json"),
+                body,
+            };
+            let answer = offline.decide(&request);
+            assert_eq!(
+                summary(&answer),
+                expected,
+                "{method} {path}?{query} as {component:?} accepting {accept}: {answer:?}"
+            );
+        }
+    }
+
+    const AGGREGATED_200: &str =
+        "200 application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+    #[test]
+    fn kubelet_never_gets_an_empty_pod_list() {
+        let (dir, offline) = offline();
+        std::fs::remove_file(dir.path().join("kubelet/pods/default/p1.json")).unwrap();
+        for query in [
+            "fieldSelector=spec.nodeName%3Dedge-1",
+            "watch=true&sendInitialEvents=true&fieldSelector=spec.nodeName%3Dedge-1",
+        ] {
+            let parsed = Query::parse(query);
+            let info = classify("GET", "/api/v1/pods", &parsed).unwrap();
+            let request = OfflineRequest {
+                info: &info,
+                query: &parsed,
+                component: "kubelet",
+                edge_cache: false,
+                accept: None,
+                content_type: None,
+                body: None,
+            };
+            assert_eq!(summary(&offline.decide(&request)), "404", "{query}");
+        }
+    }
 
     #[test]
     fn initial_events_are_written_in_pieces_ending_on_event_boundaries() {

@@ -130,6 +130,8 @@ impl Proxy {
         }
         let edge_cache = offline::is_edge_cache(exchange);
         let health = &self.upstream.health;
+        // The offline answer, decided once, when no apiserver is known healthy.
+        let mut decided = None;
         if let Some(offline) = &self.offline
             && !health.any_healthy()
         {
@@ -150,6 +152,7 @@ impl Proxy {
                     self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
                     return offline.write(exchange, answer, query);
                 }
+                decided = Some(answer);
             }
             // A watch of a cached component waits (bounded) for the first
             // verdict instead of hanging on an apiserver nobody has reached yet.
@@ -190,7 +193,10 @@ impl Proxy {
         let Some(mut server) = self.upstream.pick() else {
             if let Some(offline) = &self.offline {
                 self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                return offline.answer(exchange, info, query, component, body.as_deref());
+                return match decided {
+                    Some(answer) => offline.write(exchange, answer, query),
+                    None => offline.answer(exchange, info, query, component, body.as_deref()),
+                };
             }
             respond_status(exchange, 503, &self.upstream.unavailable_reason());
             return;
