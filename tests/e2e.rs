@@ -7,6 +7,11 @@
 //! - kubemark: a hollow kubelet registers through the hub and stays Ready
 //! - two apiservers: round robin reaches both; killing one keeps requests working
 //! - offline: kubectl reads from the hub's cache with the apiserver stopped, across a hub restart
+//! - kubectl 1.35 (client-go 1.35, fetched by `scripts/testbed.sh install`): get, lists with
+//!   label and field selectors, `-o json`, `get -w` and create through the hub, online (the
+//!   apiserver's answers) and offline (the hub's cache, a held watch, an echoed create)
+//! - a silent outage (kube-apiserver stopped with SIGSTOP): a watch relayed through the hub
+//!   ends once the hub marks the apiserver unhealthy, and is then answered offline
 //! - autonomy: a hollow kubelet restarted while every apiserver is down keeps its pods
 //! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
 //!   hub; a pod's service-account token over the secure port
@@ -14,12 +19,15 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::testbed::{Testbed, kubectl, kubectl_ok, write_kubeconfig};
+use support::testbed::{
+    KubectlStream, Testbed, kubectl, kubectl_ok, modern_kubectl, run_kubectl, run_kubectl_ok,
+    write_kubeconfig,
+};
 use support::{Hub, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -261,6 +269,106 @@ fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
     bed.start_apiserver(1);
     assert!(wait_until(WAIT, || healthy(1, 1)), "{}", hub.log());
     kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
+}
+
+/// Sends a signal to a process of the test bed (SIGCONT again when dropped,
+/// so a stopped apiserver never outlives its test).
+struct Stopped(String);
+
+impl Stopped {
+    fn stop(pid: String) -> Stopped {
+        signal("STOP", &pid);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal("CONT", &self.0);
+    }
+}
+
+fn signal(name: &str, pid: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn a_watch_from_a_stopped_kube_apiserver_ends_once_the_hub_marks_it_unhealthy() {
+    let bed = Testbed::up(&[]);
+    let hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &[
+            "--heartbeat-timeout-seconds",
+            "1",
+            "--heartbeat-failed-retry",
+            "2",
+        ],
+    );
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    kubectl_ok(&kc, &["create", "namespace", "silent"]);
+    kubectl_ok(
+        &kc,
+        &[
+            "-n",
+            "silent",
+            "create",
+            "configmap",
+            "c1",
+            "--from-literal=k=v",
+        ],
+    );
+    let mut watch = support::client::RawStream::get(
+        &format!(
+            "{}/api/v1/namespaces/silent/configmaps?watch=true&timeoutSeconds=600",
+            hub.proxy_url()
+        ),
+        &[
+            ("User-Agent", "kubelet/v1.35.0 (linux/amd64)"),
+            ("Accept", "application/json"),
+        ],
+    );
+    assert_eq!(watch.status(), 200);
+    let first = watch
+        .next_line(WAIT)
+        .expect("the current ConfigMap as ADDED");
+    assert!(String::from_utf8_lossy(&first.1).contains("\"c1\""));
+
+    // The process keeps its sockets and answers nothing: no reset, no end.
+    let stopped = Stopped::stop(bed.env("APISERVER_0_PID"));
+    hub.expect_log(
+        &format!("apiserver {} is unhealthy", bed.env("APISERVER_0_URL")),
+        WAIT,
+    );
+    watch.read_to_end(WAIT);
+    assert!(
+        watch.is_ended(),
+        "the client sees the end of the watch\n{}",
+        hub.log()
+    );
+    assert_eq!(hub.metric("node_yurthub_streams_ended_unhealthy_total"), 1);
+    // Asked again, the watch is held offline (and ends by its own timeout).
+    let mut again = support::client::RawStream::get(
+        &format!(
+            "{}/api/v1/namespaces/silent/configmaps?watch=true&timeoutSeconds=1",
+            hub.proxy_url()
+        ),
+        &[("User-Agent", "kubelet/v1.35.0 (linux/amd64)")],
+    );
+    assert_eq!(again.status(), 200);
+    assert!(again.read_to_end(WAIT).is_empty());
+    assert!(again.is_ended());
+    drop(stopped);
+    let healthy = format!("apiserver {} is healthy", bed.env("APISERVER_0_URL"));
+    assert!(
+        wait_until(WAIT, || hub.log().matches(&healthy).count() >= 2),
+        "healthy again once it runs again\n{}",
+        hub.log()
+    );
 }
 
 fn configmap_names(output: &str) -> Vec<String> {
@@ -882,5 +990,421 @@ fn the_secure_port_gets_its_serving_certificate_from_an_approved_csr() {
         }),
         "the secure port never served with the approved certificate\n{}",
         hub.log()
+    );
+}
+
+// ------------------------------------------------ kubectl 1.35 (client-go 1.35) --
+
+/// kubectl 1.35 (from `scripts/testbed.sh install`) with a kubeconfig and a
+/// discovery cache directory of its own, so that what it needs comes through
+/// the server it talks to, not from an earlier run.
+struct Kubectl135 {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Kubectl135 {
+    fn new(binary: &Path, kubeconfig: &Path, cache_dir: &Path) -> Self {
+        Kubectl135 {
+            binary: binary.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache_dir: cache_dir.to_path_buf(),
+        }
+    }
+
+    fn with_cache_dir<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut full = vec!["--cache-dir", self.cache_dir.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        full
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        run_kubectl(&self.binary, &self.kubeconfig, &self.with_cache_dir(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        run_kubectl_ok(&self.binary, &self.kubeconfig, &self.with_cache_dir(args))
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["-o", "json"]);
+        let out = self.ok(&full);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// `get -w ARGS` with a safety bound; killed when dropped.
+    fn watch(&self, args: &[&str], stderr: &Path) -> KubectlStream {
+        let mut full = vec!["--request-timeout=90s", "get", "-w"];
+        full.extend_from_slice(args);
+        KubectlStream::spawn(
+            &self.binary,
+            &self.kubeconfig,
+            &self.with_cache_dir(&full),
+            stderr,
+        )
+    }
+}
+
+/// The items of a `-o json` list, sorted by name.
+fn sorted_items(list: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut items = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {list}"))
+        .clone();
+    items.sort_by(|a, b| {
+        a["metadata"]["name"]
+            .as_str()
+            .cmp(&b["metadata"]["name"].as_str())
+    });
+    items
+}
+
+fn item_names(list: &serde_json::Value) -> Vec<String> {
+    sorted_items(list)
+        .iter()
+        .map(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+const CONFIGMAPS_135: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: c1, namespace: m135, labels: {app: web}}, data: {k: v1}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: c2, namespace: m135, labels: {app: db}}, data: {k: v2}}
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: c3, namespace: m135}, data: {k: v3}}
+"#;
+
+/// The selectors both kubectl 1.35 tests list with, and the names each returns.
+const SELECTORS_135: [(&[&str], &[&str]); 4] = [
+    (&["-l", "app=web"], &["c1"]),
+    (&["-l", "app in (web,db)"], &["c1", "c2"]),
+    (&["--field-selector", "metadata.name=c2"], &["c2"]),
+    (
+        &["-l", "app", "--field-selector", "metadata.name!=c1"],
+        &["c2"],
+    ),
+];
+
+/// Checks that the binary is kubectl 1.35 and returns its `gitVersion`.
+fn assert_kubectl_1_35(kubectl: &Kubectl135) -> String {
+    let version = kubectl.json(&["version", "--client"]);
+    let git_version = version["clientVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(git_version.starts_with("v1.35."), "{version}");
+    git_version
+}
+
+#[test]
+fn kubectl_1_35_gets_lists_watches_and_creates_through_the_hub() {
+    let binary = modern_kubectl();
+    let bed = Testbed::up(&["--audit"]);
+    let hub = hub_for(&bed, "ADMIN_PEM", &["--cache-agents", "kubectl"]);
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    let via_hub = Kubectl135::new(&binary, &kc, &bed.dir().join("kubectl-cache-hub"));
+    let direct = Kubectl135::new(
+        &binary,
+        &bed.admin_kubeconfig(),
+        &bed.dir().join("kubectl-cache-direct"),
+    );
+    let git_version = assert_kubectl_1_35(&via_hub);
+    let ns = ["-n", "m135"];
+
+    via_hub.ok(&["create", "namespace", "m135"]);
+    let manifest = bed.dir().join("configmaps.yaml");
+    std::fs::write(&manifest, CONFIGMAPS_135).unwrap();
+    let created = via_hub.ok(&["create", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(
+        created.lines().filter(|l| l.ends_with(" created")).count(),
+        3,
+        "{created}"
+    );
+
+    // get: the very object the apiserver has.
+    let get = [ns[0], ns[1], "get", "configmap", "c1"];
+    let one = via_hub.json(&get);
+    assert_eq!(one["data"]["k"], "v1");
+    assert_eq!(one, direct.json(&get));
+
+    // list, and lists with label and field selectors.
+    let list = [ns[0], ns[1], "get", "configmaps"];
+    let all = via_hub.json(&list);
+    assert_eq!(item_names(&all), ["c1", "c2", "c3"]);
+    assert_eq!(sorted_items(&all), sorted_items(&direct.json(&list)));
+    for (selector, names) in SELECTORS_135 {
+        let args = [&list[..], selector].concat();
+        let selected = via_hub.json(&args);
+        assert_eq!(item_names(&selected), names, "{selector:?}");
+        assert_eq!(
+            sorted_items(&selected),
+            sorted_items(&direct.json(&args)),
+            "{selector:?}"
+        );
+    }
+    // The default output: a server-side Table.
+    let table = via_hub.ok(&list);
+    assert!(
+        ["NAME", "c1", "c2", "c3"].iter().all(|w| table.contains(w)),
+        "{table}"
+    );
+
+    // get -w lists, then shows an object created afterwards.
+    let mut watch = via_hub.watch(
+        &[ns[0], ns[1], "configmaps", "-o", "name"],
+        &bed.dir().join("watch.stderr"),
+    );
+    assert!(
+        watch.wait_lines(&["configmap/c1", "configmap/c2", "configmap/c3"], WAIT),
+        "kubectl get -w listed {:?}; stderr: {}",
+        watch.seen(),
+        watch.stderr()
+    );
+    let c4 = via_hub.ok(&[
+        ns[0],
+        ns[1],
+        "create",
+        "configmap",
+        "c4",
+        "--from-literal=k=v4",
+    ]);
+    assert!(c4.contains("configmap/c4 created"), "{c4}");
+    assert!(
+        watch.wait_lines(&["configmap/c4"], WAIT),
+        "the watch through the hub never showed configmap/c4: {:?}; stderr: {}",
+        watch.seen(),
+        watch.stderr()
+    );
+    watch.kill();
+    assert_eq!(
+        direct.json(&[ns[0], ns[1], "get", "configmap", "c4"])["data"]["k"],
+        "v4"
+    );
+
+    // The hub counted it all for component "kubectl" and cached what it read.
+    for (verb, resource) in [
+        ("create", "namespaces"),
+        ("create", "configmaps"),
+        ("get", "configmaps"),
+        ("list", "configmaps"),
+    ] {
+        assert!(
+            requests_counted(&hub, "kubectl", verb, resource) >= 1,
+            "no {verb} {resource} counted for kubectl\n{}",
+            hub.metrics()
+        );
+    }
+    assert!(
+        wait_until(WAIT, || requests_counted(
+            &hub,
+            "kubectl",
+            "watch",
+            "configmaps"
+        ) >= 1),
+        "{}",
+        hub.metrics()
+    );
+    assert!(wait_until(WAIT, || hub
+        .cache_dir()
+        .join("kubectl/configmaps/m135/c1.json")
+        .exists()));
+    // And the apiserver saw kubectl 1.35's own User-Agent, no other kubectl.
+    let audit = bed.read("audit-0.log");
+    let agents: std::collections::BTreeSet<&str> = audit
+        .lines()
+        .filter_map(|l| l.split("\"userAgent\":\"").nth(1)?.split('"').next())
+        .filter(|a| a.starts_with("kubectl"))
+        .collect();
+    let expected = format!("kubectl/{git_version} ");
+    assert!(
+        !agents.is_empty() && agents.iter().all(|a| a.starts_with(&expected)),
+        "User-Agents seen by the apiserver: {agents:?}"
+    );
+}
+
+#[test]
+fn kubectl_1_35_is_answered_from_the_hubs_cache_while_the_apiserver_is_down() {
+    let binary = modern_kubectl();
+    let bed = Testbed::up(&[]);
+    let hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &["--cache-agents", "kubectl", "--heartbeat-failed-retry", "1"],
+    );
+    let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
+    let online = Kubectl135::new(&binary, &kc, &bed.dir().join("kubectl-cache-online"));
+    assert_kubectl_1_35(&online);
+    let ns = ["-n", "m135"];
+    online.ok(&["create", "namespace", "m135"]);
+    let manifest = bed.dir().join("configmaps.yaml");
+    std::fs::write(&manifest, CONFIGMAPS_135).unwrap();
+    online.ok(&["create", "-f", manifest.to_str().unwrap()]);
+
+    // kubectl 1.35 reads through the hub: that fills the hub's cache.
+    let get = [ns[0], ns[1], "get", "configmap", "c1"];
+    let list = [ns[0], ns[1], "get", "configmaps"];
+    let online_one = online.json(&get);
+    let online_all = online.json(&list);
+    assert_eq!(item_names(&online_all), ["c1", "c2", "c3"]);
+    let online_selected: Vec<_> = SELECTORS_135
+        .iter()
+        .map(|(selector, names)| {
+            let selected = online.json(&[&list[..], selector].concat());
+            assert_eq!(item_names(&selected), *names, "{selector:?}");
+            selected
+        })
+        .collect();
+    // The cache writer applies writes in order: once the last read's object
+    // is on disk, so is everything read before it.
+    online.json(&["get", "namespace", "default"]);
+    let last = hub.cache_dir().join("kubectl/namespaces/default.json");
+    assert!(
+        wait_until(WAIT, || last.exists()),
+        "kubectl 1.35's reads were not cached\n{}",
+        hub.log()
+    );
+    assert!(
+        hub.cache_dir()
+            .join("kubectl/configmaps/m135/c1.json")
+            .exists()
+    );
+
+    // What the hub counted for kubectl (2xx) so far, per verb.
+    let verbs = ["get", "list", "watch", "create"];
+    let counted = || verbs.map(|verb| requests_counted(&hub, "kubectl", verb, "configmaps"));
+    let counted_online = counted();
+
+    bed.stop_apiserver(0);
+    let unhealthy = format!(
+        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
+        bed.env("SERVER_ADDRS")
+    );
+    assert!(
+        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
+        "{}",
+        hub.log()
+    );
+    let answers_before = hub.metric("node_yurthub_offline_answers_total");
+
+    // A fresh discovery cache: discovery too must come from the hub.
+    let offline = Kubectl135::new(&binary, &kc, &bed.dir().join("kubectl-cache-offline"));
+    assert_eq!(offline.json(&get), online_one, "get offline");
+    let all = offline.json(&list);
+    assert_eq!(
+        sorted_items(&all),
+        sorted_items(&online_all),
+        "list offline"
+    );
+    for ((selector, _), online) in SELECTORS_135.iter().zip(&online_selected) {
+        let selected = offline.json(&[&list[..], selector].concat());
+        assert_eq!(
+            sorted_items(&selected),
+            sorted_items(online),
+            "list offline with {selector:?}"
+        );
+    }
+    // The default output asks for a Table and takes the plain list instead.
+    let table = offline.ok(&list);
+    assert!(
+        ["c1", "c2", "c3"].iter().all(|w| table.contains(w)),
+        "{table}"
+    );
+
+    // get -w prints the cached objects, then the hub holds the watch open.
+    let long_running_before = hub.metric("node_yurthub_long_running_requests");
+    let mut watch = offline.watch(
+        &[ns[0], ns[1], "configmaps", "-o", "name"],
+        &bed.dir().join("watch-offline.stderr"),
+    );
+    assert!(
+        watch.wait_lines(&["configmap/c1", "configmap/c2", "configmap/c3"], WAIT),
+        "kubectl get -w offline printed {:?}; stderr: {}",
+        watch.seen(),
+        watch.stderr()
+    );
+    assert!(
+        wait_until(WAIT, || hub.metric("node_yurthub_long_running_requests")
+            > long_running_before),
+        "the hub holds no watch for kubectl get -w\n{}",
+        hub.metrics()
+    );
+    assert!(
+        !wait_until(Duration::from_secs(3), || watch.exited()),
+        "kubectl get -w ended offline; printed {:?}; stderr: {}",
+        watch.seen(),
+        watch.stderr()
+    );
+    watch.kill();
+    assert!(
+        wait_until(WAIT, || hub.metric("node_yurthub_long_running_requests")
+            == long_running_before),
+        "the hub still holds the watch kubectl left\n{}",
+        hub.metrics()
+    );
+    // The default output: list and watch ask for Tables and take plain JSON.
+    let mut table_watch = offline.watch(
+        &[ns[0], ns[1], "configmaps"],
+        &bed.dir().join("watch-offline-table.stderr"),
+    );
+    assert!(
+        table_watch.wait_lines(&["NAME", "c1", "c2", "c3"], WAIT),
+        "kubectl get -w (table) offline printed {:?}; stderr: {}",
+        table_watch.seen(),
+        table_watch.stderr()
+    );
+    assert!(
+        wait_until(WAIT, || hub.metric("node_yurthub_long_running_requests")
+            > long_running_before),
+        "the hub holds no watch for kubectl get -w (table)\n{}",
+        hub.metrics()
+    );
+    assert!(
+        !table_watch.exited(),
+        "kubectl get -w (table) ended offline; stderr: {}",
+        table_watch.stderr()
+    );
+    table_watch.kill();
+
+    // create: the hub echoes the object (201) and does not keep it.
+    let created = offline.json(&[
+        ns[0],
+        ns[1],
+        "create",
+        "configmap",
+        "c9",
+        "--from-literal=k=v9",
+    ]);
+    assert_eq!(created["metadata"]["name"], "c9", "{created}");
+    assert_eq!(created["data"]["k"], "v9", "{created}");
+    let not_kept = offline.run(&[ns[0], ns[1], "get", "configmap", "c9"]);
+    assert!(
+        String::from_utf8_lossy(&not_kept.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&not_kept.stderr)
+    );
+
+    assert!(
+        hub.metric("node_yurthub_offline_answers_total") > answers_before,
+        "{}",
+        hub.metrics()
+    );
+    // Every verb was answered (2xx) offline too, for component "kubectl"
+    // (a watch is counted once the hub notices its client left).
+    assert!(
+        wait_until(WAIT, || counted()
+            .iter()
+            .zip(&counted_online)
+            .all(|(now, online)| now > online)),
+        "kubectl's {verbs:?} on configmaps: {counted_online:?} online, {:?} after\n{}",
+        counted(),
+        hub.metrics()
     );
 }
