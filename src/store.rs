@@ -45,6 +45,7 @@ impl Store {
         })
     }
 
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -219,7 +220,10 @@ impl Store {
                     continue;
                 }
                 if name.starts_with(TEMP_PREFIX) {
-                    if fs::remove_file(self.root.join(&relative)).is_ok() {
+                    // This process's own temp files are writes in progress.
+                    if !is_own_temp_file(&name)
+                        && fs::remove_file(self.root.join(&relative)).is_ok()
+                    {
                         report.temp_files_removed += 1;
                         self.stats
                             .temp_files_removed
@@ -265,6 +269,16 @@ impl Store {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Whether a temp file name (`_tmp.{name}.{pid}.{n}`) is this process's.
+fn is_own_temp_file(name: &str) -> bool {
+    let mut parts = name.rsplit('.');
+    parts.next();
+    parts
+        .next()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id())
 }
 
 fn read_dir_sorted(dir: &Path) -> Vec<fs::DirEntry> {
@@ -356,6 +370,9 @@ mod tests {
             .write(Path::new("c/pods/a/bad.json"), b"{\"torn")
             .unwrap();
         fs::write(store.root().join("c/pods/a/_tmp.good.json.9.9"), b"{").unwrap();
+        // A write of this process in progress is not a leftover.
+        let in_progress = format!("c/pods/a/_tmp.bad.json.{}.3", std::process::id());
+        fs::write(store.root().join(&in_progress), b"{").unwrap();
         let report =
             store.scan(|_, bytes| serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok());
         assert_eq!(
@@ -378,6 +395,7 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        assert!(store.root().join(&in_progress).exists());
         let quarantined: Vec<_> = fs::read_dir(store.root().join(QUARANTINE_DIR))
             .unwrap()
             .collect();
