@@ -56,6 +56,7 @@ impl Hysteresis {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> Health {
         self.state
     }

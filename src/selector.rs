@@ -437,15 +437,6 @@ impl FieldSelector {
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.requirements.iter().map(|r| r.field.as_str())
     }
-
-    /// Whether every requirement is on a field readable from metadata alone
-    /// (`metadata.name`, `metadata.namespace`) — lets callers skip full parsing.
-    /// True for an empty selector.
-    pub fn is_metadata_only(&self) -> bool {
-        self.requirements
-            .iter()
-            .all(|r| matches!(r.field.as_str(), "metadata.name" | "metadata.namespace"))
-    }
 }
 
 /// Splits on commas not escaped by a backslash.
@@ -865,7 +856,7 @@ mod tests {
         for selector in ["", ",", ",,"] {
             check_field(selector, &[(scheduled_pod(), true), (json!({}), true)]);
             let parsed = FieldSelector::parse(selector).unwrap();
-            assert!(parsed.is_empty() && parsed.is_metadata_only());
+            assert!(parsed.is_empty());
             assert_eq!(parsed.required_name(), None);
         }
         assert!(FieldSelector::default().is_empty());
@@ -972,20 +963,6 @@ mod tests {
         ] {
             let parsed = FieldSelector::parse(selector).unwrap();
             assert_eq!(parsed.required_name(), want, "{selector:?}");
-        }
-    }
-
-    #[test]
-    fn metadata_only() {
-        for (selector, want) in [
-            ("metadata.name=a", true),
-            ("metadata.namespace=ns,metadata.name!=a", true),
-            ("metadata.name=a,spec.nodeName=edge-1", false),
-            ("status.phase=Running", false),
-        ] {
-            let parsed = FieldSelector::parse(selector).unwrap();
-            assert_eq!(parsed.is_metadata_only(), want, "{selector:?}");
-            assert!(!parsed.is_empty(), "{selector:?}");
         }
     }
 

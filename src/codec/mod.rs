@@ -246,9 +246,6 @@ impl Encoding {
             Encoding::Protobuf => protobuf::readable_field(path),
         }
     }
-
-    /// Every encoding, in the order the hub prefers to answer in.
-    pub const ALL: [Encoding; 2] = [Encoding::Json, Encoding::Protobuf];
 }
 
 /// The encodings a client accepts, most preferred first, from its Accept header.
