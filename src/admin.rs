@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::cache::Cache;
 use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
-use crate::proxy::respond_status;
+use crate::status::{Refusal, refuse};
 use crate::upstream::Upstream;
 
 pub struct Admin {
@@ -75,13 +75,12 @@ impl<S: Stream> Handler<S> for Admin {
                 let _ = exchange.respond(200, &headers, body.as_bytes());
             }
             (_, "/v1/healthz" | "/healthz" | "/v1/readyz" | "/readyz" | "/metrics") => {
-                respond_status(exchange, 405, "only GET is allowed here");
+                refuse(exchange, &Refusal::MethodNotAllowed("GET".into()));
             }
-            _ => respond_status(
-                exchange,
-                404,
-                &format!("no such endpoint {}", exchange.head.path),
-            ),
+            _ => {
+                let path = exchange.head.path.clone();
+                refuse(exchange, &Refusal::NoSuchEndpoint(path));
+            }
         }
     }
 }

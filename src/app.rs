@@ -2,7 +2,7 @@
 //! waits for a signal, and shuts down in bounded time.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::admin::Admin;
+use crate::bootstrap;
 use crate::cache::{Cache, agents, agents::Agents};
 use crate::config::Config;
 use crate::config::WorkingMode;
@@ -22,7 +23,6 @@ use crate::offline::Offline;
 use crate::proxy::Proxy;
 use crate::status::status_body;
 use crate::upstream::{Server, Upstream};
-use crate::{bootstrap, certs};
 
 /// Stack of each connection thread: enough for TLS and JSON, small enough that
 /// hundreds of connections stay cheap on 32-bit boards.
@@ -88,7 +88,7 @@ pub fn run(config: Config) -> Result<(), String> {
         )
         .map_err(|e| format!("cannot start the bootstrap: {e}"))?;
     }
-    follow_client_certificate(upstream.clone(), config.client_cert_file.clone())
+    crate::upstream::follow_client_certificate(upstream.clone(), config.client_cert_file.clone())
         .map_err(|e| format!("cannot start the certificate follower: {e}"))?;
 
     let cache = match config.working_mode {
@@ -193,43 +193,15 @@ fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> 
         cache.agents.describe(),
         config.disk_cache_path.display()
     );
-    let follower = cache.clone();
-    let upstream = upstream.clone();
-    let period = config.heartbeat_interval * 3;
-    let spawned = std::thread::Builder::new()
-        .name("yh-cache-agents".into())
-        .spawn(move || follow_agents_configmap(&follower, &upstream, period));
+    let spawned = agents::follow_configmap(
+        cache.clone(),
+        upstream.clone(),
+        config.heartbeat_interval * 3,
+    );
     if let Err(e) = spawned {
         log::warn!("cannot follow the cache-agents ConfigMap: {e}");
     }
     Some(cache)
-}
-
-/// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
-/// reachable and applies its `cache_agents`.
-fn follow_agents_configmap(cache: &Cache, upstream: &Upstream, period: Duration) {
-    loop {
-        if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
-            match upstream.call(server, "GET", agents::CONFIGMAP_PATH, None, None) {
-                Ok((200, body)) => {
-                    let list = agents::cache_agents_from_configmap(&body).unwrap_or_default();
-                    if cache.agents.set_from_configmap(&list) {
-                        log::info!("cache agents now {}", cache.agents.describe());
-                    }
-                }
-                Ok((404, _)) => {
-                    if cache.agents.set_from_configmap("") {
-                        log::info!("cache agents now {}", cache.agents.describe());
-                    }
-                }
-                Ok((status, _)) => {
-                    log::debug!("reading {}: status {status}", agents::CONFIGMAP_PATH)
-                }
-                Err(e) => log::debug!("reading {}: {e}", agents::CONFIGMAP_PATH),
-            }
-        }
-        std::thread::sleep(period);
-    }
 }
 
 /// Starts the HTTPS proxy port. Its serving certificate comes from
@@ -301,71 +273,6 @@ fn start_secure_proxy(
     .map_err(|e| format!("cannot start the secure proxy listener: {e}"))?;
     log::info!("secure proxy listening on https://{}", server.local_addr());
     Ok(Some(server))
-}
-
-/// How often the client certificate file is checked for rotation.
-const CERT_CHECK: Duration = Duration::from_secs(5);
-
-/// Follows kubelet's rotation of the client certificate file (usually a
-/// symlink to a dated file): a changed file is loaded and used for new
-/// upstream connections; a bad or expired one is reported and the last good
-/// identity kept.
-fn follow_client_certificate(upstream: Arc<Upstream>, path: PathBuf) -> std::io::Result<()> {
-    let fingerprint = |path: &Path| {
-        std::fs::metadata(path)
-            .map(|m| {
-                (
-                    m.modified().ok(),
-                    m.len(),
-                    std::os::unix::fs::MetadataExt::ino(&m),
-                )
-            })
-            .ok()
-    };
-    std::thread::Builder::new()
-        .name("yh-certs".into())
-        .spawn(move || {
-            let mut seen = fingerprint(&path);
-            let mut expiry = certs::load_client_identity(&path).ok().map(|id| id.info);
-            loop {
-                std::thread::sleep(CERT_CHECK);
-                let now = fingerprint(&path);
-                if now != seen {
-                    seen = now;
-                    match certs::load_client_identity(&path) {
-                        Ok(identity) if identity.info.expired() => {
-                            let problem =
-                                format!("client certificate {} has expired", path.display());
-                            log::error!("{problem}; keeping the previous one");
-                            upstream.set_credential_problem(Some(problem));
-                        }
-                        Ok(identity) => {
-                            log::info!(
-                                "client certificate {} changed: now CN {:?}, valid until {}",
-                                path.display(),
-                                identity.info.subject_cn,
-                                identity.info.not_after
-                            );
-                            expiry = Some(identity.info.clone());
-                            upstream.use_client_identity(identity);
-                            upstream.set_credential_problem(None);
-                        }
-                        Err(e) => {
-                            log::error!("{e}; keeping the previous client certificate");
-                            upstream.set_credential_problem(Some(e));
-                        }
-                    }
-                }
-                if let Some(info) = expiry.as_ref().filter(|info| info.expired()) {
-                    let problem = format!("client certificate {} has expired", path.display());
-                    if upstream.credential_problem().as_deref() != Some(problem.as_str()) {
-                        log::error!("{problem} (CN {:?})", info.subject_cn);
-                        upstream.set_credential_problem(Some(problem));
-                    }
-                }
-            }
-        })?;
-    Ok(())
 }
 
 fn bind(address: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, String> {

@@ -1,19 +1,20 @@
 //! TLS material for talking to the apiservers: the cluster CA and the client
 //! identity (certificate chain and key in one PEM file, as kubelet writes it).
 //! Everything is checked at load time, because a key that does not match its
-//! certificate would otherwise only fail (panic, in ureq) at the first connect.
+//! certificate would otherwise only fail (panic, in the HTTP client) at the
+//! first connect. Plain rustls types: `upstream.rs` turns them into its client's.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use ureq::tls::{Certificate, PrivateKey};
 
 /// A client certificate chain with its private key.
 pub struct ClientIdentity {
-    pub chain: Vec<Certificate<'static>>,
-    pub key: PrivateKey<'static>,
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The PEM the key was read from (the HTTP client reads its own form).
+    pub key_pem: Vec<u8>,
     /// About the first (leaf) certificate.
     pub info: CertInfo,
 }
@@ -54,7 +55,7 @@ fn certificates(pem: &[u8]) -> Vec<CertificateDer<'static>> {
 }
 
 /// Loads the CA bundle; at least one certificate must parse.
-pub fn load_ca(path: &Path) -> Result<Arc<Vec<Certificate<'static>>>, String> {
+pub fn load_ca(path: &Path) -> Result<Arc<Vec<CertificateDer<'static>>>, String> {
     let pem = read(path, "CA file")?;
     let certs = certificates(&pem);
     if certs.is_empty() {
@@ -63,12 +64,7 @@ pub fn load_ca(path: &Path) -> Result<Arc<Vec<Certificate<'static>>>, String> {
             path.display()
         ));
     }
-    Ok(Arc::new(
-        certs
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect(),
-    ))
+    Ok(Arc::new(certs))
 }
 
 /// Loads a certificate chain and its private key from one PEM file and checks
@@ -91,11 +87,8 @@ pub fn parse_client_identity(pem: &[u8]) -> Result<ClientIdentity, String> {
     let info =
         cert_info(chain[0].as_ref()).ok_or_else(|| "cannot read the certificate".to_string())?;
     Ok(ClientIdentity {
-        chain: chain
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect(),
-        key: PrivateKey::from_pem(pem).map_err(|e| format!("private key: {e}"))?,
+        chain,
+        key_pem: pem.to_vec(),
         info,
     })
 }

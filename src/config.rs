@@ -220,7 +220,7 @@ fn parse_server(entry: &str) -> Result<String, ConfigError> {
     } else {
         format!("https://{entry}")
     };
-    let uri: ureq::http::Uri = with_scheme
+    let uri: http::Uri = with_scheme
         .parse()
         .map_err(|_| invalid("server-addr", format!("{entry:?} is not a URL")))?;
     match uri.scheme_str() {

@@ -1,21 +1,24 @@
 //! yurthub: a node-local proxy in front of the Kubernetes apiservers that keeps
 //! an edge node working when the cloud is unreachable. See ARCHITECTURE.md.
+//!
+//! Only what `main.rs` needs is public, so the compiler reports dead code.
 
-pub mod admin;
+mod admin;
 pub mod app;
-pub mod balancer;
+mod balancer;
 pub mod bootstrap;
-pub mod cache;
-pub mod certs;
+mod cache;
+mod certs;
 pub mod cli;
-pub mod codec;
+mod codec;
 pub mod config;
-pub mod health;
-pub mod http;
-pub mod metrics;
-pub mod offline;
-pub mod proxy;
-pub mod request_info;
-pub mod selector;
-pub mod status;
-pub mod upstream;
+mod health;
+mod http;
+mod metrics;
+mod offline;
+mod proxy;
+mod request_info;
+mod selector;
+mod status;
+mod store;
+mod upstream;

@@ -17,7 +17,7 @@ use crate::health::HealthState;
 use crate::http::{Exchange, Stream};
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::status_body;
+use crate::status::{Refusal, refuse};
 
 /// Largest request body read offline (the apiserver's own limit).
 pub const MAX_OFFLINE_BODY: u64 = 3 * 1024 * 1024;
@@ -84,7 +84,7 @@ impl Answer {
     }
 }
 
-fn refuse(code: u16, message: impl Into<String>) -> Answer {
+fn refused(code: u16, message: impl Into<String>) -> Answer {
     Answer::Refused {
         code,
         message: message.into(),
@@ -123,7 +123,7 @@ impl Offline {
             .unwrap_or(Encoding::Json);
         match info.verb {
             Verb::Delete | Verb::DeleteCollection => {
-                return refuse(403, "delete request is not supported in local cache");
+                return refused(403, "delete request is not supported in local cache");
             }
             Verb::Create if tokens::is_token_request(info) => return self.token(request),
             Verb::Create => {
@@ -152,14 +152,14 @@ impl Offline {
             } else {
                 format!("component {:?}", request.component)
             };
-            return refuse(
+            return refused(
                 400,
                 format!("apiserver unreachable and {who} is not cached by the hub"),
             );
         };
         let accepted = codec::accepted(request.accept);
         if accepted.is_empty() {
-            return refuse(
+            return refused(
                 406,
                 "the hub answers offline only in application/json or application/vnd.kubernetes.protobuf",
             );
@@ -182,7 +182,7 @@ impl Offline {
                 Ok(selected) => initial_events(selected),
                 Err(refused) => refused,
             },
-            _ => refuse(
+            _ => refused(
                 405,
                 format!("{} is not supported in local cache", info.method),
             ),
@@ -242,7 +242,9 @@ impl Offline {
             } => {
                 let _ = exchange.respond(code, &content_type(&ct), &body);
             }
-            Answer::Refused { code, message } => respond_status(exchange, code, &message),
+            Answer::Refused { code, message } => {
+                refuse(exchange, &Refusal::Offline { code, message })
+            }
             Answer::Held { encoding } => {
                 if exchange
                     .start_response(200, &content_type(encoding.watch_content_type()), None)
@@ -301,7 +303,7 @@ impl Offline {
                         .read_object(collection, &info.namespace, &info.name, encoding)?;
                 Some(Answer::Found { encoding, body })
             })
-            .unwrap_or_else(|| refuse(404, format!("{} {:?} not found", info.resource, info.name)))
+            .unwrap_or_else(|| refused(404, format!("{} {:?} not found", info.resource, info.name)))
     }
 
     /// The cached objects of a list (or streaming list) request: only for a
@@ -316,9 +318,9 @@ impl Offline {
         let info = request.info;
         let shape = shape_of(info, request.query);
         let labels =
-            LabelSelector::parse(&shape.label_selector).map_err(|e| refuse(400, e.to_string()))?;
+            LabelSelector::parse(&shape.label_selector).map_err(|e| refused(400, e.to_string()))?;
         let fields =
-            FieldSelector::parse(&shape.field_selector).map_err(|e| refuse(400, e.to_string()))?;
+            FieldSelector::parse(&shape.field_selector).map_err(|e| refused(400, e.to_string()))?;
         let list_type = self.cache.listed_shape(collection, &shape).or_else(|| {
             // A list narrowed to one name is answered even if never listed.
             fields.required_name().map(|_| {
@@ -332,7 +334,7 @@ impl Offline {
             })
         });
         let Some(list_type) = list_type else {
-            return Err(refuse(
+            return Err(refused(
                 404,
                 format!(
                     "{} in this shape were never listed through the hub",
@@ -360,7 +362,7 @@ impl Offline {
             }
         }
         let Some((encoding, items, max_rv)) = chosen else {
-            return Err(refuse(
+            return Err(refused(
                 404,
                 format!(
                     "{} in this shape are not cached in an encoding the client accepts",
@@ -369,7 +371,7 @@ impl Offline {
             ));
         };
         if items.is_empty() && request.component == "kubelet" && info.resource == "pods" {
-            return Err(refuse(404, "no pods cached for kubelet"));
+            return Err(refused(404, "no pods cached for kubelet"));
         }
         Ok(Selected {
             encoding,
@@ -382,7 +384,7 @@ impl Offline {
     fn token(&self, request: &OfflineRequest<'_>) -> Answer {
         let info = request.info;
         let unavailable = || {
-            refuse(
+            refused(
                 503,
                 format!(
                     "apiserver unreachable and no valid token issued earlier is cached for serviceaccount {}/{} with these audiences and bound object",
@@ -400,7 +402,7 @@ impl Offline {
         let Some((owner, spec)) =
             tokens::identify(info, request.component, request.content_type, body)
         else {
-            return refuse(400, "the TokenRequest body cannot be read");
+            return refused(400, "the TokenRequest body cannot be read");
         };
         let accepted = codec::accepted(request.accept);
         match self.cache.read_token(&owner, &spec, &accepted) {
@@ -412,7 +414,7 @@ impl Offline {
     fn discovery(&self, request: &OfflineRequest<'_>) -> Answer {
         let path = &request.info.path;
         let not_cached = || {
-            refuse(
+            refused(
                 400,
                 format!("apiserver unreachable and {path} is not cached"),
             )
@@ -433,7 +435,7 @@ impl Offline {
             .iter()
             .any(|t| !wanted.contains(t) && self.cache.read_discovery(path, *t).is_some());
         if cached_otherwise {
-            return refuse(
+            return refused(
                 406,
                 format!(
                     "apiserver unreachable and {path} is cached only in types the client does not accept"
@@ -502,11 +504,11 @@ pub fn read_body<S: Stream>(exchange: &mut Exchange<'_, S>) -> Result<Vec<u8>, A
         .read_to_end(&mut body)
         .is_err()
     {
-        return Err(refuse(400, "cannot read the request body"));
+        return Err(refused(400, "cannot read the request body"));
     }
     if body.len() as u64 > MAX_OFFLINE_BODY {
         exchange.close_after();
-        return Err(refuse(413, "request body too large"));
+        return Err(refused(413, "request body too large"));
     }
     Ok(body)
 }
@@ -529,17 +531,14 @@ fn content_type(value: &str) -> Vec<(String, String)> {
     vec![("Content-Type".to_string(), value.to_string())]
 }
 
-/// Answers with a Kubernetes `Status` body, unless a response already started.
-pub fn respond_status<S: Stream>(exchange: &mut Exchange<'_, S>, code: u16, message: &str) {
-    if exchange.response_started() {
-        exchange.abort();
-        return;
-    }
-    let _ = exchange.respond(
-        code,
-        &content_type("application/json"),
-        &status_body(code, message),
-    );
+/// Writes an answer that can only be a refusal (a body that could not be read).
+pub fn write_refusal<S: Stream>(exchange: &mut Exchange<'_, S>, answer: Answer) {
+    let code = answer.code();
+    let message = match answer {
+        Answer::Refused { message, .. } => message,
+        _ => String::new(),
+    };
+    refuse(exchange, &Refusal::Offline { code, message });
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use crate::cache::{Cache, Tee};
 use crate::health::{Health, HealthState};
 use crate::http::{Exchange, Handler, Stream};
 use crate::metrics::Metrics;
-use crate::offline::{self, Answer, Offline, OfflineRequest};
+use crate::offline::{self, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
-use crate::status::status_body;
+use crate::status::{Refusal, refuse};
 use crate::upstream::{self, Deadline, Outgoing, Upstream};
 
 /// Request header fields that belong to one connection and are never forwarded
@@ -74,7 +74,7 @@ impl<S: Stream> Handler<S> for Proxy {
         {
             Ok(info) => info,
             Err(e) => {
-                respond_status(exchange, 400, &e.to_string());
+                refuse(exchange, &Refusal::BadRequest(e.to_string()));
                 self.metrics
                     .record_request(&component_of(exchange), "other", "", 400);
                 return;
@@ -92,10 +92,7 @@ impl<S: Stream> Handler<S> for Proxy {
                 self.metrics
                     .rejected_in_flight
                     .fetch_add(1, Ordering::Relaxed);
-                let body = status_body(429, "too many requests in flight at the hub, retry later");
-                let mut headers = json_headers();
-                headers.push(("Retry-After".into(), "1".into()));
-                let _ = exchange.respond(429, &headers, &body);
+                refuse(exchange, &Refusal::TooManyInFlight);
                 self.metrics
                     .record_request(&component, info.verb.as_str(), &info.resource, 429);
                 return;
@@ -121,12 +118,7 @@ impl Proxy {
         component: &str,
     ) {
         if exchange.head.header("upgrade").is_some() {
-            respond_status(
-                exchange,
-                501,
-                "the hub does not relay protocol upgrades (exec, attach, port-forward); reach the apiserver directly",
-            );
-            return;
+            return refuse(exchange, &Refusal::UpgradeNotRelayed);
         }
         let edge_cache = offline::is_edge_cache(exchange);
         let health = &self.upstream.health;
@@ -180,14 +172,7 @@ impl Proxy {
                     );
                     body = Some(bytes);
                 }
-                Err(refused) => {
-                    let code = refused.code();
-                    let message = match refused {
-                        Answer::Refused { message, .. } => message,
-                        _ => String::new(),
-                    };
-                    return respond_status(exchange, code, &message);
-                }
+                Err(refused) => return offline::write_refusal(exchange, refused),
             }
         }
         let Some(mut server) = self.upstream.pick() else {
@@ -198,8 +183,10 @@ impl Proxy {
                     None => offline.answer(exchange, info, query, component, body.as_deref()),
                 };
             }
-            respond_status(exchange, 503, &self.upstream.unavailable_reason());
-            return;
+            return refuse(
+                exchange,
+                &Refusal::NoHealthyApiserver(self.upstream.unavailable_reason()),
+            );
         };
         if plan.is_none() {
             plan = self
@@ -237,7 +224,7 @@ impl Proxy {
                 Err(e) => {
                     self.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
                     let url = &self.upstream.servers[server].url;
-                    let retry_on = (retryable && !retried && upstream::is_connect_failure(&e))
+                    let retry_on = (retryable && !retried && e.is_connect_failure())
                         .then(|| self.upstream.next_after(server))
                         .flatten();
                     if let Some(next) = retry_on {
@@ -254,22 +241,19 @@ impl Proxy {
                     // TokenRequest that never reached an apiserver.
                     let reads_cached =
                         plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable;
-                    let token_unsent = body.is_some() && upstream::is_connect_failure(&e);
+                    let token_unsent = body.is_some() && e.is_connect_failure();
                     if let (Some(offline), true) = (&self.offline, reads_cached || token_unsent) {
                         self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
                         return offline.answer(exchange, info, query, component, body.as_deref());
                     }
-                    let (code, what) = if upstream::is_timeout(&e) {
-                        (504, "timed out")
-                    } else {
-                        (502, "failed")
-                    };
-                    respond_status(
+                    return refuse(
                         exchange,
-                        code,
-                        &format!("request to apiserver {url} {what}: {e}"),
+                        &Refusal::Upstream {
+                            url: url.clone(),
+                            error: e.to_string(),
+                            timed_out: e.is_timeout(),
+                        },
                     );
-                    return;
                 }
             }
         };
@@ -302,35 +286,28 @@ struct StreamSource<'a> {
 /// `tee` may copy the body aside for the cache, given the status and Content-Type.
 fn relay<S: Stream>(
     exchange: &mut Exchange<'_, S>,
-    response: ureq::http::Response<upstream::Body>,
+    response: upstream::Response,
     target: &str,
     tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
     source: Option<StreamSource<'_>>,
 ) {
-    let (parts, body) = response.into_parts();
-    let length = parts
-        .headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
+    let length = response
+        .header("content-length")
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let headers: Vec<(String, String)> = parts
+    let headers: Vec<(String, String)> = response
         .headers
         .iter()
-        .filter(|(name, _)| !NOT_RETURNED.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .filter(|(name, _)| !NOT_RETURNED.contains(&name.to_ascii_lowercase().as_str()))
+        .cloned()
         .collect();
     if exchange
-        .start_response(parts.status.as_u16(), &headers, length)
+        .start_response(response.status, &headers, length)
         .is_err()
     {
         return;
     }
-    let content_type = parts
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok());
-    let mut tee = tee(parts.status.as_u16(), content_type);
-    let mut reader = body.into_reader();
+    let mut tee = tee(response.status, response.header("content-type"));
+    let mut reader = response.into_reader();
     let mut buffer = vec![0u8; RELAY_BUFFER];
     loop {
         match reader.read(&mut buffer) {
@@ -402,12 +379,6 @@ fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
         .cloned()
         .collect()
 }
-
-pub fn json_headers() -> Vec<(String, String)> {
-    vec![("Content-Type".into(), "application/json".into())]
-}
-
-pub use crate::offline::respond_status;
 
 #[cfg(test)]
 mod tests {

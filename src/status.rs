@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use crate::http::{Exchange, Stream};
+
 /// The Kubernetes `StatusReason` that goes with an HTTP status code.
 pub fn reason_for(code: u16) -> &'static str {
     match code {
@@ -38,6 +40,96 @@ pub fn status_body(code: u16, message: &str) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// Every failure the hub answers by itself, with its status code: the one
+/// place that pairs a kind of failure with a code (offline refusals carry the
+/// code of their row of the offline table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request cannot be understood (an unsafe path, a bad selector).
+    BadRequest(String),
+    /// The in-flight bound of the port is reached.
+    TooManyInFlight,
+    /// exec, attach, port-forward: not relayed.
+    UpgradeNotRelayed,
+    /// Cloud mode with no usable apiserver, with the reasons.
+    NoHealthyApiserver(String),
+    /// The apiserver could not be reached or did not answer in time.
+    Upstream {
+        url: String,
+        error: String,
+        timed_out: bool,
+    },
+    /// A method the endpoint does not serve.
+    MethodNotAllowed(String),
+    /// A path the endpoint does not serve.
+    NoSuchEndpoint(String),
+    /// An offline answer that is a refusal (the code is its table row's).
+    Offline { code: u16, message: String },
+}
+
+impl Refusal {
+    pub fn code(&self) -> u16 {
+        match self {
+            Refusal::BadRequest(_) => 400,
+            Refusal::TooManyInFlight => 429,
+            Refusal::UpgradeNotRelayed => 501,
+            Refusal::NoHealthyApiserver(_) => 503,
+            Refusal::Upstream {
+                timed_out: true, ..
+            } => 504,
+            Refusal::Upstream { .. } => 502,
+            Refusal::MethodNotAllowed(_) => 405,
+            Refusal::NoSuchEndpoint(_) => 404,
+            Refusal::Offline { code, .. } => *code,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::BadRequest(message)
+            | Refusal::NoHealthyApiserver(message)
+            | Refusal::Offline { message, .. } => message.clone(),
+            Refusal::TooManyInFlight => "too many requests in flight at the hub, retry later".into(),
+            Refusal::UpgradeNotRelayed => "the hub does not relay protocol upgrades (exec, attach, port-forward); reach the apiserver directly".into(),
+            Refusal::Upstream {
+                url,
+                error,
+                timed_out,
+            } => {
+                let what = if *timed_out { "timed out" } else { "failed" };
+                format!("request to apiserver {url} {what}: {error}")
+            }
+            Refusal::MethodNotAllowed(allowed) => format!("only {allowed} is allowed here"),
+            Refusal::NoSuchEndpoint(path) => format!("no such endpoint {path}"),
+        }
+    }
+
+    /// Header fields that go with the answer besides the body's type.
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if matches!(self, Refusal::TooManyInFlight) {
+            headers.push(("Retry-After".into(), "1".into()));
+        }
+        headers
+    }
+}
+
+/// Answers with the refusal's `Status`, unless a response already started
+/// (then the connection is cut, so the client never takes a partial body for
+/// a whole one).
+pub fn refuse<S: Stream>(exchange: &mut Exchange<'_, S>, refusal: &Refusal) {
+    if exchange.response_started() {
+        exchange.abort();
+        return;
+    }
+    let code = refusal.code();
+    let _ = exchange.respond(
+        code,
+        &refusal.headers(),
+        &status_body(code, &refusal.message()),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +144,43 @@ mod tests {
         assert_eq!(body["reason"], "TooManyRequests");
         assert_eq!(body["code"], 429);
         assert_eq!(body["message"], "too many requests");
+    }
+
+    #[test]
+    fn each_refusal_has_its_code() {
+        let upstream = |timed_out| Refusal::Upstream {
+            url: "https://a".into(),
+            error: "e".into(),
+            timed_out,
+        };
+        let cases = [
+            (Refusal::BadRequest("x".into()), 400),
+            (Refusal::TooManyInFlight, 429),
+            (Refusal::UpgradeNotRelayed, 501),
+            (Refusal::NoHealthyApiserver("x".into()), 503),
+            (upstream(false), 502),
+            (upstream(true), 504),
+            (Refusal::MethodNotAllowed("GET".into()), 405),
+            (Refusal::NoSuchEndpoint("/x".into()), 404),
+            (
+                Refusal::Offline {
+                    code: 403,
+                    message: "m".into(),
+                },
+                403,
+            ),
+        ];
+        for (refusal, code) in cases {
+            assert_eq!(refusal.code(), code, "{refusal:?}");
+        }
+        assert_eq!(
+            upstream(true).message(),
+            "request to apiserver https://a timed out: e"
+        );
+        assert!(
+            Refusal::TooManyInFlight
+                .headers()
+                .contains(&("Retry-After".into(), "1".into()))
+        );
     }
 }

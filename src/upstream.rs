@@ -2,22 +2,21 @@
 //! balancer that picks one. The only module that knows ureq.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ureq::config::AutoHeaderValue;
 use ureq::http;
-use ureq::tls::{ClientCert, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::balancer::{self, LbMode};
 use crate::certs;
 use crate::health::HealthState;
 
-pub use ureq::Body;
-pub use ureq::Error;
+use ureq::{Body, Error};
 
 /// Time to open a TCP connection and finish the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,6 +74,72 @@ pub struct Outgoing<'a> {
     pub with_client_cert: bool,
 }
 
+/// An apiserver's answer as it is relayed: status, header fields (those whose
+/// value is text) and the body, read as it arrives.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Response {
+    /// The first value of a header field (names compared without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body; a quiet stream's read fails with `is_quiet_stream`.
+    pub fn into_reader(self) -> impl Read + Send + 'static {
+        self.body.into_reader()
+    }
+}
+
+/// Why a request to an apiserver failed before its answer's head arrived.
+#[derive(Debug)]
+pub struct SendError {
+    message: String,
+    connect_failure: bool,
+    timed_out: bool,
+}
+
+impl SendError {
+    /// The connection or the TLS handshake failed: the request never reached
+    /// the apiserver's handling, so a GET can be retried elsewhere.
+    pub fn is_connect_failure(&self) -> bool {
+        self.connect_failure
+    }
+
+    /// The upstream ran out of time (the client gets 504, not 502).
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<Error> for SendError {
+    fn from(error: Error) -> SendError {
+        SendError {
+            connect_failure: is_connect_failure(&error),
+            timed_out: is_timeout(&error),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<http::Error> for SendError {
+    fn from(error: http::Error) -> SendError {
+        SendError::from(Error::from(error))
+    }
+}
+
 /// One apiserver.
 #[derive(Debug, Clone)]
 pub struct Server {
@@ -110,7 +175,14 @@ impl Upstream {
         heartbeat: Duration,
     ) -> Upstream {
         let mut problems = Vec::new();
-        let roots = certs::load_ca(ca_file).unwrap_or_else(|e| {
+        let roots = certs::load_ca(ca_file).map(|ders| {
+            Arc::new(
+                ders.iter()
+                    .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+                    .collect(),
+            )
+        });
+        let roots = roots.unwrap_or_else(|e| {
             problems.push(e);
             Arc::new(Vec::new())
         });
@@ -207,11 +279,7 @@ impl Upstream {
     }
 
     /// Sends a request and returns once the response head has arrived.
-    pub fn send(
-        &self,
-        server: usize,
-        outgoing: Outgoing<'_>,
-    ) -> Result<http::Response<Body>, Error> {
+    pub fn send(&self, server: usize, outgoing: Outgoing<'_>) -> Result<Response, SendError> {
         let url = format!("{}{}", self.servers[server].url, outgoing.target);
         let mut builder = http::Request::builder().method(outgoing.method).uri(url);
         for (name, value) in outgoing.headers {
@@ -224,7 +292,7 @@ impl Upstream {
         };
         let agent = &agent;
         let poll = self.stream_poll;
-        match outgoing.body {
+        let response = match outgoing.body {
             Some(reader) => run(
                 agent,
                 builder.body(SendBody::from_reader(reader))?,
@@ -232,7 +300,19 @@ impl Upstream {
                 poll,
             ),
             None => run(agent, builder.body(())?, outgoing.deadline, poll),
-        }
+        }?;
+        let (parts, body) = response.into_parts();
+        Ok(Response {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.to_string(), value.to_str().ok()?.to_string()))
+                })
+                .collect(),
+            body,
+        })
     }
 
     /// A small request of the hub's own, read whole (at most 1 MiB): with the
@@ -244,7 +324,7 @@ impl Upstream {
         path: &str,
         bearer: Option<&str>,
         json_body: Option<&[u8]>,
-    ) -> Result<(u16, Vec<u8>), Error> {
+    ) -> Result<(u16, Vec<u8>), SendError> {
         let url = format!("{}{path}", self.servers[server].url);
         let mut builder = http::Request::builder()
             .method(method)
@@ -297,6 +377,71 @@ impl Upstream {
     }
 }
 
+/// How often the client certificate file is checked for rotation.
+const CERT_CHECK: Duration = Duration::from_secs(5);
+
+/// Follows kubelet's rotation of the client certificate file (usually a
+/// symlink to a dated file): a changed file is loaded and used for new
+/// upstream connections; a bad or expired one is reported and the last good
+/// identity kept.
+pub fn follow_client_certificate(upstream: Arc<Upstream>, path: PathBuf) -> std::io::Result<()> {
+    let fingerprint = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| {
+                (
+                    m.modified().ok(),
+                    m.len(),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            })
+            .ok()
+    };
+    std::thread::Builder::new()
+        .name("yh-certs".into())
+        .spawn(move || {
+            let mut seen = fingerprint(&path);
+            let mut expiry = certs::load_client_identity(&path).ok().map(|id| id.info);
+            loop {
+                std::thread::sleep(CERT_CHECK);
+                let now = fingerprint(&path);
+                if now != seen {
+                    seen = now;
+                    match certs::load_client_identity(&path) {
+                        Ok(identity) if identity.info.expired() => {
+                            let problem =
+                                format!("client certificate {} has expired", path.display());
+                            log::error!("{problem}; keeping the previous one");
+                            upstream.set_credential_problem(Some(problem));
+                        }
+                        Ok(identity) => {
+                            log::info!(
+                                "client certificate {} changed: now CN {:?}, valid until {}",
+                                path.display(),
+                                identity.info.subject_cn,
+                                identity.info.not_after
+                            );
+                            expiry = Some(identity.info.clone());
+                            upstream.use_client_identity(identity);
+                            upstream.set_credential_problem(None);
+                        }
+                        Err(e) => {
+                            log::error!("{e}; keeping the previous client certificate");
+                            upstream.set_credential_problem(Some(e));
+                        }
+                    }
+                }
+                if let Some(info) = expiry.as_ref().filter(|info| info.expired()) {
+                    let problem = format!("client certificate {} has expired", path.display());
+                    if upstream.credential_problem().as_deref() != Some(problem.as_str()) {
+                        log::error!("{problem} (CN {:?})", info.subject_cn);
+                        upstream.set_credential_problem(Some(problem));
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
 fn run<B: AsSendBody>(
     agent: &Agent,
     request: http::Request<B>,
@@ -317,7 +462,7 @@ fn run<B: AsSendBody>(
 
 /// Whether a failed send never reached the server's request handling (the
 /// connection or handshake failed), so that a GET can be retried elsewhere.
-pub fn is_connect_failure(error: &Error) -> bool {
+fn is_connect_failure(error: &Error) -> bool {
     use std::io::ErrorKind;
     match error {
         Error::ConnectionFailed | Error::HostNotFound | Error::Tls(_) | Error::Rustls(_) => true,
@@ -347,9 +492,21 @@ pub fn is_quiet_stream(error: &std::io::Error) -> bool {
 }
 
 /// Whether the upstream ran out of time (the client gets 504, not 502).
-pub fn is_timeout(error: &Error) -> bool {
+fn is_timeout(error: &Error) -> bool {
     matches!(error, Error::Timeout(_))
         || matches!(error, Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// The client's form of a checked identity (`None` only if the key, already
+/// checked against the certificate, cannot be read again).
+fn client_cert(identity: &certs::ClientIdentity) -> Option<ClientCert> {
+    let chain: Vec<Certificate<'static>> = identity
+        .chain
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    let key = PrivateKey::from_pem(&identity.key_pem).ok()?;
+    Some(ClientCert::new_with_certs(&chain, key))
 }
 
 fn new_agent(
@@ -360,7 +517,7 @@ fn new_agent(
         .provider(TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .root_certs(RootCerts::Specific(roots))
-        .client_cert(identity.map(|id| ClientCert::new_with_certs(&id.chain, id.key)))
+        .client_cert(identity.and_then(|id| client_cert(&id)))
         .build();
     Agent::config_builder()
         .http_status_as_error(false)

@@ -3,7 +3,11 @@
 //! `kube-system/yurt-hub-cfg` (followed while the hub runs). `*` means everyone.
 
 use std::collections::BTreeSet;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::Cache;
+use crate::upstream::Upstream;
 
 /// Cached without being asked, as in the original.
 pub const DEFAULT_AGENTS: &[&str] = &[
@@ -84,6 +88,44 @@ impl Agents {
 pub fn cache_agents_from_configmap(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     value["data"]["cache_agents"].as_str().map(str::to_string)
+}
+
+/// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
+/// reachable and applies its `cache_agents`.
+pub fn follow_configmap(
+    cache: Arc<Cache>,
+    upstream: Arc<Upstream>,
+    period: Duration,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("yh-cache-agents".into())
+        .spawn(move || follow(&cache, &upstream, period))?;
+    Ok(())
+}
+
+fn follow(cache: &Cache, upstream: &Upstream, period: Duration) {
+    loop {
+        if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
+            match upstream.call(server, "GET", CONFIGMAP_PATH, None, None) {
+                Ok((200, body)) => {
+                    let list = cache_agents_from_configmap(&body).unwrap_or_default();
+                    if cache.agents.set_from_configmap(&list) {
+                        log::info!("cache agents now {}", cache.agents.describe());
+                    }
+                }
+                Ok((404, _)) => {
+                    if cache.agents.set_from_configmap("") {
+                        log::info!("cache agents now {}", cache.agents.describe());
+                    }
+                }
+                Ok((status, _)) => {
+                    log::debug!("reading {}: status {status}", CONFIGMAP_PATH)
+                }
+                Err(e) => log::debug!("reading {}: {e}", CONFIGMAP_PATH),
+            }
+        }
+        std::thread::sleep(period);
+    }
 }
 
 #[cfg(test)]
