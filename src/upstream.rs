@@ -28,6 +28,10 @@ const WATCH_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_STREAM_POLL: Duration = Duration::from_secs(2);
 /// Whole-request time when the client set none (kube-apiserver's own default is 60 s).
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest whole-request time a client can ask for (kube-apiserver itself
+/// caps it at its `--request-timeout`, one minute by default); also keeps
+/// any deadline arithmetic far from overflowing.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Added to a client's own timeout so the apiserver's answer wins the race.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 const IO_BUFFER: usize = 16 * 1024;
@@ -57,6 +61,7 @@ impl Deadline {
         Deadline::Within(
             own.filter(|d| !d.is_zero())
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+                .min(MAX_REQUEST_TIMEOUT)
                 + TIMEOUT_GRACE,
         )
     }
@@ -558,6 +563,15 @@ mod tests {
         assert_eq!(
             Deadline::for_request(false, None, None),
             Deadline::Within(Duration::from_secs(65))
+        );
+        // Any number a client sends is bounded: no overflow, no endless wait.
+        assert_eq!(
+            Deadline::for_request(false, None, Some(u64::MAX)),
+            Deadline::Within(Duration::from_secs(3605))
+        );
+        assert_eq!(
+            Deadline::for_request(false, Some(Duration::MAX), None),
+            Deadline::Within(Duration::from_secs(3605))
         );
     }
 }
