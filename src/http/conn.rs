@@ -1,14 +1,19 @@
-//! One client connection: buffered reading of request heads and bodies, and a
-//! response writer that streams (each piece of body is flushed as it is written,
-//! so a watch event reaches the client at once).
+//! One client connection: buffered reading of request heads, and the
+//! `Exchange` of one request and its response. The response streams (each
+//! piece of body is flushed as it is written, so a watch event reaches the
+//! client at once). Request bodies are decoded in `body.rs`, response heads
+//! written by `response_head.rs`.
 //!
-//! Generic over the byte stream so the plain and the TLS listener share it.
+//! Generic over the byte stream so the plain and the TLS listener share it,
+//! and unit tests can use bytes in memory.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::body::BodyDecoder;
 use super::head::{BodyFraming, HeadError, RequestHead, parse_head};
+use super::response_head::{ResponseBody, ResponseHead, json_content_type};
 
 /// A client byte stream: plain TCP, or TLS over TCP.
 pub trait Stream: Read + Write + Send + 'static {
@@ -49,10 +54,6 @@ impl Default for Limits {
     }
 }
 
-/// Most bytes of an unread request body drained to keep a connection reusable.
-const MAX_DRAIN_BYTES: u64 = 256 * 1024;
-/// Longest chunk-size or trailer line accepted in a chunked body.
-const MAX_LINE_BYTES: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
 
 pub(crate) enum ReadHeadError {
@@ -69,7 +70,7 @@ pub(crate) struct Conn<S> {
     pos: usize,
 }
 
-impl<S: Stream> Conn<S> {
+impl<S: Read + Write> Conn<S> {
     pub(crate) fn new(stream: S) -> Self {
         Conn {
             stream,
@@ -107,6 +108,53 @@ impl<S: Stream> Conn<S> {
         result
     }
 
+    /// Reads body bytes: from the buffer first, then straight from the stream.
+    pub(crate) fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.buf.len() {
+            let n = out.len().min(self.buf.len() - self.pos);
+            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        loop {
+            match self.stream.read(out) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads one CRLF- (or LF-) terminated line, without the terminator; a
+    /// line longer than `max` bytes (a CR before the LF included) is an error.
+    pub(crate) fn read_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
+                if i > max {
+                    return Err(line_too_long());
+                }
+                let mut line = self.buffered()[..i].to_vec();
+                self.pos += i + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.buffered().len() > max {
+                return Err(line_too_long());
+            }
+            if self.fill()? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    pub(crate) fn write_all_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+}
+
+impl<S: Stream> Conn<S> {
     /// Reads the next request head. `Ok(None)`: the client closed (or stayed idle
     /// past the idle timeout) between requests.
     pub(crate) fn read_head(
@@ -156,47 +204,6 @@ impl<S: Stream> Conn<S> {
             }
         }
     }
-
-    /// Reads body bytes: from the buffer first, then straight from the stream.
-    fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos < self.buf.len() {
-            let n = out.len().min(self.buf.len() - self.pos);
-            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-            self.pos += n;
-            return Ok(n);
-        }
-        loop {
-            match self.stream.read(out) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
-            }
-        }
-    }
-
-    /// Reads one CRLF- (or LF-) terminated line, without the terminator.
-    fn read_line(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
-                let mut line = self.buffered()[..i].to_vec();
-                self.pos += i + 1;
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(line);
-            }
-            if self.buffered().len() > MAX_LINE_BYTES {
-                return Err(invalid_data("chunked body line too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    fn write_all_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
-    }
 }
 
 fn find_head_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
@@ -222,17 +229,8 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn invalid_data(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-/// Where the reading of a request body stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyState {
-    Done,
-    Length(u64),
-    /// Inside a chunk with this many bytes left (0: the next size line is due).
-    Chunk(u64),
+fn line_too_long() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "chunked body line too long")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,45 +238,30 @@ enum ResponseState {
     NotStarted,
     Fixed(u64),
     Chunked,
-    /// Head written, no body allowed (HEAD, 204, 304).
-    NoBody,
+    /// Head and whole body written (or no body allowed: HEAD, 1xx, 204, 304).
     Finished,
     /// A write failed or a fixed-length body came out short: close the connection.
     Broken,
 }
 
 /// One request and its response on a connection.
-pub struct Exchange<'c, S: Stream> {
+pub struct Exchange<'c, S> {
     pub head: RequestHead,
-    pub remote: SocketAddr,
     conn: &'c mut Conn<S>,
-    body: BodyState,
-    continue_pending: bool,
+    body: BodyDecoder,
     response: ResponseState,
     close_after: bool,
     status: u16,
 }
 
-impl<'c, S: Stream> Exchange<'c, S> {
-    pub(crate) fn new(
-        conn: &'c mut Conn<S>,
-        head: RequestHead,
-        remote: SocketAddr,
-        closing: bool,
-    ) -> Self {
-        let body = match head.framing {
-            BodyFraming::None => BodyState::Done,
-            BodyFraming::Length(n) => BodyState::Length(n),
-            BodyFraming::Chunked => BodyState::Chunk(0),
-        };
-        let continue_pending = head.expect_continue && body != BodyState::Done;
+impl<'c, S: Read + Write> Exchange<'c, S> {
+    pub(crate) fn new(conn: &'c mut Conn<S>, head: RequestHead, closing: bool) -> Self {
+        let body = BodyDecoder::new(head.framing, head.expect_continue);
         let close_after = closing || !head.keep_alive;
         Exchange {
             head,
-            remote,
             conn,
             body,
-            continue_pending,
             response: ResponseState::NotStarted,
             close_after,
             status: 0,
@@ -321,41 +304,25 @@ impl<'c, S: Stream> Exchange<'c, S> {
             return Err(io::Error::other("response already started"));
         }
         self.status = status;
-        if self.continue_pending {
-            // The client waits for 100 Continue that will not come: it may or
-            // may not send its body, so the connection cannot be reused.
+        if self.body.response_started() {
+            // The request body is out of step with the client (never asked
+            // for with 100 Continue, or failed): the next request cannot be
+            // found on this connection.
             self.close_after = true;
         }
-        let no_body = self.head.method == "HEAD"
-            || status == 204
-            || status == 304
-            || (100..200).contains(&status);
-        let mut out = Vec::with_capacity(256);
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
-        for (name, value) in headers {
-            let _ = write!(out, "{name}: {value}\r\n");
-        }
-        match length {
-            Some(n) if status != 204 && !(100..200).contains(&status) => {
-                let _ = write!(out, "Content-Length: {n}\r\n");
-            }
-            None if !no_body => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            _ => {}
-        }
-        if self.close_after {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        self.response = match (no_body, length) {
-            (true, _) => ResponseState::NoBody,
-            (false, Some(0)) => ResponseState::Finished,
-            (false, Some(n)) => ResponseState::Fixed(n),
-            (false, None) => ResponseState::Chunked,
+        let head = ResponseHead {
+            status,
+            headers,
+            length,
+            head_request: self.head.method == "HEAD",
+            close: self.close_after,
         };
-        if self.response == ResponseState::NoBody {
-            self.response = ResponseState::Finished;
-        }
-        self.guard(|conn| conn.write_all_flush(&out))
+        self.response = match head.body() {
+            ResponseBody::None => ResponseState::Finished,
+            ResponseBody::Length(n) => ResponseState::Fixed(n),
+            ResponseBody::Chunked => ResponseState::Chunked,
+        };
+        self.guard(|conn| conn.write_all_flush(&head.to_bytes()))
     }
 
     /// Writes and flushes one piece of the response body.
@@ -408,15 +375,8 @@ impl<'c, S: Stream> Exchange<'c, S> {
             }
             ResponseState::Finished => Ok(()),
             ResponseState::NotStarted => Err(io::Error::other("response not started")),
-            ResponseState::NoBody | ResponseState::Broken => Ok(()),
+            ResponseState::Broken => Ok(()),
         }
-    }
-
-    /// Marks the response as cut short: the connection is closed after it, so the
-    /// client sees an incomplete body instead of a silently complete one.
-    pub fn abort(&mut self) {
-        self.response = ResponseState::Broken;
-        let _ = self.conn.stream.socket().shutdown(Shutdown::Both);
     }
 
     /// A whole response with a body already in memory.
@@ -431,24 +391,6 @@ impl<'c, S: Stream> Exchange<'c, S> {
         self.finish()
     }
 
-    /// Whether the client has closed its side (or sent bytes we are not reading
-    /// yet, which only a pipelining client does). Never blocks.
-    pub fn client_gone(&self) -> bool {
-        let socket = self.conn.stream.socket();
-        if socket.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        let gone = match socket.peek(&mut probe) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        };
-        let _ = socket.set_nonblocking(false);
-        gone
-    }
-
     fn guard(&mut self, write: impl FnOnce(&mut Conn<S>) -> io::Result<()>) -> io::Result<()> {
         let result = write(self.conn);
         if result.is_err() {
@@ -458,56 +400,7 @@ impl<'c, S: Stream> Exchange<'c, S> {
     }
 
     fn read_body(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() || self.body == BodyState::Done {
-            return Ok(0);
-        }
-        if self.continue_pending {
-            self.continue_pending = false;
-            self.conn
-                .write_all_flush(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        }
-        match self.body {
-            BodyState::Done => Ok(0),
-            BodyState::Length(left) => {
-                let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = self.conn.read_some(&mut out[..want])?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                let left = left - n as u64;
-                self.body = if left == 0 {
-                    BodyState::Done
-                } else {
-                    BodyState::Length(left)
-                };
-                Ok(n)
-            }
-            BodyState::Chunk(0) => {
-                let line = self.conn.read_line()?;
-                let size = parse_chunk_size(&line)?;
-                if size == 0 {
-                    // Trailer fields, if any, up to the empty line.
-                    while !self.conn.read_line()?.is_empty() {}
-                    self.body = BodyState::Done;
-                    return Ok(0);
-                }
-                self.body = BodyState::Chunk(size);
-                self.read_body(out)
-            }
-            BodyState::Chunk(left) => {
-                let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let n = self.conn.read_some(&mut out[..want])?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                let left = left - n as u64;
-                if left == 0 && !self.conn.read_line()?.is_empty() {
-                    return Err(invalid_data("chunk not followed by CRLF"));
-                }
-                self.body = BodyState::Chunk(left);
-                Ok(n)
-            }
-        }
+        self.body.read(self.conn, out)
     }
 
     /// Brings the exchange to an end; returns whether the connection can carry
@@ -529,84 +422,335 @@ impl<'c, S: Stream> Exchange<'c, S> {
         if self.response != ResponseState::Finished || self.close_after {
             return false;
         }
-        if self.body != BodyState::Done {
-            if self.continue_pending {
-                return false;
-            }
-            let mut sink = [0u8; 8192];
-            let mut drained = 0u64;
-            while self.body != BodyState::Done {
-                match self.read_body(&mut sink) {
-                    Ok(n) => drained += n as u64,
-                    Err(_) => return false,
-                }
-                if drained > MAX_DRAIN_BYTES {
-                    return false;
-                }
-            }
+        // An unread body is drained (bounded) so the next request is found;
+        // a body that failed, or was never asked for, ends the connection.
+        self.body.drain(self.conn)
+    }
+}
+
+impl<S: Stream> Exchange<'_, S> {
+    /// Marks the response as cut short: the connection is closed after it, so the
+    /// client sees an incomplete body instead of a silently complete one.
+    pub fn abort(&mut self) {
+        self.response = ResponseState::Broken;
+        let _ = self.conn.stream.socket().shutdown(Shutdown::Both);
+    }
+
+    /// Whether the client has closed its side (or sent bytes we are not reading
+    /// yet, which only a pipelining client does). Never blocks.
+    pub fn client_gone(&self) -> bool {
+        let socket = self.conn.stream.socket();
+        if socket.set_nonblocking(true).is_err() {
+            return true;
         }
-        true
+        let mut probe = [0u8; 1];
+        let gone = match socket.peek(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        };
+        let _ = socket.set_nonblocking(false);
+        gone
     }
-}
-
-pub(crate) fn json_content_type() -> Vec<(String, String)> {
-    vec![("Content-Type".to_string(), "application/json".to_string())]
-}
-
-fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
-    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
-    let digits = std::str::from_utf8(digits)
-        .map_err(|_| invalid_data("chunk size"))?
-        .trim();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(invalid_data("chunk size"));
-    }
-    u64::from_str_radix(digits, 16).map_err(|_| invalid_data("chunk size"))
 }
 
 /// The request body as a reader; ends at the end of the body, not of the stream.
-pub struct BodyReader<'e, 'c, S: Stream> {
+pub struct BodyReader<'e, 'c, S> {
     exchange: &'e mut Exchange<'c, S>,
 }
 
-impl<S: Stream> Read for BodyReader<'_, '_, S> {
+impl<S: Read + Write> Read for BodyReader<'_, '_, S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         self.exchange.read_body(out)
     }
 }
 
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        409 => "Conflict",
-        410 => "Gone",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body::MAX_DRAIN_BYTES;
+    use crate::http::memory::{Memory, unread};
+
+    /// What one exchange left behind: whether the connection may carry another
+    /// request, what the hub wrote, and what it left unread.
+    struct Outcome {
+        reusable: bool,
+        written: String,
+        unread: Vec<u8>,
+    }
+
+    /// Runs `handler` on one request (`head` without its empty line, then
+    /// `rest` on the wire) and completes the exchange as the server does.
+    fn exchange(
+        head: &str,
+        rest: &[u8],
+        handler: impl FnOnce(&mut Exchange<'_, Memory>),
+    ) -> Outcome {
+        let head = parse_head(head.as_bytes()).unwrap_or_else(|e| panic!("{head:?}: {e}"));
+        let mut conn = Conn::new(Memory::new(rest));
+        let mut exchange = Exchange::new(&mut conn, head, false);
+        handler(&mut exchange);
+        let reusable =
+            exchange.complete(&|status, message| format!("{status} {message}").into_bytes());
+        let unread = unread(&mut conn);
+        Outcome {
+            reusable,
+            written: String::from_utf8_lossy(&conn.stream.output).into_owned(),
+            unread,
+        }
+    }
+
+    fn read_all(exchange: &mut Exchange<'_, Memory>) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        exchange.body().read_to_end(&mut body).map(|_| body)
+    }
+
+    fn ok(exchange: &mut Exchange<'_, Memory>) {
+        exchange.respond(200, &[], b"ok").unwrap();
+    }
+
+    const NEXT: &[u8] = b"GET /next HTTP/1.1\r\n\r\n";
+
+    fn with_next(body: &[u8]) -> Vec<u8> {
+        [body, NEXT].concat()
+    }
+
+    #[test]
+    fn read_body_leaves_the_connection_at_the_next_request() {
+        let outcome = exchange(
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\n",
+            &with_next(b"hello"),
+            |exchange| {
+                assert_eq!(read_all(exchange).unwrap(), b"hello");
+                ok(exchange);
+            },
+        );
+        assert!(outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+        assert_eq!(outcome.unread, NEXT);
+    }
+
+    #[test]
+    fn unread_body_within_the_drain_limit_is_drained() {
+        let body = vec![b'x'; MAX_DRAIN_BYTES as usize];
+        let outcome = exchange(
+            &format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n", body.len()),
+            &with_next(&body),
+            ok,
+        );
+        assert!(outcome.reusable);
+        assert_eq!(outcome.unread, NEXT);
+    }
+
+    #[test]
+    fn unread_body_past_the_drain_limit_closes_the_connection() {
+        let body = vec![b'x'; MAX_DRAIN_BYTES as usize + 1];
+        let outcome = exchange(
+            &format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n", body.len()),
+            &with_next(&body),
+            ok,
+        );
+        assert!(!outcome.reusable);
+    }
+
+    #[test]
+    fn bad_chunk_size_closes_the_connection_instead_of_reading_on() {
+        // After the bad size line, the bytes would parse as the end of the
+        // body and a second request: neither may be read.
+        let outcome = exchange(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+            b"zz\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            |exchange| {
+                assert!(read_all(exchange).is_err());
+                exchange.respond(400, &[], b"bad").unwrap();
+            },
+        );
+        assert!(!outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad"
+        );
+        assert_eq!(outcome.unread, b"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn bad_crlf_after_a_chunk_closes_the_connection() {
+        let outcome = exchange(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+            &with_next(b"5\r\nhelloXX\r\n0\r\n\r\n"),
+            |exchange| {
+                assert!(read_all(exchange).is_err());
+                ok(exchange);
+            },
+        );
+        assert!(!outcome.reusable);
+    }
+
+    #[test]
+    fn short_body_is_an_error_and_closes_the_connection() {
+        let outcome = exchange(
+            "POST / HTTP/1.1\r\nContent-Length: 10\r\n",
+            b"hello",
+            |exchange| {
+                let err = read_all(exchange).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+                ok(exchange);
+            },
+        );
+        assert!(!outcome.reusable);
+    }
+
+    #[test]
+    fn continue_comes_before_the_body_is_read_and_before_the_response() {
+        let outcome = exchange(
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n",
+            &with_next(b"hello"),
+            |exchange| {
+                assert!(exchange.conn.stream.output.is_empty(), "sent before a read");
+                assert_eq!(read_all(exchange).unwrap(), b"hello");
+                ok(exchange);
+            },
+        );
+        assert!(outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+        assert_eq!(outcome.unread, NEXT);
+    }
+
+    #[test]
+    fn continue_is_never_sent_after_the_response_started() {
+        let outcome = exchange(
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n",
+            &with_next(b"hello"),
+            |exchange| {
+                exchange.start_response(200, &[], None).unwrap();
+                assert!(read_all(exchange).is_err());
+                exchange.finish().unwrap();
+            },
+        );
+        assert!(!outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn body_never_asked_for_is_not_drained() {
+        let outcome = exchange(
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n",
+            &with_next(b"hello"),
+            ok,
+        );
+        assert!(!outcome.reusable);
+        assert!(!outcome.written.contains("100 Continue"));
+        assert!(outcome.written.contains("Connection: close\r\n"));
+        assert_eq!(outcome.unread, with_next(b"hello"));
+    }
+
+    #[test]
+    fn chunked_response_is_framed_and_ended() {
+        let outcome = exchange("GET /watch HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], None).unwrap();
+            exchange.write_body(b"event one").unwrap();
+            exchange.write_body(b"").unwrap();
+            exchange.write_body(b"event two!").unwrap();
+            exchange.finish().unwrap();
+        });
+        assert!(outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             9\r\nevent one\r\na\r\nevent two!\r\n0\r\n\r\n"
+        );
+        assert_eq!(outcome.unread, NEXT);
+    }
+
+    #[test]
+    fn answer_to_head_sends_no_body() {
+        let outcome = exchange("HEAD / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.respond(200, &[], b"not sent").unwrap();
+        });
+        assert!(outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_content_and_not_modified_send_no_body() {
+        for status in [204, 304] {
+            let outcome = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+                exchange.start_response(status, &[], None).unwrap();
+                assert!(exchange.write_body(b"x").is_err());
+                exchange.finish().unwrap();
+            });
+            assert!(outcome.reusable, "{status}");
+            assert_eq!(
+                outcome.written,
+                format!(
+                    "HTTP/1.1 {status} {}\r\n\r\n",
+                    crate::http::response_head::reason_phrase(status)
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn response_shorter_than_its_length_closes_the_connection() {
+        let outcome = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], Some(10)).unwrap();
+            exchange.write_body(b"short").unwrap();
+        });
+        assert!(!outcome.reusable);
+    }
+
+    #[test]
+    fn response_longer_than_its_length_is_refused() {
+        let outcome = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], Some(2)).unwrap();
+            assert!(exchange.write_body(b"too long").is_err());
+        });
+        assert!(!outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_close_is_announced_when_the_client_asks_for_it() {
+        let outcome = exchange("GET / HTTP/1.1\r\nConnection: close\r\n", NEXT, ok);
+        assert!(!outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn handler_without_a_response_gets_a_closing_500() {
+        let outcome = exchange("GET / HTTP/1.1\r\n", NEXT, |_| {});
+        assert!(!outcome.reusable);
+        assert_eq!(
+            outcome.written,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+             Content-Length: 32\r\nConnection: close\r\n\r\n500 the hub produced no response"
+        );
+    }
+
+    #[test]
+    fn second_response_is_refused() {
+        exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            ok(exchange);
+            assert!(exchange.start_response(200, &[], None).is_err());
+        });
     }
 }

@@ -31,7 +31,6 @@ pub struct RequestHead {
     pub path: String,
     /// Query part of the request target without the `?`, still percent-encoded.
     pub query: String,
-    pub version: Version,
     /// Header fields in arrival order, names as the client wrote them.
     pub headers: Vec<(String, String)>,
     pub framing: BodyFraming,
@@ -177,7 +176,6 @@ pub fn parse_head(bytes: &[u8]) -> Result<RequestHead, HeadError> {
         method: method.to_string(),
         path,
         query,
-        version,
         headers,
         framing,
         keep_alive,

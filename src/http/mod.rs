@@ -5,13 +5,16 @@
 //! threads, a header size limit, idle and read deadlines, an accept loop that
 //! survives fd exhaustion, and responses flushed as they are written.
 
+mod body;
 mod conn;
 mod head;
+#[cfg(test)]
+mod memory;
+mod response_head;
 mod server;
 mod tls;
 
-pub use conn::{BodyReader, Exchange, Limits, Stream, reason_phrase};
-pub use head::{BodyFraming, RequestHead, Version, header_value};
+pub use conn::{Exchange, Limits, Stream};
 pub use server::{
     Acceptor, ErrorBody, Handler, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, spawn,
 };

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Exchange, Limits, ReadHeadError, Stream, json_content_type};
+use super::conn::{Conn, Exchange, Limits, ReadHeadError, Stream};
+use super::response_head::{ResponseHead, json_content_type};
 
 /// Answers requests. Called on a connection thread; may block (a watch does).
 pub trait Handler<S: Stream>: Send + Sync + 'static {
@@ -188,13 +189,9 @@ impl Drop for OpenConnection {
 /// Answers 503 on a connection we will not serve, without blocking the accept loop.
 fn reject_busy(tcp: TcpStream, config: &ServerConfig) {
     let body = (config.error_body)(503, "too many open connections to the hub, retry later");
-    let mut out = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
+    let mut headers = json_content_type();
+    headers.push(("Retry-After".to_string(), "1".to_string()));
+    let out = canned_response(503, &headers, &body);
     let _ = tcp.set_nonblocking(true);
     // Read what already arrived so closing does not turn into a reset that
     // would destroy the answer before the client reads it.
@@ -262,7 +259,7 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
             .socket()
             .set_read_timeout(Some(config.limits.body_read_timeout));
         let closing = stopping.load(Ordering::SeqCst);
-        let mut exchange = Exchange::new(&mut conn, head, remote, closing);
+        let mut exchange = Exchange::new(&mut conn, head, closing);
         handler.handle(&mut exchange);
         if !exchange.complete(&*config.error_body) {
             let _ = conn.stream.flush();
@@ -272,24 +269,50 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
     }
 }
 
+/// Answers a request head the listener refused; the connection closes after it.
 fn write_error<S: Stream>(conn: &mut Conn<S>, status: u16, body: &[u8]) {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\n",
-        super::conn::reason_phrase(status)
-    )
-    .into_bytes();
-    for (name, value) in json_content_type() {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(body);
+    let out = canned_response(status, &json_content_type(), body);
     let _ = conn.stream.write_all(&out);
     let _ = conn.stream.flush();
     let _ = conn.stream.socket().shutdown(Shutdown::Write);
+}
+
+/// A whole response the listener answers itself, head and body, after which
+/// the connection closes.
+fn canned_response(status: u16, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let head = ResponseHead {
+        status,
+        headers,
+        length: Some(body.len() as u64),
+        head_request: false,
+        close: true,
+    };
+    let mut out = head.to_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_answer_is_a_closing_503_with_retry_after() {
+        let mut headers = json_content_type();
+        headers.push(("Retry-After".to_string(), "1".to_string()));
+        assert_eq!(
+            String::from_utf8(canned_response(503, &headers, b"{}")).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn refused_head_gets_a_closing_json_answer() {
+        assert_eq!(
+            String::from_utf8(canned_response(431, &json_content_type(), b"{}")).unwrap(),
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+    }
 }

@@ -1,0 +1,63 @@
+//! An in-memory client connection for unit tests, so the body decoder and the
+//! exchange can be checked on byte slices without sockets.
+
+use std::io::{self, Read, Write};
+
+use super::conn::Conn;
+
+/// What a client sent (handed out at most `piece` bytes per read, to cross
+/// buffer refills) and what the hub wrote back.
+pub(crate) struct Memory {
+    input: Vec<u8>,
+    at: usize,
+    piece: usize,
+    pub(crate) output: Vec<u8>,
+}
+
+impl Memory {
+    pub(crate) fn new(input: &[u8]) -> Memory {
+        Memory::in_pieces(input, usize::MAX)
+    }
+
+    pub(crate) fn in_pieces(input: &[u8], piece: usize) -> Memory {
+        Memory {
+            input: input.to_vec(),
+            at: 0,
+            piece,
+            output: Vec::new(),
+        }
+    }
+}
+
+impl Read for Memory {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = out.len().min(self.piece).min(self.input.len() - self.at);
+        out[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Write for Memory {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything still unread on a connection: buffered bytes, then the stream's.
+pub(crate) fn unread(conn: &mut Conn<Memory>) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let mut piece = [0u8; 4096];
+    loop {
+        match conn.read_some(&mut piece) {
+            Ok(0) => return rest,
+            Ok(n) => rest.extend_from_slice(&piece[..n]),
+            Err(e) => panic!("reading an in-memory connection: {e}"),
+        }
+    }
+}
