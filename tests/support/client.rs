@@ -349,10 +349,6 @@ impl RawStream {
     pub fn status(&self) -> u16 {
         self.status
     }
-    /// Response headers, names lowercased.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }
@@ -528,10 +524,6 @@ impl RawStream {
     /// Closes the connection (both directions) now.
     pub fn close(self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.sock.local_addr().expect("local_addr")
     }
 }
 

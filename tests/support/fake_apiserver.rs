@@ -287,10 +287,7 @@ static TOKEN_SERIAL: AtomicU64 = AtomicU64::new(1);
 /// A token the fake issued.
 #[derive(Clone, Debug)]
 pub struct IssuedToken {
-    pub namespace: String,
     pub service_account: String,
-    /// After defaulting.
-    pub audiences: Vec<String>,
     /// `spec.boundObjectRef.name` of the request.
     pub bound_object_name: Option<String>,
     pub token: String,
@@ -328,12 +325,6 @@ impl TokenIssuer {
             expiry: Arc::new(Mutex::new(TokenExpiry::In(lifetime))),
             issued: Arc::new(Mutex::new(Vec::new())),
         }
-    }
-    /// Tokens that expired `ago` before they were issued.
-    pub fn expired(ago: Duration) -> TokenIssuer {
-        let issuer = TokenIssuer::new(Duration::ZERO);
-        issuer.set_expired(ago);
-        issuer
     }
     /// Later tokens expire `lifetime` after they are issued.
     pub fn set_lifetime(&self, lifetime: Duration) {
@@ -435,9 +426,7 @@ impl TokenIssuer {
         );
         let expiration_timestamp = k8s_wire::rfc3339(expires_at);
         lock(&self.issued).push(IssuedToken {
-            namespace: namespace.to_string(),
             service_account: sa.to_string(),
-            audiences: audiences.clone(),
             bound_object_name: bound.and_then(|b| b["name"].as_str()).map(String::from),
             token: token.clone(),
             expiration_timestamp: expiration_timestamp.clone(),
@@ -532,8 +521,6 @@ pub struct RecordedRequest {
     pub body: Vec<u8>,
     /// CN of the verified client certificate of the TLS connection.
     pub client_cert_cn: Option<String>,
-    /// When the request head had been fully read.
-    pub received_at: Instant,
     /// Identifies the TCP connection (to check connection reuse).
     pub conn_id: u64,
 }
@@ -552,17 +539,6 @@ impl RecordedRequest {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (percent_decode(k) == name).then(|| percent_decode(v))
         })
-    }
-    pub fn body_str(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    /// Path plus `?query` when there is one.
-    pub fn path_and_query(&self) -> String {
-        if self.query.is_empty() {
-            self.path.clone()
-        } else {
-            format!("{}?{}", self.path, self.query)
-        }
     }
 }
 
@@ -596,10 +572,6 @@ fn percent_decode(s: &str) -> String {
 /// One chunk written by a `Behaviour::Stream`.
 #[derive(Clone, Debug)]
 pub struct ChunkWrite {
-    pub conn_id: u64,
-    pub path: String,
-    /// Index of the chunk within its stream.
-    pub index: usize,
     pub data: Vec<u8>,
     /// When the chunk had been written and flushed to the socket.
     pub written_at: Instant,
@@ -768,9 +740,6 @@ impl FakeApiserver {
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
-    pub fn port(&self) -> u16 {
-        self.port
-    }
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -784,10 +753,6 @@ impl FakeApiserver {
             path: path.to_string(),
             behaviour,
         });
-    }
-    /// Removes all routes added with `route` (defaults stay).
-    pub fn clear_routes(&self) {
-        lock(&self.shared.routes).clear();
     }
     /// Status code of the default `GET /readyz` route (200 answers `ok`).
     pub fn set_readyz(&self, status: u16) {
@@ -1201,8 +1166,7 @@ impl Conn<'_> {
                 return Ok(Next::Abort);
             }
         };
-        let received_at = Instant::now();
-        let deadline = received_at + REQUEST_TIMEOUT;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
         let head: Vec<u8> = self.buf.drain(..head_end + 4).collect();
         let head = String::from_utf8_lossy(&head[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
@@ -1258,7 +1222,6 @@ impl Conn<'_> {
             headers,
             body,
             client_cert_cn: self.cn.clone(),
-            received_at,
             conn_id: self.id,
         };
         lock(&self.shared.requests).push(request.clone());
@@ -1403,7 +1366,7 @@ impl Conn<'_> {
                 .as_bytes(),
         );
         self.write_all(&out)?;
-        for (index, (delay, data)) in chunks.into_iter().enumerate() {
+        for (delay, data) in chunks {
             if !delay.is_zero() && !self.shared.pause(self.generation, delay) {
                 return Ok(Next::Abort);
             }
@@ -1415,13 +1378,7 @@ impl Conn<'_> {
             frame.extend_from_slice(b"\r\n");
             self.write_all(&frame)?;
             let written_at = Instant::now();
-            lock(&self.shared.chunks).push(ChunkWrite {
-                conn_id: self.id,
-                path: req.path.clone(),
-                index,
-                data,
-                written_at,
-            });
+            lock(&self.shared.chunks).push(ChunkWrite { data, written_at });
         }
         match end {
             StreamEnd::Finish => {

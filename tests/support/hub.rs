@@ -1,8 +1,8 @@
 //! Runs the real `yurthub` binary for a test, in its own temporary
 //! directory, on free loopback ports. Dropping a `Hub` kills the process.
 
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -141,13 +141,61 @@ impl Hub {
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    /// The value of an unlabelled metric (0 when absent).
-    pub fn metric(&self, name: &str) -> u64 {
-        let prefix = format!("{name} ");
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-            .unwrap_or(0)
+    /// The value of one series of the hub's `/metrics`: its name, followed by
+    /// its labels as the hub renders them when it has any, e.g.
+    /// `node_yurthub_accept_errors_total{listener="proxy"}`. Panics with the
+    /// metrics text when the series is missing, so that a misspelt or renamed
+    /// series fails the test instead of reading as 0.
+    pub fn metric(&self, series: &str) -> u64 {
+        let text = self.metrics();
+        let prefix = format!("{series} ");
+        let Some(value) = text.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+            panic!("the hub's /metrics has no series {series}\n--- metrics ---\n{text}");
+        };
+        value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{series} is {value:?}, not a count: {e}"))
+    }
+
+    /// Whether `node_yurthub_server_healthy_status{server="URL"}` reads 1. It
+    /// reads 0 both before the first probe and once the server is unhealthy.
+    pub fn server_healthy(&self, server_url: &str) -> bool {
+        let series = format!("node_yurthub_server_healthy_status{{server=\"{server_url}\"}}");
+        match self.metric(&series) {
+            0 => false,
+            1 => true,
+            other => panic!("{series} is {other}, neither 0 nor 1"),
+        }
+    }
+
+    /// Waits until the hub reports the apiserver at `server_url` healthy (or
+    /// unhealthy); panics with the log otherwise. Healthy: the health gauge
+    /// reads 1. Unhealthy: the gauge reads 0 and the hub's last verdict on that
+    /// server in its log is "unhealthy", since the gauge alone also reads 0
+    /// before the first probe. A verdict from earlier in the log does not count
+    /// once a later one replaced it, so this also works for a second outage.
+    pub fn wait_server_health(&self, server_url: &str, healthy: bool, timeout: Duration) {
+        let reached = super::wait_until(timeout, || {
+            self.server_healthy(server_url) == healthy
+                && (healthy || self.last_logged_health(server_url) == Some(false))
+        });
+        if !reached {
+            let wanted = if healthy { "healthy" } else { "unhealthy" };
+            panic!(
+                "the hub never reported {server_url} {wanted} within {timeout:?}\n--- log ---\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// The last verdict the hub logged on the apiserver at `server_url`
+    /// (`apiserver URL is healthy` / `is unhealthy: why`); `None` before the first.
+    fn last_logged_health(&self, server_url: &str) -> Option<bool> {
+        let log = self.log();
+        let needle = format!("apiserver {server_url} is ");
+        let at = log.rfind(&needle)? + needle.len();
+        Some(log[at..].starts_with("healthy"))
     }
 
     /// `http://127.0.0.1:SERVE_PORT`
@@ -157,22 +205,8 @@ impl Hub {
     pub fn proxy_port(&self) -> u16 {
         self.proxy_port
     }
-    pub fn serve_port(&self) -> u16 {
-        self.serve_port
-    }
-    /// The hub's temporary directory (holds `cache/`, `root/`, `hub.log`).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.path().join("cache")
-    }
-    pub fn root_dir(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-    /// The full argument list.
-    pub fn args(&self) -> &[String] {
-        &self.args
     }
     /// Everything the process wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
@@ -283,11 +317,6 @@ impl Hub {
                 self.log()
             );
         }
-    }
-
-    /// Opens the log file for reading (e.g. to follow it).
-    pub fn log_file(&self) -> File {
-        File::open(&self.log_path).expect("open hub log")
     }
 }
 

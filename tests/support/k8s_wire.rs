@@ -399,9 +399,9 @@ pub fn pb_list(kind: &str, api_version: &str, rv: u64, objects: &[Vec<u8>]) -> V
 }
 
 enum PbValue<'a> {
-    Varint(u64),
     Bytes(&'a [u8]),
-    Fixed,
+    /// A varint or fixed-size number: skipped, the tests never look at one.
+    Number,
 }
 
 fn get_varint(data: &[u8], pos: &mut usize) -> Option<u64> {
@@ -425,10 +425,13 @@ fn pb_fields(data: &[u8]) -> Option<Vec<(u32, PbValue<'_>)>> {
         let key = get_varint(data, &mut pos)?;
         let field = u32::try_from(key >> 3).ok()?;
         let value = match key & 7 {
-            0 => PbValue::Varint(get_varint(data, &mut pos)?),
+            0 => {
+                get_varint(data, &mut pos)?;
+                PbValue::Number
+            }
             1 | 5 => {
                 pos += if key & 7 == 1 { 8 } else { 4 };
-                PbValue::Fixed
+                PbValue::Number
             }
             2 => {
                 let len = usize::try_from(get_varint(data, &mut pos)?).ok()?;

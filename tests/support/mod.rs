@@ -1,4 +1,6 @@
-//! Test support library shared by the integration tests (`mod support;`).
+//! Test support library shared by the integration tests and the end-to-end
+//! tests: `tests/integration/main.rs` and `tests/e2e/main.rs` both include it
+//! with `#[path = "../support/mod.rs"] mod support;`.
 //!
 //! Independent of the hub's own code on purpose: the fake apiserver has its
 //! own minimal HTTP/1.1 implementation so the tests do not share bugs with
@@ -8,29 +10,18 @@
 //! time, background threads stop by themselves (on drop or after a bounded
 //! timeout), and waiting is done by polling a condition against a deadline.
 
-// Each test binary compiles this module on its own and uses a different
-// subset of the helpers, so unused ones would otherwise warn in every binary.
-#![allow(dead_code)]
-
 pub mod client;
 pub mod fake_apiserver;
 pub mod hub;
 pub mod k8s_wire;
 pub mod pki;
-pub mod testbed;
 
-#[allow(unused_imports)] // re-exports for convenience; not every test binary uses all
-pub use fake_apiserver::{
-    Behaviour, ChunkWrite, FakeApiserver, IssuedToken, RecordedRequest, StreamEnd, TokenIssuer,
-};
-#[allow(unused_imports)]
+pub use fake_apiserver::{Behaviour, FakeApiserver, StreamEnd, TokenIssuer};
 pub use hub::Hub;
-#[allow(unused_imports)]
 pub use k8s_wire::{
     Encoding, json_event, json_initial_events_end_bookmark, pb_event,
     pb_initial_events_end_bookmark,
 };
-#[allow(unused_imports)]
 pub use pki::TestPki;
 
 use std::time::{Duration, Instant};

@@ -20,7 +20,6 @@ pub const ADMIN_ORG: &str = "system:masters";
 pub struct TestPki {
     dir: tempfile::TempDir,
     ca_issuer: Issuer<'static, KeyPair>,
-    ca_pem: String,
     ca_der: CertificateDer<'static>,
     server_config: Arc<rustls::ServerConfig>,
     client_cert_der: CertificateDer<'static>,
@@ -95,7 +94,6 @@ impl TestPki {
         TestPki {
             dir,
             ca_issuer,
-            ca_pem,
             ca_der,
             server_config: Arc::new(server_config),
             client_cert_der,
@@ -122,9 +120,6 @@ impl TestPki {
     /// `ca.crt` (PEM).
     pub fn ca_path(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
-    }
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
     }
     pub fn ca_der(&self) -> &CertificateDer<'static> {
         &self.ca_der

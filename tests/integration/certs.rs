@@ -1,13 +1,11 @@
 //! Client certificates: following kubelet's rotation of its certificate file
 //! under a running hub, and reporting a bad one without failing requests.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::client;
-use support::{Behaviour, FakeApiserver, Hub, TestPki, wait_until};
+use crate::support::{self, client};
+use crate::support::{Behaviour, FakeApiserver, Hub, TestPki, wait_until};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -66,7 +64,7 @@ fn a_rotated_client_certificate_is_used_without_a_restart_or_a_failed_request() 
         hub.log()
     );
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
-    hub.expect_log("client certificate", WAIT);
+    hub.expect_log("now CN \"system:node:edge-1-rotated\"", WAIT);
 
     // A broken file is reported; the last good identity keeps working.
     std::fs::write(

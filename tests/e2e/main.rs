@@ -2,6 +2,11 @@
 //! kubelet), started by `scripts/testbed.sh`. `scripts/test.sh` installs the
 //! test bed before running these.
 //!
+//! Opt-in: every test here is `#[ignore]`d, so a plain `cargo test` on a
+//! machine without the test bed passes and lists them as ignored. The README's
+//! test command (`scripts/test.sh`) runs them with `--include-ignored`; by hand:
+//! `scripts/testbed.sh install`, then `cargo test --test e2e -- --include-ignored`.
+//!
 //! Contents:
 //! - kubectl: create, get, list, patch, delete and `get -w` through the hub
 //! - kubemark: a hollow kubelet registers through the hub and stays Ready
@@ -16,7 +21,13 @@
 //! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
 //!   hub; a pod's service-account token over the secure port
 
+// The end-to-end tests use only part of the support library they share with
+// the integration tests (the hub and the HTTP client, not the fake apiserver),
+// whose binary uses all of it.
+#[allow(dead_code, unused_imports)]
+#[path = "../support/mod.rs"]
 mod support;
+mod testbed;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -24,11 +35,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::testbed::{
+use support::{Hub, wait_until};
+use testbed::{
     KubectlStream, Testbed, kubectl, kubectl_ok, modern_kubectl, run_kubectl, run_kubectl_ok,
     write_kubeconfig,
 };
-use support::{Hub, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -62,6 +73,7 @@ fn requests_counted(hub: &Hub, component: &str, verb: &str, resource: &str) -> u
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn kubectl_creates_reads_patches_watches_and_deletes_through_the_hub() {
     let bed = Testbed::up(&[]);
     let hub = hub_for(&bed, "ADMIN_PEM", &[]);
@@ -187,6 +199,7 @@ fn kubectl_creates_reads_patches_watches_and_deletes_through_the_hub() {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn hollow_kubelet_registers_its_node_through_the_hub_and_stays_ready() {
     let mut bed = Testbed::up(&[]);
     // The hub presents the node's certificate, as it does with kubelet's on a real node.
@@ -225,24 +238,14 @@ fn hollow_kubelet_registers_its_node_through_the_hub_and_stays_ready() {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
     let bed = Testbed::up(&["--apiservers", "2", "--audit"]);
     let hub = hub_for(&bed, "ADMIN_PEM", &["--lb-mode", "rr"]);
     let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
-    let healthy = |i: usize, value: u8| {
-        let url = format!(
-            "https://127.0.0.1:{}",
-            bed.env(&format!("APISERVER_{i}_PORT"))
-        );
-        hub.metrics().contains(&format!(
-            "node_yurthub_server_healthy_status{{server=\"{url}\"}} {value}"
-        ))
-    };
-    assert!(
-        wait_until(WAIT, || healthy(0, 1) && healthy(1, 1)),
-        "{}",
-        hub.log()
-    );
+    let (first, second) = (bed.env("APISERVER_0_URL"), bed.env("APISERVER_1_URL"));
+    hub.wait_server_health(&first, true, WAIT);
+    hub.wait_server_health(&second, true, WAIT);
 
     for _ in 0..10 {
         kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
@@ -258,16 +261,12 @@ fn round_robin_reaches_both_apiservers_and_survives_losing_one() {
     }
 
     bed.stop_apiserver(1);
-    assert!(
-        wait_until(WAIT, || healthy(1, 0)),
-        "the health checker never noticed\n{}",
-        hub.log()
-    );
+    hub.wait_server_health(&second, false, WAIT);
     for _ in 0..10 {
         kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
     }
     bed.start_apiserver(1);
-    assert!(wait_until(WAIT, || healthy(1, 1)), "{}", hub.log());
+    hub.wait_server_health(&second, true, WAIT);
     kubectl_ok(&kc, &["get", "namespace", "default", "-o", "name"]);
 }
 
@@ -297,6 +296,7 @@ fn signal(name: &str, pid: &str) {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn a_watch_from_a_stopped_kube_apiserver_ends_once_the_hub_marks_it_unhealthy() {
     let bed = Testbed::up(&[]);
     let hub = hub_for(
@@ -340,10 +340,8 @@ fn a_watch_from_a_stopped_kube_apiserver_ends_once_the_hub_marks_it_unhealthy() 
 
     // The process keeps its sockets and answers nothing: no reset, no end.
     let stopped = Stopped::stop(bed.env("APISERVER_0_PID"));
-    hub.expect_log(
-        &format!("apiserver {} is unhealthy", bed.env("APISERVER_0_URL")),
-        WAIT,
-    );
+    let server = bed.env("APISERVER_0_URL");
+    hub.wait_server_health(&server, false, WAIT);
     watch.read_to_end(WAIT);
     assert!(
         watch.is_ended(),
@@ -362,13 +360,9 @@ fn a_watch_from_a_stopped_kube_apiserver_ends_once_the_hub_marks_it_unhealthy() 
     assert_eq!(again.status(), 200);
     assert!(again.read_to_end(WAIT).is_empty());
     assert!(again.is_ended());
+    // Healthy again once it runs again.
     drop(stopped);
-    let healthy = format!("apiserver {} is healthy", bed.env("APISERVER_0_URL"));
-    assert!(
-        wait_until(WAIT, || hub.log().matches(&healthy).count() >= 2),
-        "healthy again once it runs again\n{}",
-        hub.log()
-    );
+    hub.wait_server_health(&server, true, WAIT);
 }
 
 fn configmap_names(output: &str) -> Vec<String> {
@@ -390,6 +384,7 @@ fn configmap_names(output: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_restart() {
     let bed = Testbed::up(&[]);
     let mut hub = hub_for(
@@ -453,15 +448,7 @@ fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_res
         .is_ok_and(|t| t.contains("\"app\":\"web\""))));
 
     bed.stop_apiserver(0);
-    let unhealthy = format!(
-        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
-        bed.env("SERVER_ADDRS")
-    );
-    assert!(
-        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
-        "{}",
-        hub.log()
-    );
+    hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
     let read_offline = |hub: &Hub| {
         let one: serde_json::Value = serde_json::from_str(&kubectl_ok(
             &kc,
@@ -503,15 +490,7 @@ fn kubectl_reads_from_the_cache_while_the_apiserver_is_down_and_across_a_hub_res
 
     bed.start_apiserver(0);
     // Offline, a create is only echoed: wait until the hub really forwards again.
-    let healthy = format!(
-        "node_yurthub_server_healthy_status{{server=\"{}\"}} 1",
-        bed.env("SERVER_ADDRS")
-    );
-    assert!(
-        wait_until(WAIT, || hub.metrics().contains(&healthy)),
-        "{}",
-        hub.log()
-    );
+    hub.wait_server_health(&bed.env("APISERVER_0_URL"), true, WAIT);
     assert!(wait_until(WAIT, || kubectl(
         &kc,
         &[
@@ -576,6 +555,7 @@ fn failed_reads(log: &str) -> Vec<&str> {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_pods() {
     let mut bed = Testbed::up(&[]);
     let hub = hub_for(
@@ -673,18 +653,9 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
 
     // The cloud goes away, and the node reboots while offline.
     bed.stop_apiserver(0);
-    let unhealthy = format!(
-        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
-        bed.env("SERVER_ADDRS")
-    );
-    assert!(
-        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
-        "{}",
-        hub.log()
-    );
+    hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
     bed.script_ok(&["stop-kubemark", &bed.dir().display().to_string()]);
     let offline_from = bed.read("logs/kubemark.log").len();
-    let answered_before = hub.metrics();
     bed.kubemark(&kc, false);
     // Give it time to start, list, watch, register and renew its lease twice.
     let offline_answers = || hub.metric("node_yurthub_offline_answers_total");
@@ -704,7 +675,6 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
         "failed reads while offline:\n{}",
         failures.join("\n")
     );
-    assert!(!answered_before.is_empty());
     eprintln!("--- hollow kubelet while offline ---\n{offline_log}\n--- end ---");
 
     // The cloud returns: lease and node status resume, the pods are the same.
@@ -803,12 +773,14 @@ fn forbidden_user(output: &std::process::Output) -> String {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn a_node_joins_with_a_bootstrap_token_and_reuses_its_certificate_after_a_restart() {
     let bed = Testbed::up(&["--controller-manager"]);
     let admin = bed.admin_kubeconfig();
     let manifest = bed.dir().join("bootstrap.yaml");
     std::fs::write(&manifest, BOOTSTRAP).unwrap();
     kubectl_ok(&admin, &["apply", "-f", &manifest.display().to_string()]);
+    let root_dir = bed.dir().join("hub-root");
     let mut hub = hub_for(
         &bed,
         "ADMIN_PEM",
@@ -817,6 +789,8 @@ fn a_node_joins_with_a_bootstrap_token_and_reuses_its_certificate_after_a_restar
             "abcdef.0123456789abcdef",
             "--kubelet-client-certificate",
             "/nonexistent.pem",
+            "--root-dir",
+            &root_dir.display().to_string(),
         ],
     );
     hub.expect_log(
@@ -824,7 +798,7 @@ fn a_node_joins_with_a_bootstrap_token_and_reuses_its_certificate_after_a_restar
         Duration::from_secs(60),
     );
     hub.expect_log("now CN \"system:node:edge-1\"", WAIT);
-    let stored = hub.root_dir().join("pki/yurthub-client-current.pem");
+    let stored = root_dir.join("pki/yurthub-client-current.pem");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&stored).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -862,6 +836,7 @@ fn a_node_joins_with_a_bootstrap_token_and_reuses_its_certificate_after_a_restar
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn kubelet_certificate_rotation_and_a_pod_token_over_the_secure_port() {
     let bed = Testbed::up(&["--controller-manager", "--audit"]);
     let admin = bed.admin_kubeconfig();
@@ -960,6 +935,7 @@ fn kubelet_certificate_rotation_and_a_pod_token_over_the_secure_port() {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn the_secure_port_gets_its_serving_certificate_from_an_approved_csr() {
     let bed = Testbed::up(&["--controller-manager"]);
     let admin = bed.admin_kubeconfig();
@@ -1105,6 +1081,7 @@ fn assert_kubectl_1_35(kubectl: &Kubectl135) -> String {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn kubectl_1_35_gets_lists_watches_and_creates_through_the_hub() {
     let binary = modern_kubectl();
     let bed = Testbed::up(&["--audit"]);
@@ -1231,6 +1208,7 @@ fn kubectl_1_35_gets_lists_watches_and_creates_through_the_hub() {
 }
 
 #[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn kubectl_1_35_is_answered_from_the_hubs_cache_while_the_apiserver_is_down() {
     let binary = modern_kubectl();
     let bed = Testbed::up(&[]);
@@ -1283,15 +1261,7 @@ fn kubectl_1_35_is_answered_from_the_hubs_cache_while_the_apiserver_is_down() {
     let counted_online = counted();
 
     bed.stop_apiserver(0);
-    let unhealthy = format!(
-        "node_yurthub_server_healthy_status{{server=\"{}\"}} 0",
-        bed.env("SERVER_ADDRS")
-    );
-    assert!(
-        wait_until(WAIT, || hub.metrics().contains(&unhealthy)),
-        "{}",
-        hub.log()
-    );
+    hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
     let answers_before = hub.metric("node_yurthub_offline_answers_total");
 
     // A fresh discovery cache: discovery too must come from the hub.

@@ -1,15 +1,13 @@
 //! Self-tests of the test support library: the fake apiserver driven
 //! directly over TLS (ureq and RawStream), without the hub.
 
-mod support;
-
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::client::{self, RawStream};
-use support::k8s_wire;
-use support::{
+use crate::support::client::{self, RawStream};
+use crate::support::{self, k8s_wire};
+use crate::support::{
     Behaviour, Encoding, FakeApiserver, StreamEnd, TestPki, TokenIssuer, json_event,
     json_initial_events_end_bookmark, pb_event, pb_initial_events_end_bookmark,
 };

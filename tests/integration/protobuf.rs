@@ -2,12 +2,10 @@
 //! encoded it and served back offline in the encoding the client wants.
 //! Responses are samples captured from kube-apiserver 1.20 (tests/fixtures/protobuf).
 
-mod support;
-
 use std::time::Duration;
 
-use support::client::{self, RawStream, header};
-use support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, wait_until};
+use crate::support::client::{self, RawStream, header};
+use crate::support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
@@ -102,7 +100,7 @@ fn kubelet_reads_are_cached_as_protobuf_and_served_back_offline() {
         .exists()));
 
     fake.stop();
-    hub.expect_log("is unhealthy", WAIT);
+    hub.wait_server_health(&fake.url(), false, WAIT);
     let (status, headers, body) = kubelet_get(&hub, "/api/v1/namespaces/edge/configmaps/cm1");
     assert_eq!(
         (status, header(&headers, "content-type")),
@@ -168,10 +166,17 @@ fn protobuf_watch_events_fill_and_empty_the_cache() {
         "the client gets the stream unchanged"
     );
     let cache = hub.cache_dir();
-    // ADDED cm1, ADDED cm2, DELETED cm2.
-    assert!(wait_until(WAIT, || cache
-        .join("kubelet/configmaps/edge/cm1.pb")
-        .exists()));
+    // ADDED cm1, ADDED cm2, DELETED cm2: once the removal is counted, cm2 was
+    // written and removed again.
+    let removed = || hub.metric("node_yurthub_cache_objects_removed_total");
+    assert!(
+        wait_until(WAIT, || removed() == 1),
+        "{} objects removed\n{}",
+        removed(),
+        hub.log()
+    );
+    assert_eq!(hub.metric("node_yurthub_cache_objects_written_total"), 2);
+    assert!(cache.join("kubelet/configmaps/edge/cm1.pb").exists());
     assert!(!cache.join("kubelet/configmaps/edge/cm2.pb").exists());
 }
 

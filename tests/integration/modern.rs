@@ -13,15 +13,14 @@
 //! - a silent apiserver: its relayed streams end once it is marked unhealthy
 //! - aggregated discovery: served only to clients that accept it
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::client::{self, RawStream};
-use support::fake_apiserver::TokenIssuer;
-use support::k8s_wire::{self, Encoding};
-use support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, wait_until};
+
+use crate::support::client::{self, RawStream};
+use crate::support::fake_apiserver::TokenIssuer;
+use crate::support::k8s_wire::{self, Encoding};
+use crate::support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, wait_until};
 
 const WAIT: Duration = Duration::from_secs(15);
 const KUBELET: &str = "kubelet/v1.35.0 (linux/amd64) kubernetes/66452049";
@@ -116,9 +115,10 @@ fn events(encoding: Encoding, body: &[u8]) -> Vec<(String, String, String, bool)
     }
 }
 
+/// Stops the fake and waits until the hub has marked it unhealthy.
 fn go_offline(hub: &Hub, fake: &FakeApiserver) {
     fake.stop();
-    hub.expect_log(&format!("apiserver {} is unhealthy", fake.url()), WAIT);
+    hub.wait_server_health(&fake.url(), false, WAIT);
 }
 
 // ------------------------------------------------------- streaming lists
@@ -435,7 +435,7 @@ fn a_stream_from_an_apiserver_that_goes_silent_ends_once_it_is_marked_unhealthy(
     // The process stops answering (as with SIGSTOP or a link that drops
     // packets): nothing closes the stream, only the hub can end it.
     fake.freeze();
-    hub.expect_log(&format!("apiserver {} is unhealthy", fake.url()), WAIT);
+    hub.wait_server_health(&fake.url(), false, WAIT);
     watch.read_to_end(WAIT);
     assert!(
         watch.is_ended(),

@@ -1,0 +1,29 @@
+//! Integration tests: the real `yurthub` binary against a scriptable TLS fake
+//! apiserver, on loopback. One test binary, so the support library is compiled
+//! once; the end-to-end tests against a real kube-apiserver are `tests/e2e/`.
+//!
+//! Contents (each module opens with its own list):
+//! - `proxy`: the online path: forwarding, streaming, errors and timeouts,
+//!   balancing and health, the hub's own endpoints, bounds, flags and SIGTERM
+//! - `cache`: the offline cache: what fills it, what it answers offline,
+//!   offline starts and restarts, damaged files, kill -9 mid-watch
+//! - `protobuf`: kubelet's protobuf cached as the apiserver encoded it and
+//!   served back offline in the encoding the client asks for
+//! - `certs`: the client certificate followed as kubelet rotates it, a bad or
+//!   missing one reported, and the secure port for pods
+//! - `modern`: what current nodes (1.30+) ask: streaming lists, service-account
+//!   tokens offline, streams from a silent apiserver, aggregated discovery
+//! - `support_selftest`: the fake apiserver and the wire helpers checked on
+//!   their own, without the hub
+//!
+//! Run one module with `cargo test --test integration proxy::`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cache;
+mod certs;
+mod modern;
+mod protobuf;
+mod proxy;
+mod support_selftest;
