@@ -305,7 +305,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut buffer, mut bits) = (0u32, 0);
     for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {

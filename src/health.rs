@@ -112,10 +112,6 @@ impl HealthState {
         self.servers.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
-    }
-
     pub fn get(&self, server: usize) -> Health {
         Health::from_u8(self.servers[server].load(Ordering::SeqCst))
     }

@@ -6,7 +6,7 @@
 mod admin;
 pub mod app;
 mod balancer;
-pub mod bootstrap;
+mod bootstrap;
 mod cache;
 mod certs;
 pub mod cli;

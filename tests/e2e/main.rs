@@ -907,12 +907,12 @@ fn kubelet_certificate_rotation_and_a_pod_token_over_the_secure_port() {
                 "secret",
                 &secret,
                 "-o",
-                "jsonpath={.data.token}",
+                "go-template={{.data.token | base64decode}}",
             ],
         );
-        yurthub::bootstrap::base64_decode(&String::from_utf8_lossy(&data.stdout))
-            .and_then(|t| String::from_utf8(t).ok())
-            .filter(|t| !t.is_empty())
+        String::from_utf8(data.stdout)
+            .ok()
+            .filter(|t| data.status.success() && !t.is_empty() && !t.contains("no value"))
     };
     let token =
         support::wait_for(WAIT, token_of).expect("the controller manager never made a token");
