@@ -22,3 +22,70 @@ mod selector;
 mod status;
 mod store;
 mod upstream;
+
+/// The invariants of ARCHITECTURE.md that the compiler cannot check, checked
+/// on the source tree.
+#[cfg(test)]
+mod architecture {
+    use std::path::{Path, PathBuf};
+
+    /// Every source file but this one (which names what it looks for).
+    fn sources() -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("src/lib.rs")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    out.push((path, text));
+                }
+            }
+        }
+        assert!(out.len() > 20, "the source tree was not found");
+        out
+    }
+
+    /// The code of a file without its unit tests.
+    fn without_tests(text: &str) -> &str {
+        text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text)
+    }
+
+    #[test]
+    fn only_upstream_knows_ureq() {
+        for (path, text) in sources() {
+            if path.ends_with("upstream.rs") {
+                continue;
+            }
+            assert!(
+                !without_tests(&text).contains("ureq::"),
+                "{} names ureq",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn every_thread_is_named() {
+        for (path, text) in sources() {
+            let code = without_tests(&text);
+            assert!(
+                !code.contains("thread::spawn("),
+                "{} spawns an unnamed thread",
+                path.display()
+            );
+            for (at, _) in code.match_indices("thread::Builder::new()") {
+                let next = &code[at..(at + 120).min(code.len())];
+                assert!(
+                    next.contains(".name("),
+                    "{}: a thread without a name",
+                    path.display()
+                );
+            }
+        }
+    }
+}
