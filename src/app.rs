@@ -58,6 +58,7 @@ pub fn run(config: Config) -> Result<(), String> {
         &config.ca_file,
         &config.client_cert_file,
         config.heartbeat_interval,
+        config.heartbeat_timeout,
     ));
     let metrics = Arc::new(Metrics::default());
 
@@ -67,7 +68,7 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let prober_upstream = upstream.clone();
     let probe_timeout = config.heartbeat_timeout;
-    health::spawn_prober(
+    health::spawn_probers(
         health_state,
         config.servers.clone(),
         ProbeSettings {

@@ -1,5 +1,6 @@
 //! Health of each apiserver: a pure hysteresis (`Hysteresis`), the state shared
-//! with the balancer and the metrics (`HealthState`), and the prober thread.
+//! with the balancer and the metrics (`HealthState`), and one prober thread per
+//! server.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -35,7 +36,8 @@ impl Health {
 
 /// Consecutive-result hysteresis for one server: unhealthy after
 /// `failed_retry` failures in a row, healthy after `healthy_threshold` successes
-/// in a row; the very first probe decides the initial state alone.
+/// in a row, from the start too (a server is unknown, and used, until the
+/// thresholds decide: one bad or good answer at start decides nothing).
 #[derive(Debug, Clone)]
 pub struct Hysteresis {
     state: Health,
@@ -71,10 +73,12 @@ impl Hysteresis {
             self.successes = 0;
         }
         let next = match (self.state, ok) {
-            (Health::Unknown, true) => Health::Healthy,
-            (Health::Unknown, false) => Health::Unhealthy,
-            (Health::Healthy, false) if self.failures >= self.failed_retry => Health::Unhealthy,
-            (Health::Unhealthy, true) if self.successes >= self.healthy_threshold => {
+            (Health::Unknown | Health::Healthy, false) if self.failures >= self.failed_retry => {
+                Health::Unhealthy
+            }
+            (Health::Unknown | Health::Unhealthy, true)
+                if self.successes >= self.healthy_threshold =>
+            {
                 Health::Healthy
             }
             (state, _) => state,
@@ -87,11 +91,17 @@ impl Hysteresis {
     }
 }
 
+const NOT_PROBED: u8 = 0;
+const ANSWERED: u8 = 1;
+const FAILED: u8 = 2;
+
 /// Health of every server, shared by the prober (writer) and everyone else.
 pub struct HealthState {
     servers: Vec<AtomicU8>,
     last_error: Vec<Mutex<String>>,
-    /// Bumped on every transition; waiters use it to notice changes.
+    /// Each server's latest probe: `NOT_PROBED`, `ANSWERED` or `FAILED`.
+    last_probe: Vec<AtomicU8>,
+    /// Bumped on every transition and first probe; waiters use it to notice changes.
     generation: AtomicU64,
     changed: (Mutex<()>, Condvar),
 }
@@ -103,6 +113,7 @@ impl HealthState {
                 .map(|_| AtomicU8::new(Health::Unknown.to_u8()))
                 .collect(),
             last_error: (0..n_servers).map(|_| Mutex::new(String::new())).collect(),
+            last_probe: (0..n_servers).map(|_| AtomicU8::new(NOT_PROBED)).collect(),
             generation: AtomicU64::new(0),
             changed: (Mutex::new(()), Condvar::new()),
         }
@@ -118,6 +129,18 @@ impl HealthState {
 
     pub fn set(&self, server: usize, health: Health) {
         self.servers[server].store(health.to_u8(), Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Records a server's latest probe result (its state may not change).
+    pub fn record_probe(&self, server: usize, ok: bool) {
+        let result = if ok { ANSWERED } else { FAILED };
+        if self.last_probe[server].swap(result, Ordering::SeqCst) != result {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let _guard = self.changed.0.lock().unwrap_or_else(|e| e.into_inner());
         self.changed.1.notify_all();
@@ -127,14 +150,14 @@ impl HealthState {
         (0..self.len()).any(|i| self.get(i) == Health::Healthy)
     }
 
-    /// Waits (at most `timeout`) until the prober has a verdict on at least
-    /// one server, so a request at start-up is not sent to an apiserver that
-    /// may be unreachable before anything is known.
-    pub fn wait_first_verdict(&self, timeout: Duration) {
+    /// Waits (at most `timeout`) until at least one server has been probed,
+    /// so a request at start-up is not sent to an apiserver that may be
+    /// unreachable before anything is known.
+    pub fn wait_first_probe(&self, timeout: Duration) {
         let started = std::time::Instant::now();
         loop {
             let generation = self.generation();
-            if (0..self.len()).any(|i| self.get(i) != Health::Unknown) {
+            if !self.nothing_known() {
                 return;
             }
             let left = timeout.saturating_sub(started.elapsed());
@@ -147,7 +170,9 @@ impl HealthState {
 
     /// Whether no server has been probed yet.
     pub fn nothing_known(&self) -> bool {
-        (0..self.len()).all(|i| self.get(i) == Health::Unknown)
+        self.last_probe
+            .iter()
+            .all(|p| p.load(Ordering::SeqCst) == NOT_PROBED)
     }
 
     /// Which servers may take requests: the healthy ones; while none is, the
@@ -197,46 +222,49 @@ pub struct ProbeSettings {
     pub healthy_threshold: u32,
 }
 
-/// Starts the prober thread. `probe(i)` checks server `i` once (with its own
+/// Starts one prober thread per server (`yh-health-{i}`), each on its own
+/// schedule, so a server whose probe hangs to its timeout never delays the
+/// decisions about the others. `probe(i)` checks server `i` once (with its own
 /// timeout) and says why it failed; `names[i]` is used in logs.
-pub fn spawn_prober(
+pub fn spawn_probers(
     state: Arc<HealthState>,
     names: Vec<String>,
     settings: ProbeSettings,
-    probe: impl Fn(usize) -> Result<(), String> + Send + 'static,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name("yh-health".into())
-        .spawn(move || {
-            let mut hysteresis: Vec<Hysteresis> = names
-                .iter()
-                .map(|_| Hysteresis::new(settings.failed_retry, settings.healthy_threshold))
-                .collect();
-            loop {
-                for (i, h) in hysteresis.iter_mut().enumerate() {
+    probe: impl Fn(usize) -> Result<(), String> + Send + Sync + 'static,
+) -> std::io::Result<()> {
+    let probe = Arc::new(probe);
+    for (i, name) in names.into_iter().enumerate() {
+        let (state, probe, settings) = (state.clone(), probe.clone(), settings.clone());
+        thread::Builder::new()
+            .name(format!("yh-health-{i}"))
+            .spawn(move || {
+                let mut hysteresis =
+                    Hysteresis::new(settings.failed_retry, settings.healthy_threshold);
+                loop {
                     let result = probe(i);
                     match &result {
                         Ok(()) => state.set_last_error(i, String::new()),
                         Err(e) => {
-                            log::debug!("probe of {} failed: {e}", names[i]);
+                            log::debug!("probe of {name} failed: {e}");
                             state.set_last_error(i, e.clone());
                         }
                     }
-                    if let Some(next) = h.observe(result.is_ok()) {
+                    state.record_probe(i, result.is_ok());
+                    if let Some(next) = hysteresis.observe(result.is_ok()) {
                         match next {
-                            Health::Healthy => log::info!("apiserver {} is healthy", names[i]),
+                            Health::Healthy => log::info!("apiserver {name} is healthy"),
                             _ => log::info!(
-                                "apiserver {} is unhealthy: {}",
-                                names[i],
+                                "apiserver {name} is unhealthy: {}",
                                 result.err().unwrap_or_default()
                             ),
                         }
                         state.set(i, next);
                     }
+                    thread::sleep(settings.interval);
                 }
-                thread::sleep(settings.interval);
-            }
-        })
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -260,21 +288,32 @@ mod tests {
     }
 
     #[test]
-    fn first_probe_decides_the_initial_state() {
-        check(3, 2, "+", "H");
-        check(3, 2, "-", "U");
+    fn the_first_probe_decides_nothing_alone() {
+        check(3, 2, "+", "?");
+        check(3, 2, "++", "?H");
+        check(3, 2, "-", "?");
+        check(3, 2, "---", "??U");
+        check(3, 2, "-+-+-+", "??????");
+        check(1, 1, "-", "U");
+        check(1, 1, "+", "H");
+    }
+
+    #[test]
+    fn a_flapping_readyz_does_not_flip_the_state() {
+        check(3, 2, "++-+-+--+-", "?HHHHHHHHH");
+        check(3, 2, "---+-+-++", "??UUUUUUH");
     }
 
     #[test]
     fn unhealthy_only_after_failed_retry_failures_in_a_row() {
-        check(3, 2, "+--+---", "HHHHHHU");
-        check(1, 2, "+-", "HU");
+        check(3, 2, "++--+---", "?HHHHHHU");
+        check(1, 2, "++-", "?HU");
     }
 
     #[test]
     fn healthy_again_only_after_threshold_successes_in_a_row() {
-        check(3, 2, "-+-++", "UUUUH");
-        check(3, 1, "-+", "UH");
+        check(3, 2, "----+-++", "??UUUUUH");
+        check(3, 1, "----+", "??UUH");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub offline_answers: AtomicU64,
     /// Streams relayed from an apiserver ended because it was marked unhealthy.
     pub streams_ended_unhealthy: AtomicU64,
+    /// Writes answered offline, by component and verb (bounded like `requests`).
+    offline_writes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Requests answered offline because no apiserver could be reached, by how.
+    unreachable: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -47,6 +51,30 @@ impl Metrics {
             return;
         }
         *requests.entry(key).or_default() += 1;
+    }
+
+    /// One write answered offline (the client was told so by a header).
+    pub fn count_offline_write(&self, component: &str, verb: &'static str) {
+        let mut writes = self
+            .offline_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (component.to_string(), verb);
+        if !writes.contains_key(&key) && writes.len() >= MAX_REQUEST_SERIES {
+            *writes.entry(("other".into(), verb)).or_default() += 1;
+            return;
+        }
+        *writes.entry(key).or_default() += 1;
+    }
+
+    /// One request answered offline because no apiserver could be reached.
+    pub fn count_unreachable(&self, how: &'static str) {
+        *self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(how)
+            .or_default() += 1;
     }
 
     /// The Prometheus text exposition of everything.
@@ -172,6 +200,41 @@ impl Metrics {
             "node_yurthub_offline_answers_total {}",
             self.offline_answers.load(Ordering::Relaxed)
         );
+        header(
+            &mut out,
+            "node_yurthub_offline_writes_total",
+            "counter",
+            "writes answered by the hub itself (marked X-Yurthub-Offline) because no apiserver could be reached",
+        );
+        for ((component, verb), count) in self
+            .offline_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "node_yurthub_offline_writes_total{{component=\"{}\",verb=\"{verb}\"}} {count}",
+                escape(component)
+            );
+        }
+        header(
+            &mut out,
+            "node_yurthub_unreachable_total",
+            "counter",
+            "requests answered offline because no apiserver could be reached: refused, timeout, unreachable, tls, or recent (every one failed moments ago)",
+        );
+        for (how, count) in self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "node_yurthub_unreachable_total{{reason=\"{how}\"}} {count}"
+            );
+        }
         header(
             &mut out,
             "node_yurthub_streams_ended_unhealthy_total",

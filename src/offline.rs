@@ -17,8 +17,10 @@ use crate::health::HealthState;
 use crate::http::{Exchange, Stream};
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::status::{Refusal, refuse};
+use crate::status::{Refusal, refuse, refuse_with};
 
+/// Marks every write the hub answered by itself.
+pub const OFFLINE_HEADER: &str = "X-Yurthub-Offline";
 /// Largest request body read offline (the apiserver's own limit).
 pub const MAX_OFFLINE_BODY: u64 = 3 * 1024 * 1024;
 /// How often a held watch checks that its client is still there.
@@ -228,6 +230,20 @@ impl Offline {
     /// they end (see `hold`).
     pub fn write<S: Stream>(&self, exchange: &mut Exchange<'_, S>, answer: Answer, query: &Query) {
         let code = answer.code();
+        // A write answered here says so: the cloud never saw it.
+        let is_write = matches!(
+            exchange.head.method.as_str(),
+            "POST" | "PUT" | "PATCH" | "DELETE"
+        );
+        let marker: Vec<(String, String)> = is_write
+            .then(|| (OFFLINE_HEADER.to_string(), "true".to_string()))
+            .into_iter()
+            .collect();
+        let content_type = |value: &str| {
+            let mut headers = content_type(value);
+            headers.extend_from_slice(&marker);
+            headers
+        };
         match answer {
             Answer::Found { encoding, body } | Answer::Token { encoding, body } => {
                 let _ = exchange.respond(code, &content_type(encoding.content_type()), &body);
@@ -243,7 +259,7 @@ impl Offline {
                 let _ = exchange.respond(code, &content_type(&ct), &body);
             }
             Answer::Refused { code, message } => {
-                refuse(exchange, &Refusal::Offline { code, message })
+                refuse_with(exchange, &Refusal::Offline { code, message }, &marker)
             }
             Answer::Held { encoding } => {
                 if exchange

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::offline::{self, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
 use crate::status::{Refusal, refuse};
-use crate::upstream::{self, Deadline, Outgoing, Upstream};
+use crate::upstream::{self, Deadline, Outgoing, Unreachable, Upstream};
 
 /// Request header fields that belong to one connection and are never forwarded
 /// (RFC 9110 section 7.6.1), plus those the hub sets or consumes itself.
@@ -43,6 +43,10 @@ const NOT_RETURNED: &[&str] = &[
     "upgrade",
     "content-length",
 ];
+
+/// Connect deadline for an apiserver the health checker calls unhealthy, when
+/// a write tries it anyway.
+const SHORT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Size of the relay buffer: one read from upstream becomes one flushed chunk.
 const RELAY_BUFFER: usize = 32 * 1024;
@@ -127,10 +131,12 @@ impl Proxy {
         if let Some(offline) = &self.offline
             && !health.any_healthy()
         {
-            // Before the first probe has answered, what the cache holds is
-            // answered from it at once: the apiserver may be unreachable, and a
-            // connect attempt could take seconds.
-            if !offline::needs_body(info) {
+            // Before any probe, or while every apiserver fails to connect, a
+            // read of what the cache holds is answered from it at once: a
+            // connect attempt could take seconds. Writes always try the cloud.
+            let may_be_unreachable =
+                health.nothing_known() || self.upstream.recently_unreachable().is_some();
+            if !info.verb.is_write() && !offline::needs_body(info) && may_be_unreachable {
                 let answer = offline.decide(&OfflineRequest {
                     info,
                     query,
@@ -141,52 +147,97 @@ impl Proxy {
                     body: None,
                 });
                 if answer.is_from_cache() {
-                    self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                    return offline.write(exchange, answer, query);
+                    return self.answer_offline(
+                        exchange,
+                        info,
+                        query,
+                        component,
+                        None,
+                        Some(answer),
+                        None,
+                    );
                 }
                 decided = Some(answer);
             }
             // A watch of a cached component waits (bounded) for the first
-            // verdict instead of hanging on an apiserver nobody has reached yet.
+            // probe instead of hanging on an apiserver nobody has reached yet.
             if info.verb == Verb::Watch
                 && health.nothing_known()
                 && offline.cache.is_cached_component(component, edge_cache)
             {
-                health.wait_first_verdict(self.first_probe_wait);
+                health.wait_first_probe(self.first_probe_wait);
             }
         }
-        // A TokenRequest the cache keeps is read first: its spec decides where
-        // the answer goes, and offline the same body finds it again.
+        // Every apiserver failed to connect moments ago: no new attempt.
+        if self.offline.is_some() && self.upstream.recently_unreachable().is_some() {
+            return self.answer_offline(
+                exchange,
+                info,
+                query,
+                component,
+                None,
+                decided,
+                Some("recent"),
+            );
+        }
+        // A body is read first when its request may have to be sent twice or
+        // answered offline: a TokenRequest the cache keeps (its spec decides
+        // where the answer goes), a write in edge mode (it goes to whichever
+        // apiserver accepts the connection, and offline only if none does).
+        let token = self
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.wants_token(info, component, edge_cache));
+        let write_in_doubt = info.verb.is_write() && self.offline.is_some();
         let mut body = None;
         let mut plan = None;
-        if let Some(cache) = &self.cache
-            && cache.wants_token(info, component, edge_cache)
-        {
+        if token || write_in_doubt {
             match offline::read_body(exchange) {
                 Ok(bytes) => {
-                    plan = cache.plan_token(
-                        info,
-                        component,
-                        exchange.head.header("content-type"),
-                        &bytes,
-                    );
+                    if let Some(cache) = self.cache.as_ref().filter(|_| token) {
+                        plan = cache.plan_token(
+                            info,
+                            component,
+                            exchange.head.header("content-type"),
+                            &bytes,
+                        );
+                    }
                     body = Some(bytes);
                 }
                 Err(refused) => return offline::write_refusal(exchange, refused),
             }
         }
-        let Some(mut server) = self.upstream.pick() else {
-            if let Some(offline) = &self.offline {
-                self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                return match decided {
-                    Some(answer) => offline.write(exchange, answer, query),
-                    None => offline.answer(exchange, info, query, component, body.as_deref()),
-                };
+        // Where to send it: the balancer's choice (a GET or a read body may
+        // be retried once on the next); with no usable apiserver, a write
+        // tries each one, quickly, before it is answered offline.
+        let is_read = matches!(exchange.head.method.as_str(), "GET" | "HEAD");
+        let retryable = body.is_some() || (is_read && !exchange.has_body());
+        let (candidates, connect_timeout): (Vec<usize>, _) = match self.upstream.pick() {
+            Some(server) => {
+                let next = self.upstream.next_after(server).filter(|_| retryable);
+                (std::iter::once(server).chain(next).collect(), None)
             }
-            return refuse(
-                exchange,
-                &Refusal::NoHealthyApiserver(self.upstream.unavailable_reason()),
-            );
+            None if write_in_doubt || (token && self.offline.is_some()) => (
+                (0..self.upstream.servers.len()).collect(),
+                Some(SHORT_CONNECT_TIMEOUT),
+            ),
+            None if self.offline.is_some() => {
+                return self.answer_offline(
+                    exchange,
+                    info,
+                    query,
+                    component,
+                    body.as_deref(),
+                    decided,
+                    None,
+                );
+            }
+            None => {
+                return refuse(
+                    exchange,
+                    &Refusal::NoHealthyApiserver(self.upstream.unavailable_reason()),
+                );
+            }
         };
         if plan.is_none() {
             plan = self
@@ -201,9 +252,9 @@ impl Proxy {
             Deadline::for_request(long_running, query.timeout(), query.timeout_seconds());
         let target = exchange.head.target();
         let method = exchange.head.method.clone();
-        let retryable = matches!(method.as_str(), "GET" | "HEAD") && !exchange.has_body();
-        let mut retried = false;
-        let response = loop {
+        let mut last_error = None;
+        let mut sent = None;
+        for &server in &candidates {
             let has_body = exchange.has_body();
             let mut buffered = body.as_deref().map(std::io::Cursor::new);
             let mut body_reader = exchange.body();
@@ -218,44 +269,60 @@ impl Proxy {
                 },
                 deadline,
                 with_client_cert,
+                connect_timeout,
             };
+            let url = &self.upstream.servers[server].url;
             match self.upstream.send(server, outgoing) {
-                Ok(response) => break response,
+                Ok(response) => {
+                    sent = Some((server, response));
+                    break;
+                }
                 Err(e) => {
                     self.metrics.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                    let url = &self.upstream.servers[server].url;
-                    let retry_on = (retryable && !retried && e.is_connect_failure())
-                        .then(|| self.upstream.next_after(server))
-                        .flatten();
-                    if let Some(next) = retry_on {
-                        log::warn!(
-                            "{method} {target}: {url} failed ({e}); retrying on {}",
-                            self.upstream.servers[next].url
-                        );
-                        server = next;
-                        retried = true;
-                        continue;
-                    }
                     log::warn!("{method} {target}: {url} failed: {e}");
-                    // A read the cache can answer is answered from it; so is a
-                    // TokenRequest that never reached an apiserver.
-                    let reads_cached =
-                        plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable;
-                    let token_unsent = body.is_some() && e.is_connect_failure();
-                    if let (Some(offline), true) = (&self.offline, reads_cached || token_unsent) {
-                        self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
-                        return offline.answer(exchange, info, query, component, body.as_deref());
+                    let unreachable = e.is_connect_failure();
+                    last_error = Some((url.clone(), e));
+                    if !unreachable {
+                        break;
                     }
-                    return refuse(
-                        exchange,
-                        &Refusal::Upstream {
-                            url: url.clone(),
-                            error: e.to_string(),
-                            timed_out: e.is_timeout(),
-                        },
-                    );
                 }
             }
+        }
+        let Some((server, response)) = sent else {
+            let Some((url, e)) = last_error else {
+                return;
+            };
+            // Not one apiserver could be reached: a read the cache can answer,
+            // a write or TokenRequest that reached none, a watch of a cached
+            // component are answered offline.
+            let offline_fits = e.is_connect_failure()
+                && (body.is_some()
+                    || (info.verb == Verb::Watch
+                        && self
+                            .cache
+                            .as_ref()
+                            .is_some_and(|c| c.is_cached_component(component, edge_cache))))
+                || (plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable);
+            if self.offline.is_some() && offline_fits {
+                let how = e.unreachable().map(Unreachable::as_str);
+                return self.answer_offline(
+                    exchange,
+                    info,
+                    query,
+                    component,
+                    body.as_deref(),
+                    None,
+                    how,
+                );
+            }
+            return refuse(
+                exchange,
+                &Refusal::Upstream {
+                    url,
+                    error: e.to_string(),
+                    timed_out: e.is_timeout(),
+                },
+            );
         };
         let tee = |status: u16, content_type: Option<&str>| {
             let cache = self.cache.as_ref()?;
@@ -270,6 +337,36 @@ impl Proxy {
             ended: &self.metrics.streams_ended_unhealthy,
         });
         relay(exchange, response, &target, tee, source);
+    }
+
+    /// Answers from the cache (edge mode), counted: every offline answer,
+    /// writes per component and verb, and why no apiserver could be reached.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_offline<S: Stream>(
+        &self,
+        exchange: &mut Exchange<'_, S>,
+        info: &RequestInfo,
+        query: &Query,
+        component: &str,
+        body: Option<&[u8]>,
+        decided: Option<offline::Answer>,
+        unreachable: Option<&'static str>,
+    ) {
+        let Some(offline) = &self.offline else {
+            return;
+        };
+        self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
+        if let Some(how) = unreachable {
+            self.metrics.count_unreachable(how);
+        }
+        if info.verb.is_write() {
+            self.metrics
+                .count_offline_write(component, info.verb.as_str());
+        }
+        match decided {
+            Some(answer) => offline.write(exchange, answer, query),
+            None => offline.answer(exchange, info, query, component, body),
+        }
     }
 }
 

@@ -22,6 +22,15 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// create, update, patch, delete, deletecollection: what the cloud must
+    /// take whenever it can be reached.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Verb::Create | Verb::Update | Verb::Patch | Verb::Delete | Verb::DeleteCollection
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Get => "get",

@@ -118,16 +118,23 @@ impl Refusal {
 /// (then the connection is cut, so the client never takes a partial body for
 /// a whole one).
 pub fn refuse<S: Stream>(exchange: &mut Exchange<'_, S>, refusal: &Refusal) {
+    refuse_with(exchange, refusal, &[]);
+}
+
+/// As `refuse`, with more header fields.
+pub fn refuse_with<S: Stream>(
+    exchange: &mut Exchange<'_, S>,
+    refusal: &Refusal,
+    extra_headers: &[(String, String)],
+) {
     if exchange.response_started() {
         exchange.abort();
         return;
     }
     let code = refusal.code();
-    let _ = exchange.respond(
-        code,
-        &refusal.headers(),
-        &status_body(code, &refusal.message()),
-    );
+    let mut headers = refusal.headers();
+    headers.extend_from_slice(extra_headers);
+    let _ = exchange.respond(code, &headers, &status_body(code, &refusal.message()));
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use ureq::config::AutoHeaderValue;
 use ureq::http;
@@ -77,6 +77,9 @@ pub struct Outgoing<'a> {
     pub deadline: Deadline,
     /// Present the hub's client certificate (false when the client brings its own token).
     pub with_client_cert: bool,
+    /// A shorter connect deadline than the default (an apiserver the health
+    /// checker calls unhealthy is tried quickly).
+    pub connect_timeout: Option<Duration>,
 }
 
 /// An apiserver's answer as it is relayed: status, header fields (those whose
@@ -106,15 +109,41 @@ impl Response {
 #[derive(Debug)]
 pub struct SendError {
     message: String,
-    connect_failure: bool,
+    unreachable: Option<Unreachable>,
     timed_out: bool,
+}
+
+/// Why an apiserver could not be reached at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    Refused,
+    Timeout,
+    NoRoute,
+    Tls,
+}
+
+impl Unreachable {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unreachable::Refused => "refused",
+            Unreachable::Timeout => "timeout",
+            Unreachable::NoRoute => "unreachable",
+            Unreachable::Tls => "tls",
+        }
+    }
 }
 
 impl SendError {
     /// The connection or the TLS handshake failed: the request never reached
     /// the apiserver's handling, so a GET can be retried elsewhere.
     pub fn is_connect_failure(&self) -> bool {
-        self.connect_failure
+        self.unreachable.is_some()
+    }
+
+    /// How the apiserver could not be reached, when it could not.
+    pub fn unreachable(&self) -> Option<Unreachable> {
+        self.unreachable
     }
 
     /// The upstream ran out of time (the client gets 504, not 502).
@@ -132,7 +161,7 @@ impl std::fmt::Display for SendError {
 impl From<Error> for SendError {
     fn from(error: Error) -> SendError {
         SendError {
-            connect_failure: is_connect_failure(&error),
+            unreachable: unreachable(&error),
             timed_out: is_timeout(&error),
             message: error.to_string(),
         }
@@ -168,6 +197,10 @@ pub struct Upstream {
     /// How often a quiet stream's read wakes up: at most one heartbeat, so a
     /// stream from an apiserver marked unhealthy ends within one heartbeat.
     stream_poll: Duration,
+    /// Per server: when and how it last failed to connect (`None` once it answered).
+    unreachable: Vec<Mutex<Option<(Instant, Unreachable)>>>,
+    /// How long a connect failure counts as recent.
+    unreachable_window: Duration,
 }
 
 impl Upstream {
@@ -178,6 +211,7 @@ impl Upstream {
         ca_file: &Path,
         client_cert_file: &Path,
         heartbeat: Duration,
+        probe_timeout: Duration,
     ) -> Upstream {
         let mut problems = Vec::new();
         let roots = certs::load_ca(ca_file).map(|ders| {
@@ -212,7 +246,6 @@ impl Upstream {
             log::error!("{problem}");
         }
         Upstream {
-            servers,
             mode,
             turn: AtomicUsize::new(0),
             health,
@@ -221,6 +254,9 @@ impl Upstream {
             roots,
             credential_problem: RwLock::new((!problems.is_empty()).then(|| problems.join("; "))),
             stream_poll: heartbeat.clamp(Duration::from_millis(100), MAX_STREAM_POLL),
+            unreachable: servers.iter().map(|_| Mutex::new(None)).collect(),
+            unreachable_window: heartbeat + probe_timeout,
+            servers,
         }
     }
 
@@ -297,15 +333,18 @@ impl Upstream {
         };
         let agent = &agent;
         let poll = self.stream_poll;
-        let response = match outgoing.body {
+        let connect = outgoing.connect_timeout;
+        let sent = match outgoing.body {
             Some(reader) => run(
                 agent,
                 builder.body(SendBody::from_reader(reader))?,
                 outgoing.deadline,
                 poll,
+                connect,
             ),
-            None => run(agent, builder.body(())?, outgoing.deadline, poll),
-        }?;
+            None => run(agent, builder.body(())?, outgoing.deadline, poll, connect),
+        };
+        let response = self.note_reachability(server, sent)?;
         let (parts, body) = response.into_parts();
         Ok(Response {
             status: parts.status.as_u16(),
@@ -353,8 +392,9 @@ impl Upstream {
                     .body(body)?,
                 deadline,
                 self.stream_poll,
+                None,
             )?,
-            None => run(&agent, builder.body(())?, deadline, self.stream_poll)?,
+            None => run(&agent, builder.body(())?, deadline, self.stream_poll, None)?,
         };
         let status = response.status().as_u16();
         let body = response
@@ -374,11 +414,54 @@ impl Upstream {
             .config()
             .timeout_global(Some(timeout))
             .build();
-        match request.call() {
+        match self.note_reachability(server, request.call()) {
             Ok(response) if response.status() == 200 => Ok(()),
             Ok(response) => Err(format!("/readyz answered {}", response.status())),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Remembers whether a server could be reached: any answer clears it, a
+    /// connect failure records when and how.
+    fn note_reachability<T>(
+        &self,
+        server: usize,
+        result: Result<T, Error>,
+    ) -> Result<T, SendError> {
+        let mut last = self.unreachable[server]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(value) => {
+                *last = None;
+                Ok(value)
+            }
+            Err(error) => {
+                let error = SendError::from(error);
+                if let Some(how) = error.unreachable() {
+                    *last = Some((Instant::now(), how));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// How the servers could not be reached, when every one of them failed
+    /// to connect within the last heartbeat (and probe timeout) and none
+    /// answered since: then a request is answered offline at once instead of
+    /// paying the connect deadline again.
+    pub fn recently_unreachable(&self) -> Option<Unreachable> {
+        let mut latest: Option<(Instant, Unreachable)> = None;
+        for last in &self.unreachable {
+            let (at, how) = (*last.lock().unwrap_or_else(|e| e.into_inner()))?;
+            if at.elapsed() > self.unreachable_window {
+                return None;
+            }
+            if latest.is_none_or(|(seen, _)| at > seen) {
+                latest = Some((at, how));
+            }
+        }
+        latest.map(|(_, how)| how)
     }
 }
 
@@ -452,8 +535,11 @@ fn run<B: AsSendBody>(
     request: http::Request<B>,
     deadline: Deadline,
     stream_poll: Duration,
+    connect_timeout: Option<Duration>,
 ) -> Result<http::Response<Body>, Error> {
-    let configured = agent.configure_request(request);
+    let configured = agent
+        .configure_request(request)
+        .timeout_connect(Some(connect_timeout.unwrap_or(CONNECT_TIMEOUT)));
     let request = match deadline {
         Deadline::Stream => configured
             .timeout_global(None)
@@ -465,25 +551,28 @@ fn run<B: AsSendBody>(
     agent.run(request)
 }
 
-/// Whether a failed send never reached the server's request handling (the
-/// connection or handshake failed), so that a GET can be retried elsewhere.
-fn is_connect_failure(error: &Error) -> bool {
+/// How a failed send never reached the server's request handling (the
+/// connection or handshake failed), so that a GET can be retried elsewhere
+/// and a write answered offline; `None` when it may have reached it.
+fn unreachable(error: &Error) -> Option<Unreachable> {
     use std::io::ErrorKind;
-    match error {
-        Error::ConnectionFailed | Error::HostNotFound | Error::Tls(_) | Error::Rustls(_) => true,
-        Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
-        Error::Io(e) => matches!(
-            e.kind(),
+    Some(match error {
+        Error::ConnectionFailed => Unreachable::Refused,
+        Error::HostNotFound => Unreachable::NoRoute,
+        Error::Tls(_) | Error::Rustls(_) => Unreachable::Tls,
+        Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => Unreachable::Timeout,
+        Error::Io(e) => match e.kind() {
             ErrorKind::ConnectionRefused
-                | ErrorKind::ConnectionReset
-                | ErrorKind::ConnectionAborted
-                | ErrorKind::NotConnected
-                | ErrorKind::AddrNotAvailable
-                | ErrorKind::HostUnreachable
-                | ErrorKind::NetworkUnreachable
-        ),
-        _ => false,
-    }
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected => Unreachable::Refused,
+            ErrorKind::AddrNotAvailable
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable => Unreachable::NoRoute,
+            _ => return None,
+        },
+        _ => return None,
+    })
 }
 
 /// Whether a body read failed only because the stream was quiet for
