@@ -13,6 +13,9 @@
 //!   missing one reported, and the secure port for pods
 //! - `modern`: what current nodes (1.30+) ask: streaming lists, service-account
 //!   tokens offline, streams from a silent apiserver, aggregated discovery
+//! - `faults`: never fake a write the cloud could take: writes while `/readyz`
+//!   fails, writes answered locally and marked when no apiserver is reachable,
+//!   health decided per server by consecutive probes, reads during a blip
 //! - `support_selftest`: the fake apiserver and the wire helpers checked on
 //!   their own, without the hub
 //!
@@ -23,6 +26,7 @@ mod support;
 
 mod cache;
 mod certs;
+mod faults;
 mod modern;
 mod protobuf;
 mod proxy;

@@ -516,10 +516,7 @@ fn get_is_retried_once_on_the_next_server_when_connecting_fails() {
     }
     assert_eq!(statuses, [200, 200]);
     assert_eq!(
-        b.requests()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count(),
+        b.requests().iter().filter(|r| r.method == "POST").count(),
         2
     );
 }

@@ -39,8 +39,18 @@ pub fn agent_with_timeout(timeout: Option<Duration>) -> ureq::Agent {
 }
 
 /// HTTPS agent trusting only `ca_file`, presenting the client certificate +
-/// key found in `client_pem` (one PEM file) when given.
+/// key found in `client_pem` (one PEM file) when given; 30 s global timeout.
 pub fn tls_agent(ca_file: &Path, client_pem: Option<&Path>) -> ureq::Agent {
+    tls_agent_with_timeout(ca_file, client_pem, DEFAULT_TIMEOUT)
+}
+
+/// Like `tls_agent()` with another global timeout (e.g. to poll a server
+/// that may accept connections and not answer yet).
+pub fn tls_agent_with_timeout(
+    ca_file: &Path,
+    client_pem: Option<&Path>,
+    timeout: Duration,
+) -> ureq::Agent {
     use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig, TlsProvider};
     let ca_bytes = std::fs::read(ca_file).expect("read CA file");
     let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(&ca_bytes)
@@ -70,7 +80,7 @@ pub fn tls_agent(ca_file: &Path, client_pem: Option<&Path>) -> ureq::Agent {
         tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
     }
     base_config()
-        .timeout_global(Some(DEFAULT_TIMEOUT))
+        .timeout_global(Some(timeout))
         .tls_config(tls.build())
         .build()
         .new_agent()
