@@ -217,7 +217,10 @@ impl Proxy {
                 let next = self.upstream.next_after(server).filter(|_| retryable);
                 (std::iter::once(server).chain(next).collect(), None)
             }
-            None if write_in_doubt || (token && self.offline.is_some()) => (
+            // An apiserver the health checker calls unhealthy may still answer
+            // (a /readyz blip): a write or a read asks it, quickly; a watch is
+            // held offline (relayed, it would end at once).
+            None if self.offline.is_some() && !info.is_long_running() => (
                 (0..self.upstream.servers.len()).collect(),
                 Some(SHORT_CONNECT_TIMEOUT),
             ),

@@ -344,7 +344,7 @@ impl Upstream {
             ),
             None => run(agent, builder.body(())?, outgoing.deadline, poll, connect),
         };
-        let response = self.note_reachability(server, sent)?;
+        let response = self.note_reachability(server, sent, false)?;
         let (parts, body) = response.into_parts();
         Ok(Response {
             status: parts.status.as_u16(),
@@ -414,7 +414,7 @@ impl Upstream {
             .config()
             .timeout_global(Some(timeout))
             .build();
-        match self.note_reachability(server, request.call()) {
+        match self.note_reachability(server, request.call(), true) {
             Ok(response) if response.status() == 200 => Ok(()),
             Ok(response) => Err(format!("/readyz answered {}", response.status())),
             Err(e) => Err(e.to_string()),
@@ -427,6 +427,7 @@ impl Upstream {
         &self,
         server: usize,
         result: Result<T, Error>,
+        silence_is_unreachable: bool,
     ) -> Result<T, SendError> {
         let mut last = self.unreachable[server]
             .lock()
@@ -438,7 +439,13 @@ impl Upstream {
             }
             Err(error) => {
                 let error = SendError::from(error);
-                if let Some(how) = error.unreachable() {
+                // A probe that got no answer at all in its time (a stopped
+                // process, a link that drops packets) counts as unreachable;
+                // a slow answer to a request does not.
+                let how = error.unreachable().or_else(|| {
+                    (silence_is_unreachable && error.is_timeout()).then_some(Unreachable::Timeout)
+                });
+                if let Some(how) = how {
                     *last = Some((Instant::now(), how));
                 }
                 Err(error)
