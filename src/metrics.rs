@@ -222,7 +222,7 @@ impl Metrics {
             &mut out,
             "node_yurthub_unreachable_total",
             "counter",
-            "requests answered offline because no apiserver could be reached: refused, timeout, unreachable, tls, or recent (every one failed moments ago)",
+            "requests answered offline because no apiserver could be reached: refused, timeout, unreachable, or recent (every one failed moments ago)",
         );
         for (how, count) in self
             .unreachable

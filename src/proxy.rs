@@ -134,8 +134,8 @@ impl Proxy {
             // Before any probe, or while every apiserver fails to connect, a
             // read of what the cache holds is answered from it at once: a
             // connect attempt could take seconds. Writes always try the cloud.
-            let may_be_unreachable =
-                health.nothing_known() || self.upstream.recently_unreachable().is_some();
+            let recently_unreachable = self.upstream.recently_unreachable().is_some();
+            let may_be_unreachable = health.nothing_known() || recently_unreachable;
             if !info.verb.is_write() && !offline::needs_body(info) && may_be_unreachable {
                 let answer = offline.decide(&OfflineRequest {
                     info,
@@ -147,6 +147,7 @@ impl Proxy {
                     body: None,
                 });
                 if answer.is_from_cache() {
+                    let why = recently_unreachable.then_some("recent");
                     return self.answer_offline(
                         exchange,
                         info,
@@ -154,7 +155,7 @@ impl Proxy {
                         component,
                         None,
                         Some(answer),
-                        None,
+                        why,
                     );
                 }
                 decided = Some(answer);
@@ -168,8 +169,12 @@ impl Proxy {
                 health.wait_first_probe(self.first_probe_wait);
             }
         }
-        // Every apiserver failed to connect moments ago: no new attempt.
-        if self.offline.is_some() && self.upstream.recently_unreachable().is_some() {
+        // No apiserver is healthy and every one failed to connect (or to
+        // answer a probe at all) moments ago: no new attempt.
+        if self.offline.is_some()
+            && !health.any_healthy()
+            && self.upstream.recently_unreachable().is_some()
+        {
             return self.answer_offline(
                 exchange,
                 info,
@@ -207,23 +212,36 @@ impl Proxy {
                 Err(refused) => return offline::write_refusal(exchange, refused),
             }
         }
-        // Where to send it: the balancer's choice (a GET or a read body may
-        // be retried once on the next); with no usable apiserver, a write
-        // tries each one, quickly, before it is answered offline.
+        // Where to send it: the balancer's choice; a GET whose connection
+        // fails goes once to the next usable server, a read body (a write,
+        // a TokenRequest) to every other server, quickly, before it is
+        // answered offline. With no usable apiserver, a write or a read still
+        // asks each one quickly (a /readyz blip says nothing of whether it
+        // answers); a watch is held offline (relayed from an apiserver marked
+        // unhealthy, it would end at once).
         let is_read = matches!(exchange.head.method.as_str(), "GET" | "HEAD");
         let retryable = body.is_some() || (is_read && !exchange.has_body());
-        let (candidates, connect_timeout): (Vec<usize>, _) = match self.upstream.pick() {
+        let every_server = |first: Option<usize>| -> Vec<(usize, Option<Duration>)> {
+            first
+                .map(|s| (s, None))
+                .into_iter()
+                .chain(
+                    (0..self.upstream.servers.len())
+                        .filter(|s| Some(*s) != first)
+                        .map(|s| (s, Some(SHORT_CONNECT_TIMEOUT))),
+                )
+                .collect()
+        };
+        let candidates: Vec<(usize, Option<Duration>)> = match self.upstream.pick() {
+            Some(server) if body.is_some() => every_server(Some(server)),
             Some(server) => {
                 let next = self.upstream.next_after(server).filter(|_| retryable);
-                (std::iter::once(server).chain(next).collect(), None)
+                std::iter::once(server)
+                    .chain(next)
+                    .map(|s| (s, None))
+                    .collect()
             }
-            // An apiserver the health checker calls unhealthy may still answer
-            // (a /readyz blip): a write or a read asks it, quickly; a watch is
-            // held offline (relayed, it would end at once).
-            None if self.offline.is_some() && !info.is_long_running() => (
-                (0..self.upstream.servers.len()).collect(),
-                Some(SHORT_CONNECT_TIMEOUT),
-            ),
+            None if self.offline.is_some() && !info.is_long_running() => every_server(None),
             None if self.offline.is_some() => {
                 return self.answer_offline(
                     exchange,
@@ -257,7 +275,7 @@ impl Proxy {
         let method = exchange.head.method.clone();
         let mut last_error = None;
         let mut sent = None;
-        for &server in &candidates {
+        for &(server, connect_timeout) in &candidates {
             let has_body = exchange.has_body();
             let mut buffered = body.as_deref().map(std::io::Cursor::new);
             let mut body_reader = exchange.body();

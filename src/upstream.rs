@@ -119,7 +119,6 @@ pub enum Unreachable {
     Refused,
     Timeout,
     NoRoute,
-    Tls,
 }
 
 impl Unreachable {
@@ -129,7 +128,6 @@ impl Unreachable {
             Unreachable::Refused => "refused",
             Unreachable::Timeout => "timeout",
             Unreachable::NoRoute => "unreachable",
-            Unreachable::Tls => "tls",
         }
     }
 }
@@ -566,13 +564,12 @@ fn unreachable(error: &Error) -> Option<Unreachable> {
     Some(match error {
         Error::ConnectionFailed => Unreachable::Refused,
         Error::HostNotFound => Unreachable::NoRoute,
-        Error::Tls(_) | Error::Rustls(_) => Unreachable::Tls,
         Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => Unreachable::Timeout,
+        // A reset or abort can come after the request was sent, and a TLS
+        // error means something answered (a wrong CA is not an outage):
+        // neither proves the request never reached an apiserver.
         Error::Io(e) => match e.kind() {
-            ErrorKind::ConnectionRefused
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::NotConnected => Unreachable::Refused,
+            ErrorKind::ConnectionRefused => Unreachable::Refused,
             ErrorKind::AddrNotAvailable
             | ErrorKind::HostUnreachable
             | ErrorKind::NetworkUnreachable => Unreachable::NoRoute,

@@ -356,18 +356,13 @@ fn with_every_apiserver_refusing_a_write_is_answered_locally_and_marked() {
     assert_eq!(hub.metric(&offline_writes("kubelet", "create")), 1);
     assert_eq!(hub.metric(&unreachable("refused")), 1, "{}", hub.metrics());
 
-    // Right after, the hub knows: no new attempt.
-    let started = Instant::now();
+    // The health checker still holds it healthy, so the next write asks
+    // again (one refused connection decides nothing for later requests).
     let reply = kubelet(&hub, "POST", CONFIGMAPS, created);
     assert_eq!((reply.0, text(&reply.2)), (201, text(created)));
     assert_eq!(header(&reply.1, OFFLINE), Some("true"));
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        started.elapsed()
-    );
     assert_eq!(hub.metric(&offline_writes("kubelet", "create")), 2);
-    assert_eq!(hub.metric(&unreachable("recent")), 1, "{}", hub.metrics());
+    assert_eq!(hub.metric(&unreachable("refused")), 2, "{}", hub.metrics());
 
     // Update and patch get the cached object, deletes a refusal: all marked.
     let reply = kubelet(&hub, "PUT", CM1, configmap("cm1", 0).as_bytes());
@@ -403,7 +398,7 @@ fn with_every_apiserver_refusing_a_write_is_answered_locally_and_marked() {
         "each write answered locally counted once, by reason\n{}",
         hub.metrics()
     );
-    assert_eq!(hub.metric(&unreachable("refused")), 1);
+    assert_eq!(hub.metric(&unreachable("refused")), 7);
     assert!(fake.requests_matching(|r| r.method != "GET").is_empty());
 }
 
