@@ -315,9 +315,18 @@ impl Proxy {
             };
             // Not one apiserver could be reached: a read the cache can answer,
             // a write or TokenRequest that reached none, a watch of a cached
-            // component are answered offline.
+            // component are answered offline. A write whose connections only
+            // timed out is answered offline only once the health checker
+            // confirmed every apiserver down: an apiserver that is starting
+            // accepts connections before it answers them, and a write faked
+            // then (kubelet registering its node) would never be made again.
+            let confirmed_down = candidates
+                .iter()
+                .all(|(s, _)| health.get(*s) == Health::Unhealthy);
+            let write_may_be_faked =
+                e.unreachable() != Some(Unreachable::Timeout) || confirmed_down;
             let offline_fits = e.is_connect_failure()
-                && (body.is_some()
+                && (body.is_some() && write_may_be_faked
                     || (info.verb == Verb::Watch
                         && self
                             .cache
