@@ -124,6 +124,11 @@ impl Proxy {
         if exchange.head.header("upgrade").is_some() {
             return refuse(exchange, &Refusal::UpgradeNotRelayed);
         }
+        let asked = Asked {
+            info,
+            query,
+            component,
+        };
         let edge_cache = offline::is_edge_cache(exchange);
         let health = &self.upstream.health;
         // The offline answer, decided once, when no apiserver is known healthy.
@@ -148,15 +153,7 @@ impl Proxy {
                 });
                 if answer.is_from_cache() {
                     let why = recently_unreachable.then_some("recent");
-                    return self.answer_offline(
-                        exchange,
-                        info,
-                        query,
-                        component,
-                        None,
-                        Some(answer),
-                        why,
-                    );
+                    return self.answer_offline(exchange, &asked, None, Some(answer), why);
                 }
                 decided = Some(answer);
             }
@@ -175,15 +172,7 @@ impl Proxy {
             && !health.any_healthy()
             && self.upstream.recently_unreachable().is_some()
         {
-            return self.answer_offline(
-                exchange,
-                info,
-                query,
-                component,
-                None,
-                decided,
-                Some("recent"),
-            );
+            return self.answer_offline(exchange, &asked, None, decided, Some("recent"));
         }
         // A body is read first when its request may have to be sent twice or
         // answered offline: a TokenRequest the cache keeps (its spec decides
@@ -243,15 +232,7 @@ impl Proxy {
             }
             None if self.offline.is_some() && !info.is_long_running() => every_server(None),
             None if self.offline.is_some() => {
-                return self.answer_offline(
-                    exchange,
-                    info,
-                    query,
-                    component,
-                    body.as_deref(),
-                    decided,
-                    None,
-                );
+                return self.answer_offline(exchange, &asked, body.as_deref(), decided, None);
             }
             None => {
                 return refuse(
@@ -335,15 +316,7 @@ impl Proxy {
                 || (plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable);
             if self.offline.is_some() && offline_fits {
                 let how = e.unreachable().map(Unreachable::as_str);
-                return self.answer_offline(
-                    exchange,
-                    info,
-                    query,
-                    component,
-                    body.as_deref(),
-                    None,
-                    how,
-                );
+                return self.answer_offline(exchange, &asked, body.as_deref(), None, how);
             }
             return refuse(
                 exchange,
@@ -371,17 +344,19 @@ impl Proxy {
 
     /// Answers from the cache (edge mode), counted: every offline answer,
     /// writes per component and verb, and why no apiserver could be reached.
-    #[allow(clippy::too_many_arguments)]
     fn answer_offline<S: Stream>(
         &self,
         exchange: &mut Exchange<'_, S>,
-        info: &RequestInfo,
-        query: &Query,
-        component: &str,
+        asked: &Asked<'_>,
         body: Option<&[u8]>,
         decided: Option<offline::Answer>,
         unreachable: Option<&'static str>,
     ) {
+        let Asked {
+            info,
+            query,
+            component,
+        } = *asked;
         let Some(offline) = &self.offline else {
             return;
         };
@@ -398,6 +373,14 @@ impl Proxy {
             None => offline.answer(exchange, info, query, component, body),
         }
     }
+}
+
+/// What a request asks, as the offline answers need it.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    info: &'a RequestInfo,
+    query: &'a Query,
+    component: &'a str,
 }
 
 /// Where a relayed stream comes from, to end it once that apiserver is
