@@ -146,6 +146,11 @@ impl HealthState {
         self.changed.1.notify_all();
     }
 
+    /// Whether the thresholds hold every server unhealthy (none unknown).
+    pub fn all_unhealthy(&self) -> bool {
+        (0..self.len()).all(|i| self.get(i) == Health::Unhealthy)
+    }
+
     pub fn any_healthy(&self) -> bool {
         (0..self.len()).any(|i| self.get(i) == Health::Healthy)
     }

@@ -167,11 +167,15 @@ impl Proxy {
             }
         }
         // No apiserver is healthy and every one failed to connect (or to
-        // answer a probe at all) moments ago: no new attempt.
-        if self.offline.is_some()
-            && !health.any_healthy()
-            && self.upstream.recently_unreachable().is_some()
-        {
+        // answer a probe at all) moments ago: no new attempt. For a write,
+        // only once the health checker confirmed every one down: a starting
+        // apiserver fails to connect for a moment too.
+        let down_enough = if info.verb.is_write() {
+            health.all_unhealthy()
+        } else {
+            !health.any_healthy()
+        };
+        if self.offline.is_some() && down_enough && self.upstream.recently_unreachable().is_some() {
             return self.answer_offline(exchange, &asked, None, decided, Some("recent"));
         }
         // A body is read first when its request may have to be sent twice or
@@ -301,9 +305,7 @@ impl Proxy {
             // confirmed every apiserver down: an apiserver that is starting
             // accepts connections before it answers them, and a write faked
             // then (kubelet registering its node) would never be made again.
-            let confirmed_down = candidates
-                .iter()
-                .all(|(s, _)| health.get(*s) == Health::Unhealthy);
+            let confirmed_down = health.all_unhealthy();
             let write_may_be_faked =
                 e.unreachable() != Some(Unreachable::Timeout) || confirmed_down;
             let offline_fits = e.is_connect_failure()
