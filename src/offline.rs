@@ -167,6 +167,15 @@ impl Offline {
             );
         }
         match info.verb {
+            // A status report faked here would be believed: kubelet would not
+            // send it again for minutes once the cloud returns.
+            Verb::Update | Verb::Patch if info.subresource == "status" => refused(
+                503,
+                format!(
+                    "apiserver unreachable: the {} status is not kept offline, report it again when the cloud returns",
+                    info.resource
+                ),
+            ),
             Verb::Get | Verb::Update | Verb::Patch => self.object(info, &collection, &accepted),
             Verb::List => match self.select_list(request, &collection, &accepted) {
                 Ok(selected) => Answer::Found {
@@ -676,6 +685,8 @@ mod tests {
             ("POST", "/api/v1/namespaces/default/serviceaccounts/other/token", "", "kubelet", json, "503"),
             ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "", "kubectl", json, "503"),
             ("PUT", "/api/v1/namespaces/default/pods/p1", "", "kubelet", json, "200 Json"),
+            ("PATCH", "/api/v1/namespaces/default/pods/p1/status", "", "kubelet", json, "503"),
+            ("PATCH", "/api/v1/nodes/edge-1/status", "", "kubelet", json, "503"),
             ("PATCH", "/api/v1/namespaces/default/pods/p9", "", "kubelet", json, "404"),
             ("DELETE", "/api/v1/namespaces/default/pods/p1", "", "kubelet", json, "403"),
             ("DELETE", "/api/v1/namespaces/default/pods", "", "kubelet", json, "403"),
