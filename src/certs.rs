@@ -10,6 +10,8 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::codec::time::now_unix;
+
 /// A client certificate chain with its private key.
 pub struct ClientIdentity {
     pub chain: Vec<CertificateDer<'static>>,
@@ -30,18 +32,14 @@ pub struct CertInfo {
 
 impl CertInfo {
     pub fn expired(&self) -> bool {
-        self.not_after <= now_seconds()
+        self.not_after <= now_unix()
     }
 
     /// Whether most (80 %) of the validity has passed: time to renew.
     pub fn due_for_renewal(&self) -> bool {
         let lifetime = (self.not_after - self.not_before).max(0);
-        now_seconds() >= self.not_before + lifetime * 4 / 5
+        now_unix() >= self.not_before + lifetime * 4 / 5
     }
-}
-
-fn now_seconds() -> i64 {
-    crate::codec::time::now_unix()
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {

@@ -2,7 +2,7 @@
 //! with the balancer and the metrics (`HealthState`), and one prober thread per
 //! server.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -91,16 +91,12 @@ impl Hysteresis {
     }
 }
 
-const NOT_PROBED: u8 = 0;
-const ANSWERED: u8 = 1;
-const FAILED: u8 = 2;
-
 /// Health of every server, shared by the prober (writer) and everyone else.
 pub struct HealthState {
     servers: Vec<AtomicU8>,
     last_error: Vec<Mutex<String>>,
-    /// Each server's latest probe: `NOT_PROBED`, `ANSWERED` or `FAILED`.
-    last_probe: Vec<AtomicU8>,
+    /// Whether each server has been probed at least once.
+    probed: Vec<AtomicBool>,
     /// Bumped on every transition and first probe; waiters use it to notice changes.
     generation: AtomicU64,
     changed: (Mutex<()>, Condvar),
@@ -113,7 +109,7 @@ impl HealthState {
                 .map(|_| AtomicU8::new(Health::Unknown.to_u8()))
                 .collect(),
             last_error: (0..n_servers).map(|_| Mutex::new(String::new())).collect(),
-            last_probe: (0..n_servers).map(|_| AtomicU8::new(NOT_PROBED)).collect(),
+            probed: (0..n_servers).map(|_| AtomicBool::new(false)).collect(),
             generation: AtomicU64::new(0),
             changed: (Mutex::new(()), Condvar::new()),
         }
@@ -132,10 +128,9 @@ impl HealthState {
         self.notify();
     }
 
-    /// Records a server's latest probe result (its state may not change).
-    pub fn record_probe(&self, server: usize, ok: bool) {
-        let result = if ok { ANSWERED } else { FAILED };
-        if self.last_probe[server].swap(result, Ordering::SeqCst) != result {
+    /// Records that a server was probed (its state may not change).
+    pub fn record_probe(&self, server: usize) {
+        if !self.probed[server].swap(true, Ordering::SeqCst) {
             self.notify();
         }
     }
@@ -175,9 +170,7 @@ impl HealthState {
 
     /// Whether no server has been probed yet.
     pub fn nothing_known(&self) -> bool {
-        self.last_probe
-            .iter()
-            .all(|p| p.load(Ordering::SeqCst) == NOT_PROBED)
+        self.probed.iter().all(|p| !p.load(Ordering::SeqCst))
     }
 
     /// Which servers may take requests: the healthy ones; while none is, the
@@ -254,7 +247,7 @@ pub fn spawn_probers(
                             state.set_last_error(i, e.clone());
                         }
                     }
-                    state.record_probe(i, result.is_ok());
+                    state.record_probe(i);
                     if let Some(next) = hysteresis.observe(result.is_ok()) {
                         match next {
                             Health::Healthy => log::info!("apiserver {name} is healthy"),

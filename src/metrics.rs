@@ -42,29 +42,18 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn record_request(&self, component: &str, verb: &'static str, resource: &str, code: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (component.to_string(), verb, resource.to_string(), code);
-        if !requests.contains_key(&key) && requests.len() >= MAX_REQUEST_SERIES {
-            *requests
-                .entry(("other".into(), verb, String::new(), code))
-                .or_default() += 1;
-            return;
-        }
-        *requests.entry(key).or_default() += 1;
+        count_capped(
+            &self.requests,
+            (component.to_string(), verb, resource.to_string(), code),
+            || ("other".into(), verb, String::new(), code),
+        );
     }
 
     /// One write answered offline (the client was told so by a header).
     pub fn count_offline_write(&self, component: &str, verb: &'static str) {
-        let mut writes = self
-            .offline_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let key = (component.to_string(), verb);
-        if !writes.contains_key(&key) && writes.len() >= MAX_REQUEST_SERIES {
-            *writes.entry(("other".into(), verb)).or_default() += 1;
-            return;
-        }
-        *writes.entry(key).or_default() += 1;
+        count_capped(&self.offline_writes, (component.to_string(), verb), || {
+            ("other".into(), verb)
+        });
     }
 
     /// One request answered offline because no apiserver could be reached.
@@ -307,6 +296,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Counts one under `key`, or under `overflow()` once `MAX_REQUEST_SERIES`
+/// distinct series exist, so a misbehaving client cannot grow memory.
+fn count_capped<K: Ord>(series: &Mutex<BTreeMap<K, u64>>, key: K, overflow: impl FnOnce() -> K) {
+    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+    let key = if series.contains_key(&key) || series.len() < MAX_REQUEST_SERIES {
+        key
+    } else {
+        overflow()
+    };
+    *series.entry(key).or_default() += 1;
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

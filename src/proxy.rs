@@ -139,7 +139,7 @@ impl Proxy {
             // Before any probe, or while every apiserver fails to connect, a
             // read of what the cache holds is answered from it at once: a
             // connect attempt could take seconds. Writes always try the cloud.
-            let recently_unreachable = self.upstream.recently_unreachable().is_some();
+            let recently_unreachable = self.upstream.recently_unreachable();
             let may_be_unreachable = health.nothing_known() || recently_unreachable;
             if !info.verb.is_write() && !offline::needs_body(info) && may_be_unreachable {
                 let answer = offline.decide(&OfflineRequest {
@@ -175,7 +175,7 @@ impl Proxy {
         } else {
             !health.any_healthy()
         };
-        if self.offline.is_some() && down_enough && self.upstream.recently_unreachable().is_some() {
+        if self.offline.is_some() && down_enough && self.upstream.recently_unreachable() {
             return self.answer_offline(exchange, &asked, None, decided, Some("recent"));
         }
         // A body is read first when its request may have to be sent twice or

@@ -195,8 +195,8 @@ pub struct Upstream {
     /// How often a quiet stream's read wakes up: at most one heartbeat, so a
     /// stream from an apiserver marked unhealthy ends within one heartbeat.
     stream_poll: Duration,
-    /// Per server: when and how it last failed to connect (`None` once it answered).
-    unreachable: Vec<Mutex<Option<(Instant, Unreachable)>>>,
+    /// Per server: when it last failed to connect (`None` once it answered).
+    unreachable: Vec<Mutex<Option<Instant>>>,
     /// How long a connect failure counts as recent.
     unreachable_window: Duration,
 }
@@ -440,33 +440,24 @@ impl Upstream {
                 // A probe that got no answer at all in its time (a stopped
                 // process, a link that drops packets) counts as unreachable;
                 // a slow answer to a request does not.
-                let how = error.unreachable().or_else(|| {
-                    (silence_is_unreachable && error.is_timeout()).then_some(Unreachable::Timeout)
-                });
-                if let Some(how) = how {
-                    *last = Some((Instant::now(), how));
+                if error.is_connect_failure() || (silence_is_unreachable && error.is_timeout()) {
+                    *last = Some(Instant::now());
                 }
                 Err(error)
             }
         }
     }
 
-    /// How the servers could not be reached, when every one of them failed
-    /// to connect within the last heartbeat (and probe timeout) and none
-    /// answered since: then a request is answered offline at once instead of
-    /// paying the connect deadline again.
-    pub fn recently_unreachable(&self) -> Option<Unreachable> {
-        let mut latest: Option<(Instant, Unreachable)> = None;
-        for last in &self.unreachable {
-            let (at, how) = (*last.lock().unwrap_or_else(|e| e.into_inner()))?;
-            if at.elapsed() > self.unreachable_window {
-                return None;
-            }
-            if latest.is_none_or(|(seen, _)| at > seen) {
-                latest = Some((at, how));
-            }
-        }
-        latest.map(|(_, how)| how)
+    /// Whether every server failed to connect (or to answer a probe at all)
+    /// within the last heartbeat and probe timeout and none answered since:
+    /// then a request is answered offline at once instead of paying the
+    /// connect deadline again.
+    pub fn recently_unreachable(&self) -> bool {
+        self.unreachable.iter().all(|last| {
+            last.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|at| at.elapsed() <= self.unreachable_window)
+        })
     }
 }
 

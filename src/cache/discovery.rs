@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use super::key;
+use crate::codec::media::MediaRange;
 
 const AGGREGATED_GROUP: &str = "apidiscovery.k8s.io";
 const AGGREGATED_KIND: &str = "APIGroupDiscoveryList";
@@ -29,7 +30,7 @@ impl DocumentType {
     pub fn from_content_type(content_type: &str) -> Option<DocumentType> {
         let media = MediaRange::parse(content_type);
         match media.essence.as_str() {
-            "application/json" => media.document_type(),
+            "application/json" => document_type(&media),
             _ => None,
         }
     }
@@ -72,10 +73,9 @@ pub fn accepted(accept: Option<&str>) -> Vec<DocumentType> {
         return vec![DocumentType::Plain];
     };
     let mut out = Vec::new();
-    for entry in accept.split(',') {
-        let media = MediaRange::parse(entry);
+    for media in MediaRange::list(accept) {
         let wanted = match media.essence.as_str() {
-            "application/json" => media.document_type(),
+            "application/json" => document_type(&media),
             "*/*" | "application/*" if media.parameter("as").is_none() => Some(DocumentType::Plain),
             _ => None,
         };
@@ -86,52 +86,19 @@ pub fn accepted(accept: Option<&str>) -> Vec<DocumentType> {
     out
 }
 
-/// A media type with its parameters, lower-cased where case does not matter.
-struct MediaRange {
-    essence: String,
-    parameters: Vec<(String, String)>,
-}
-
-impl MediaRange {
-    fn parse(text: &str) -> MediaRange {
-        let mut parts = text.split(';');
-        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let parameters = parts
-            .filter_map(|p| {
-                let (name, value) = p.split_once('=')?;
-                Some((
-                    name.trim().to_ascii_lowercase(),
-                    value.trim().trim_matches('"').to_string(),
-                ))
-            })
-            .collect();
-        MediaRange {
-            essence,
-            parameters,
+/// The type an `application/json` range names: plain without `as`,
+/// aggregated for `as=APIGroupDiscoveryList` of a known version, else none.
+fn document_type(media: &MediaRange) -> Option<DocumentType> {
+    match media.parameter("as") {
+        None => Some(DocumentType::Plain),
+        Some(AGGREGATED_KIND) if media.parameter("g") == Some(AGGREGATED_GROUP) => {
+            let version = media.parameter("v")?;
+            AGGREGATED_VERSIONS
+                .iter()
+                .find(|v| **v == version)
+                .map(|v| DocumentType::Aggregated(v))
         }
-    }
-
-    fn parameter(&self, name: &str) -> Option<&str> {
-        self.parameters
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The type an `application/json` range names: plain without `as`,
-    /// aggregated for `as=APIGroupDiscoveryList` of a known version, else none.
-    fn document_type(&self) -> Option<DocumentType> {
-        match self.parameter("as") {
-            None => Some(DocumentType::Plain),
-            Some(AGGREGATED_KIND) if self.parameter("g") == Some(AGGREGATED_GROUP) => {
-                let version = self.parameter("v")?;
-                AGGREGATED_VERSIONS
-                    .iter()
-                    .find(|v| **v == version)
-                    .map(|v| DocumentType::Aggregated(v))
-            }
-            Some(_) => None,
-        }
+        Some(_) => None,
     }
 }
 

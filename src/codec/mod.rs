@@ -4,12 +4,15 @@
 //! so the cache never looks at bytes itself.
 
 mod json;
+pub mod media;
 mod protobuf;
 pub mod time;
 pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+use media::MediaRange;
 
 /// What the cache reads from an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,18 +120,14 @@ impl Encoding {
     /// store it. Responses in another shape (`as=Table`, `as=PartialObjectMetadata`)
     /// are not objects and give `None`.
     pub fn from_content_type(content_type: &str) -> Option<Encoding> {
-        let mut parts = content_type.split(';').map(str::trim);
-        let media = parts.next()?.to_ascii_lowercase();
-        for parameter in parts {
-            let (name, _) = parameter.split_once('=').unwrap_or((parameter, ""));
-            if !matches!(
-                name.trim().to_ascii_lowercase().as_str(),
-                "charset" | "stream"
-            ) {
-                return None;
-            }
+        let media = MediaRange::parse(content_type);
+        if !media
+            .parameter_names()
+            .all(|name| matches!(name, "charset" | "stream"))
+        {
+            return None;
         }
-        match media.as_str() {
+        match media.essence.as_str() {
             "application/json" => Some(Encoding::Json),
             "application/vnd.kubernetes.protobuf" => Some(Encoding::Protobuf),
             _ => None,
@@ -255,19 +254,9 @@ pub fn accepted(accept: Option<&str>) -> Vec<Encoding> {
         return vec![Encoding::Json];
     };
     let mut out = Vec::new();
-    for entry in accept.split(',') {
-        let media = entry
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        let has_as = entry
-            .split(';')
-            .skip(1)
-            .any(|p| p.trim().to_ascii_lowercase().starts_with("as="));
-        let encoding = match media.as_str() {
-            _ if has_as => None,
+    for media in MediaRange::list(accept) {
+        let encoding = match media.essence.as_str() {
+            _ if media.parameter("as").is_some() => None,
             "application/json" | "*/*" | "application/*" => Some(Encoding::Json),
             "application/vnd.kubernetes.protobuf" => Some(Encoding::Protobuf),
             _ => None,
