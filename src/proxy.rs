@@ -225,15 +225,9 @@ impl Proxy {
                 )
                 .collect()
         };
-        let candidates: Vec<(usize, Option<Duration>)> = match self.upstream.pick() {
+        let mut candidates: Vec<(usize, Option<Duration>)> = match self.upstream.pick() {
             Some(server) if body.is_some() => every_server(Some(server)),
-            Some(server) => {
-                let next = self.upstream.next_after(server).filter(|_| retryable);
-                std::iter::once(server)
-                    .chain(next)
-                    .map(|s| (s, None))
-                    .collect()
-            }
+            Some(server) => vec![(server, None)],
             None if self.offline.is_some() && !info.is_long_running() => every_server(None),
             None if self.offline.is_some() => {
                 return self.answer_offline(exchange, &asked, body.as_deref(), decided, None);
@@ -260,7 +254,9 @@ impl Proxy {
         let method = exchange.head.method.clone();
         let mut last_error = None;
         let mut sent = None;
-        for &(server, connect_timeout) in &candidates {
+        let mut attempt = 0;
+        while let Some(&(server, connect_timeout)) = candidates.get(attempt) {
+            attempt += 1;
             let has_body = exchange.has_body();
             let mut buffered = body.as_deref().map(std::io::Cursor::new);
             let mut body_reader = exchange.body();
@@ -290,6 +286,14 @@ impl Proxy {
                     last_error = Some((url.clone(), e));
                     if !unreachable {
                         break;
+                    }
+                    // A GET that never reached its server goes once to the next.
+                    if retryable
+                        && body.is_none()
+                        && candidates.len() == 1
+                        && let Some(next) = self.upstream.next_after(server)
+                    {
+                        candidates.push((next, None));
                     }
                 }
             }
