@@ -722,9 +722,13 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
         "-o",
         r#"jsonpath={.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}"#,
     ];
+    // kubelet reports an unchanged status only every nodeStatusReportFrequency
+    // (5 min): when the cloud saw nothing change, that is when it resumes.
     assert!(
-        wait_until(Duration::from_secs(60), || updated_since_return(&heartbeat)),
-        "node status did not resume within a minute"
+        wait_until(Duration::from_secs(330), || updated_since_return(
+            &heartbeat
+        )),
+        "node status did not resume within kubelet's report period"
     );
     let ready = kubectl_ok(
         &admin,
