@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::budget::MemoryBudget;
+
 use crate::cache::Cache;
 use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
@@ -13,6 +15,7 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The cache, in edge mode: the hub can serve from it while offline.
     pub cache: Option<Arc<Cache>>,
+    pub budget: Arc<MemoryBudget>,
     /// Listener statistics, filled in once the listeners run.
     pub listeners: std::sync::OnceLock<Vec<(&'static str, Arc<ServerStats>)>>,
 }
@@ -67,6 +70,7 @@ impl<S: Stream> Handler<S> for Admin {
                     &self.upstream.health,
                     &listeners,
                     self.cache.as_deref(),
+                    Some(&self.budget),
                 );
                 let headers = vec![(
                     "Content-Type".to_string(),

@@ -11,16 +11,17 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 
 use crate::admin::Admin;
 use crate::bootstrap;
+use crate::budget::MemoryBudget;
 use crate::cache::{Cache, agents, agents::Agents};
 use crate::config::Config;
 use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
 use crate::http::{
-    self, ErrorBody, Limits, PlainAcceptor, ServerConfig, ServerHandle, TlsAcceptor,
+    self, ErrorBody, Limits, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, TlsAcceptor,
 };
 use crate::metrics::Metrics;
 use crate::offline::Offline;
-use crate::proxy::Proxy;
+use crate::proxy::{Port, Proxy, ProxyPort};
 use crate::status::status_body;
 use crate::upstream::{Server, Upstream};
 
@@ -38,6 +39,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Runs the hub until SIGTERM, SIGINT or SIGQUIT.
 pub fn run(config: Config) -> Result<(), String> {
+    install_panic_policy();
     log::info!(
         "yurthub {VERSION} starting: node {}, apiservers {}, {:?} mode",
         config.node_name,
@@ -61,6 +63,7 @@ pub fn run(config: Config) -> Result<(), String> {
         config.heartbeat_timeout,
     ));
     let metrics = Arc::new(Metrics::default());
+    let budget = MemoryBudget::new(config.memory_budget);
 
     // Bind before anything else runs so a taken port fails the start at once.
     let proxy_listener = bind(config.bind_address, config.proxy_port, "proxy-port")?;
@@ -98,6 +101,7 @@ pub fn run(config: Config) -> Result<(), String> {
     };
     let offline = cache.as_ref().map(|cache| Offline {
         cache: cache.clone(),
+        budget: budget.clone(),
         health: upstream.health.clone(),
         min_request_timeout: config.min_request_timeout,
     });
@@ -110,7 +114,9 @@ pub fn run(config: Config) -> Result<(), String> {
         cache: cache.clone(),
         offline,
         first_probe_wait: config.heartbeat_timeout + FIRST_PROBE_GRACE,
+        budget: budget.clone(),
     });
+    let proxy_stats = Arc::new(ServerStats::default());
     let mut proxy_server = http::spawn(
         proxy_listener,
         ServerConfig {
@@ -119,9 +125,15 @@ pub fn run(config: Config) -> Result<(), String> {
             limits: Limits::default(),
             error_body: error_body.clone(),
             stack_size: CONNECTION_STACK,
+            evict_idle_when_full: false,
         },
         Arc::new(PlainAcceptor),
-        proxy.clone(),
+        Arc::new(ProxyPort {
+            proxy: proxy.clone(),
+            port: Port::Plain,
+            stats: proxy_stats.clone(),
+        }),
+        proxy_stats,
     )
     .map_err(|e| format!("cannot start the proxy listener: {e}"))?;
     let mut secure_server =
@@ -130,6 +142,7 @@ pub fn run(config: Config) -> Result<(), String> {
         upstream,
         metrics: metrics.clone(),
         cache,
+        budget,
         listeners: Default::default(),
     });
     let mut serve_server = http::spawn(
@@ -140,9 +153,13 @@ pub fn run(config: Config) -> Result<(), String> {
             limits: Limits::default(),
             error_body,
             stack_size: CONNECTION_STACK,
+            // Idle scrapers and half-open probes never make the liveness
+            // probe fail (that would restart the hub).
+            evict_idle_when_full: true,
         },
         Arc::new(PlainAcceptor),
         admin.clone(),
+        Arc::default(),
     )
     .map_err(|e| format!("cannot start the serve listener: {e}"))?;
     let mut listeners = vec![
@@ -174,6 +191,34 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// A panic in a connection thread ends that connection only: its listener
+/// catches it and counts it (`node_yurthub_connection_panics_total`). A
+/// panic anywhere else (the cache writer, a prober) would leave the hub
+/// running without that service, so the process ends and its supervisor
+/// starts it again whole.
+fn install_panic_policy() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        if name.ends_with("-conn") {
+            log::error!("thread {name} panicked{location}: {message}; closing its connection");
+        } else {
+            log::error!("thread {name} panicked{location}: {message}; exiting");
+            std::process::abort();
+        }
+    }));
 }
 
 /// Opens the cache and starts following the cache-agents ConfigMap. A cache
@@ -240,8 +285,9 @@ fn start_secure_proxy(
             }
             let acceptor = Arc::new(TlsAcceptor::new(stored));
             let mut ip_sans = vec![std::net::IpAddr::from([127, 0, 0, 1])];
-            if !config.bind_address.is_unspecified() && !config.bind_address.is_loopback() {
-                ip_sans.push(config.bind_address);
+            let address = config.proxy_secure_bind_address;
+            if !address.is_unspecified() && !address.is_loopback() {
+                ip_sans.push(address);
             }
             bootstrap::spawn_serving(
                 upstream.clone(),
@@ -255,10 +301,11 @@ fn start_secure_proxy(
         }
     };
     let listener = bind(
-        config.bind_address,
+        config.proxy_secure_bind_address,
         config.proxy_secure_port,
         "proxy-secure-port",
     )?;
+    let stats = Arc::new(ServerStats::default());
     let server = http::spawn(
         listener,
         ServerConfig {
@@ -267,9 +314,15 @@ fn start_secure_proxy(
             limits: Limits::default(),
             error_body,
             stack_size: CONNECTION_STACK,
+            evict_idle_when_full: false,
         },
         acceptor,
-        proxy,
+        Arc::new(ProxyPort {
+            proxy,
+            port: Port::Secure,
+            stats: stats.clone(),
+        }),
+        stats,
     )
     .map_err(|e| format!("cannot start the secure proxy listener: {e}"))?;
     log::info!("secure proxy listening on https://{}", server.local_addr());

@@ -30,6 +30,16 @@ pub struct Cli {
     #[argh(option, default = "10268")]
     pub proxy_secure_port: u16,
 
+    /// memory the hub may hold for requests in flight (cache copies, bodies,
+    /// offline answers, relay buffers), in MiB; past it: 429 or no cache copy
+    #[argh(option, default = "64")]
+    pub memory_budget_mib: u32,
+
+    /// address the HTTPS proxy port binds to, one pods can reach (for example
+    /// the node's address or 169.254.2.1 on a dummy interface); default: --bind-address
+    #[argh(option, default = "String::new()")]
+    pub proxy_secure_bind_address: String,
+
     /// serving certificate (PEM) of the secure proxy port
     #[argh(option, default = "String::new()")]
     pub tls_cert_file: String,

@@ -23,6 +23,11 @@ pub struct Config {
     pub bind_address: IpAddr,
     pub proxy_port: u16,
     pub proxy_secure_port: u16,
+    /// Bytes the hub may hold for requests in flight.
+    pub memory_budget: usize,
+    /// Where the secure port listens (pods must reach it; the plain port
+    /// stays on `bind_address`, usually loopback).
+    pub proxy_secure_bind_address: IpAddr,
     /// Serving certificate and key of the secure port, when given.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub serve_port: u16,
@@ -121,6 +126,22 @@ impl Config {
                 format!("{:?} is not an IP address", cli.bind_address),
             )
         })?;
+        let proxy_secure_bind_address = if cli.proxy_secure_bind_address.is_empty() {
+            bind_address
+        } else {
+            cli.proxy_secure_bind_address.parse().map_err(|_| {
+                invalid(
+                    "proxy-secure-bind-address",
+                    format!("{:?} is not an IP address", cli.proxy_secure_bind_address),
+                )
+            })?
+        };
+        if cli.memory_budget_mib < 8 {
+            return Err(invalid(
+                "memory-budget-mib",
+                "must be at least 8 (one cache copy of a large list needs several MiB)",
+            ));
+        }
         if cli.heartbeat_interval_seconds == 0 {
             return Err(invalid("heartbeat-interval-seconds", "must be at least 1"));
         }
@@ -189,6 +210,8 @@ impl Config {
             bind_address,
             proxy_port: cli.proxy_port,
             proxy_secure_port: cli.proxy_secure_port,
+            proxy_secure_bind_address,
+            memory_budget: cli.memory_budget_mib as usize * 1024 * 1024,
             tls_files,
             serve_port: cli.serve_port,
             disk_cache_path: PathBuf::from(&cli.disk_cache_path),
@@ -338,6 +361,17 @@ mod tests {
                     "localhost",
                 ][..],
                 "bind-address",
+            ),
+            (
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--node-name",
+                    "n",
+                    "--proxy-secure-bind-address",
+                    "node",
+                ][..],
+                "proxy-secure-bind-address",
             ),
             (
                 &[

@@ -7,6 +7,7 @@ mod admin;
 pub mod app;
 mod balancer;
 mod bootstrap;
+mod budget;
 mod cache;
 mod certs;
 pub mod cli;
@@ -87,5 +88,20 @@ mod architecture {
                 );
             }
         }
+    }
+
+    /// A panic in one connection's handler must unwind to its listener,
+    /// which ends that connection only; `panic = "abort"` would end the hub.
+    #[test]
+    fn release_builds_unwind_panics() {
+        let manifest =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .unwrap();
+        let release = manifest
+            .split("[profile.release]")
+            .nth(1)
+            .expect("a release profile");
+        let release = release.split("\n[").next().unwrap_or(release);
+        assert!(release.contains("panic = \"unwind\""), "{release}");
     }
 }

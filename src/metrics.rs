@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::budget::MemoryBudget;
 use crate::cache::Cache;
 use crate::health::{Health, HealthState};
 use crate::http::ServerStats;
@@ -13,6 +14,11 @@ use crate::http::ServerStats;
 /// Distinct (component, verb, resource, code) series kept; later new ones are
 /// counted under component `other` so a misbehaving client cannot grow memory.
 const MAX_REQUEST_SERIES: usize = 2000;
+/// Distinct components named in labels; later ones are counted as `other`.
+const MAX_COMPONENTS: usize = 64;
+/// Longest label value taken from a request (a User-Agent, a path segment);
+/// a longer one is counted as `other`, so `/metrics` stays small.
+const MAX_LABEL_BYTES: usize = 64;
 
 type RequestKey = (String, &'static str, String, u16);
 
@@ -38,22 +44,44 @@ pub struct Metrics {
     offline_writes: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests answered offline because no apiserver could be reached, by how.
     unreachable: Mutex<BTreeMap<&'static str, u64>>,
+    /// Components named in labels so far (at most `MAX_COMPONENTS`).
+    components: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Metrics {
     pub fn record_request(&self, component: &str, verb: &'static str, resource: &str, code: u16) {
+        let component = self.component_label(component);
         count_capped(
             &self.requests,
-            (component.to_string(), verb, resource.to_string(), code),
+            (component, verb, short_label(resource).to_string(), code),
             || ("other".into(), verb, String::new(), code),
         );
     }
 
     /// One write answered offline (the client was told so by a header).
     pub fn count_offline_write(&self, component: &str, verb: &'static str) {
-        count_capped(&self.offline_writes, (component.to_string(), verb), || {
+        let component = self.component_label(component);
+        count_capped(&self.offline_writes, (component, verb), || {
             ("other".into(), verb)
         });
+    }
+
+    /// The label for a component: itself while it is short and one of the
+    /// first `MAX_COMPONENTS` seen, else `other`.
+    fn component_label(&self, component: &str) -> String {
+        let component = short_label(component);
+        if component == "other" {
+            return component.to_string();
+        }
+        let mut seen = self.components.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(component) {
+            return component.to_string();
+        }
+        if seen.len() >= MAX_COMPONENTS {
+            return "other".to_string();
+        }
+        seen.insert(component.to_string());
+        component.to_string()
     }
 
     /// One request answered offline because no apiserver could be reached.
@@ -73,8 +101,34 @@ impl Metrics {
         health: &HealthState,
         listeners: &[(&str, &ServerStats)],
         cache: Option<&Cache>,
+        budget: Option<&MemoryBudget>,
     ) -> String {
         let mut out = String::new();
+        if let Some(budget) = budget {
+            header(
+                &mut out,
+                "node_yurthub_memory_budget_bytes",
+                "gauge",
+                "memory held for requests in flight (used) against --memory-budget-mib (limit)",
+            );
+            let _ = writeln!(
+                out,
+                "node_yurthub_memory_budget_bytes{{state=\"used\"}} {}\nnode_yurthub_memory_budget_bytes{{state=\"limit\"}} {}",
+                budget.used(),
+                budget.limit()
+            );
+            header(
+                &mut out,
+                "node_yurthub_memory_budget_refused_total",
+                "counter",
+                "reservations refused because the memory budget was spent (a 429, a small relay buffer or a response not cached)",
+            );
+            let _ = writeln!(
+                out,
+                "node_yurthub_memory_budget_refused_total {}",
+                budget.refused.load(Ordering::Relaxed)
+            );
+        }
         header(
             &mut out,
             "node_yurthub_server_healthy_status",
@@ -152,7 +206,7 @@ impl Metrics {
                 escape(resource)
             );
         }
-        let per_listener: [ListenerSeries; 3] = [
+        let per_listener: [ListenerSeries; 5] = [
             (
                 "node_yurthub_open_connections",
                 "gauge",
@@ -170,6 +224,18 @@ impl Metrics {
                 "counter",
                 "failed accepts (for example out of file descriptors)",
                 |s| s.accept_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_connection_panics_total",
+                "counter",
+                "connections ended because their handler panicked (logged; the hub went on)",
+                |s| s.panics.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_evicted_idle_connections_total",
+                "counter",
+                "idle connections closed to make room for a new one (serve port)",
+                |s| s.evicted_idle.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in per_listener {
@@ -310,6 +376,15 @@ fn count_capped<K: Ord>(series: &Mutex<BTreeMap<K, u64>>, key: K, overflow: impl
     *series.entry(key).or_default() += 1;
 }
 
+/// A label value taken from a request, or `other` when it is too long.
+fn short_label(value: &str) -> &str {
+    if value.len() <= MAX_LABEL_BYTES {
+        value
+    } else {
+        "other"
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -339,6 +414,7 @@ mod tests {
             &health,
             &[("proxy", &stats)],
             None,
+            None,
         );
         assert!(
             text.contains("node_yurthub_server_healthy_status{server=\"https://a:6443\"} 1"),
@@ -355,9 +431,33 @@ mod tests {
     fn series_count_is_bounded() {
         let metrics = Metrics::default();
         for i in 0..MAX_REQUEST_SERIES + 10 {
-            metrics.record_request(&format!("c{i}"), "get", "pods", 200);
+            metrics.record_request("kubelet", "get", &format!("r{i}"), 200);
         }
         let n = metrics.requests.lock().unwrap().len();
         assert_eq!(n, MAX_REQUEST_SERIES + 1);
+    }
+
+    #[test]
+    fn long_and_numerous_label_values_are_counted_as_other() {
+        let metrics = Metrics::default();
+        let long = "x".repeat(60_000);
+        metrics.record_request(&long, "get", &long, 200);
+        for i in 0..MAX_COMPONENTS + 10 {
+            metrics.record_request(&format!("c{i}"), "get", "pods", 200);
+            metrics.count_offline_write(&format!("c{i}"), "create");
+        }
+        let health = HealthState::new(0);
+        let text = metrics.render(&[], &health, &[], None, None);
+        assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+        assert!(
+            text.contains("component=\"other\",verb=\"get\",resource=\"other\""),
+            "{text}"
+        );
+        let components: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split("component=\"").nth(1))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(components.len(), MAX_COMPONENTS + 1, "{components:?}");
     }
 }

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::budget::{MemoryBudget, Reservation};
 use crate::cache::discovery::{self, DocumentType};
 use crate::cache::lists::ListType;
 use crate::cache::tokens;
@@ -76,6 +77,19 @@ impl Answer {
         )
     }
 
+    /// Bytes of body the answer holds.
+    pub fn body_len(&self) -> usize {
+        match self {
+            Answer::Found { body, .. }
+            | Answer::Token { body, .. }
+            | Answer::Echo { body, .. }
+            | Answer::Document { body, .. } => body.len(),
+            Answer::InitialEvents { events, .. } => events.len(),
+            Answer::Held { .. } => 0,
+            Answer::Refused { message, .. } => message.len(),
+        }
+    }
+
     /// The status code the client gets.
     pub fn code(&self) -> u16 {
         match self {
@@ -98,6 +112,16 @@ pub fn needs_body(info: &RequestInfo) -> bool {
     info.is_resource_request && info.verb == Verb::Create
 }
 
+/// Whether a request asks for credentials (Secrets, service-account tokens):
+/// what the secure port never answers from the cache, where no token can be
+/// checked.
+pub fn is_credential(info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && info.api_group.is_empty()
+        && (info.resource == "secrets"
+            || (info.resource == "serviceaccounts" && info.subresource == "token"))
+}
+
 /// A list selected from the cache.
 struct Selected {
     encoding: Encoding,
@@ -108,6 +132,7 @@ struct Selected {
 
 pub struct Offline {
     pub cache: Arc<Cache>,
+    pub budget: Arc<MemoryBudget>,
     pub health: Arc<HealthState>,
     pub min_request_timeout: Duration,
 }
@@ -213,10 +238,10 @@ impl Offline {
         let read;
         let body = match body {
             Some(body) => Some(body),
-            None if needs_body(info) => match read_body(exchange) {
-                Ok(bytes) => {
-                    read = bytes;
-                    Some(read.as_slice())
+            None if needs_body(info) => match read_body(exchange, &self.budget) {
+                Ok((bytes, reservation)) => {
+                    read = (bytes, reservation);
+                    Some(read.0.as_slice())
                 }
                 Err(refused) => return self.write(exchange, refused, query),
             },
@@ -238,6 +263,11 @@ impl Offline {
     /// Sends an answer; held watches and streaming lists stay open until
     /// they end (see `hold`).
     pub fn write<S: Stream>(&self, exchange: &mut Exchange<'_, S>, answer: Answer, query: &Query) {
+        // Held while it is sent; an answer past the budget is refused (it
+        // was built, but is not kept while a slow client takes it).
+        let Some(_held) = self.budget.reserve(answer.body_len()) else {
+            return refuse(exchange, &Refusal::MemoryBudgetSpent);
+        };
         let code = answer.code();
         // A write answered here says so: the cloud never saw it.
         let is_write = matches!(
@@ -521,21 +551,42 @@ fn pieces(events: &[u8], encoding: Encoding) -> Vec<&[u8]> {
 }
 
 /// Reads a request body for an offline answer, at most `MAX_OFFLINE_BODY`.
-pub fn read_body<S: Stream>(exchange: &mut Exchange<'_, S>) -> Result<Vec<u8>, Answer> {
+/// Reads a request body whole (at most `MAX_OFFLINE_BODY`), held against
+/// the memory budget for as long as the reservation lives.
+pub fn read_body<S: Stream>(
+    exchange: &mut Exchange<'_, S>,
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Vec<u8>, Reservation), Answer> {
+    const PIECE: usize = 64 * 1024;
+    let mut reservation = budget.empty();
     let mut body = Vec::new();
-    if exchange
-        .body()
-        .take(MAX_OFFLINE_BODY + 1)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        return Err(refused(400, "cannot read the request body"));
+    let mut reader = exchange.body().take(MAX_OFFLINE_BODY + 1);
+    loop {
+        if !reservation.grow_to(body.len() + PIECE) {
+            exchange.close_after();
+            return Err(refused(
+                429,
+                "the hub's memory budget for requests in flight is spent, retry later",
+            ));
+        }
+        let at = body.len();
+        body.reserve_exact(PIECE);
+        body.resize(at + PIECE, 0);
+        match reader.read(&mut body[at..]) {
+            Ok(0) => {
+                body.truncate(at);
+                break;
+            }
+            Ok(n) => body.truncate(at + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => body.truncate(at),
+            Err(_) => return Err(refused(400, "cannot read the request body")),
+        }
     }
     if body.len() as u64 > MAX_OFFLINE_BODY {
         exchange.close_after();
         return Err(refused(413, "request body too large"));
     }
-    Ok(body)
+    Ok((body, reservation))
 }
 
 pub fn is_edge_cache<S: Stream>(exchange: &Exchange<'_, S>) -> bool {
@@ -634,6 +685,7 @@ mod tests {
         let health = Arc::new(HealthState::new(1));
         let offline = Offline {
             cache,
+            budget: crate::budget::MemoryBudget::new(64 << 20),
             health,
             min_request_timeout: Duration::from_secs(1),
         };
@@ -761,6 +813,26 @@ mod tests {
                 assert_eq!(piece.len() % one.len(), 0, "{encoding:?}");
             }
             assert_eq!(super::pieces(&one, encoding), [one.as_slice()]);
+        }
+    }
+
+    #[test]
+    fn credentials_are_secrets_and_service_account_tokens() {
+        let rows = [
+            ("GET", "/api/v1/namespaces/d/secrets/s", true),
+            ("GET", "/api/v1/secrets", true),
+            (
+                "POST",
+                "/api/v1/namespaces/d/serviceaccounts/sa/token",
+                true,
+            ),
+            ("GET", "/api/v1/namespaces/d/serviceaccounts/sa", false),
+            ("GET", "/api/v1/namespaces/d/configmaps/c", false),
+            ("GET", "/apis/example.com/v1/secrets", false),
+        ];
+        for (method, path, expected) in rows {
+            let info = classify(method, path, &crate::request_info::Query::parse("")).unwrap();
+            assert_eq!(is_credential(&info), expected, "{method} {path}");
         }
     }
 }

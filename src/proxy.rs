@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
 use crate::cache::{Cache, Tee};
 use crate::health::{Health, HealthState};
-use crate::http::{Exchange, Handler, Stream};
+use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
 use crate::offline::{self, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
@@ -50,6 +51,8 @@ const SHORT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Size of the relay buffer: one read from upstream becomes one flushed chunk.
 const RELAY_BUFFER: usize = 32 * 1024;
+/// The relay buffer when the memory budget is spent (not counted in it).
+const SMALL_RELAY_BUFFER: usize = 4 * 1024;
 
 pub struct Proxy {
     pub upstream: Arc<Upstream>,
@@ -60,6 +63,8 @@ pub struct Proxy {
     pub offline: Option<Offline>,
     /// Longest wait for the first health verdict before a watch is sent.
     pub first_probe_wait: Duration,
+    /// What requests in flight may hold in memory, all together.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Holds one slot of a gauge for as long as it lives.
@@ -71,40 +76,70 @@ impl Drop for GaugeSlot<'_> {
     }
 }
 
-impl<S: Stream> Handler<S> for Proxy {
+/// Which proxy port a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The plain port, on loopback: node components, with their own
+    /// kubeconfig or the hub's client certificate.
+    Plain,
+    /// The HTTPS port pods reach: every request carries its own bearer token.
+    Secure,
+}
+
+/// One proxy listener: its own in-flight bound (slow clients of one port
+/// never make the other answer 429) and, on the secure port, the rule that a
+/// request without a bearer token is refused, never sent under the node's
+/// identity.
+pub struct ProxyPort {
+    pub proxy: Arc<Proxy>,
+    pub port: Port,
+    /// The listener's counters (its in-flight gauge among them).
+    pub stats: Arc<ServerStats>,
+}
+
+impl<S: Stream> Handler<S> for ProxyPort {
     fn handle(&self, exchange: &mut Exchange<'_, S>) {
+        let metrics = &self.proxy.metrics;
         let query = Query::parse(&exchange.head.query);
         let info = match request_info::classify(&exchange.head.method, &exchange.head.path, &query)
         {
             Ok(info) => info,
             Err(e) => {
                 refuse(exchange, &Refusal::BadRequest(e.to_string()));
-                self.metrics
-                    .record_request(&component_of(exchange), "other", "", 400);
+                metrics.record_request(&component_of(exchange), "other", "", 400);
                 return;
             }
         };
         let component = component_of(exchange);
-        let _slot = if info.is_long_running() {
-            self.metrics.long_running.fetch_add(1, Ordering::SeqCst);
-            GaugeSlot(&self.metrics.long_running)
+        if self.port == Port::Secure && !has_bearer_token(exchange.head.header("authorization")) {
+            refuse(exchange, &Refusal::NoBearerToken);
+            metrics.record_request(&component, info.verb.as_str(), &info.resource, 401);
+            return;
+        }
+        let _slots = if info.is_long_running() {
+            metrics.long_running.fetch_add(1, Ordering::SeqCst);
+            (GaugeSlot(&metrics.long_running), None)
         } else {
-            let previous = self.metrics.in_flight.fetch_add(1, Ordering::SeqCst);
-            let slot = GaugeSlot(&self.metrics.in_flight);
-            if previous >= self.max_in_flight {
-                drop(slot);
-                self.metrics
-                    .rejected_in_flight
-                    .fetch_add(1, Ordering::Relaxed);
+            let previous = self.stats.in_flight.fetch_add(1, Ordering::SeqCst);
+            let port_slot = GaugeSlot(&self.stats.in_flight);
+            if previous >= self.proxy.max_in_flight {
+                drop(port_slot);
+                metrics.rejected_in_flight.fetch_add(1, Ordering::Relaxed);
                 refuse(exchange, &Refusal::TooManyInFlight);
-                self.metrics
-                    .record_request(&component, info.verb.as_str(), &info.resource, 429);
+                metrics.record_request(&component, info.verb.as_str(), &info.resource, 429);
                 return;
             }
-            slot
+            metrics.in_flight.fetch_add(1, Ordering::SeqCst);
+            (GaugeSlot(&metrics.in_flight), Some(port_slot))
         };
-        self.forward(exchange, &info, &query, &component);
-        self.metrics.record_request(
+        let asked = Asked {
+            info: &info,
+            query: &query,
+            component: &component,
+            port: self.port,
+        };
+        self.proxy.forward(exchange, &asked);
+        metrics.record_request(
             &component,
             info.verb.as_str(),
             &info.resource,
@@ -113,22 +148,29 @@ impl<S: Stream> Handler<S> for Proxy {
     }
 }
 
+/// Whether an `Authorization` value is a bearer token (scheme matched without
+/// regard to case, RFC 9110 section 11.1, and a token after it).
+fn has_bearer_token(authorization: Option<&str>) -> bool {
+    let Some(value) = authorization else {
+        return false;
+    };
+    let mut parts = value.trim().splitn(2, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let token = parts.next().unwrap_or("").trim();
+    scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()
+}
+
 impl Proxy {
-    fn forward<S: Stream>(
-        &self,
-        exchange: &mut Exchange<'_, S>,
-        info: &RequestInfo,
-        query: &Query,
-        component: &str,
-    ) {
-        if exchange.head.header("upgrade").is_some() {
-            return refuse(exchange, &Refusal::UpgradeNotRelayed);
-        }
-        let asked = Asked {
+    fn forward<S: Stream>(&self, exchange: &mut Exchange<'_, S>, asked: &Asked<'_>) {
+        let Asked {
             info,
             query,
             component,
-        };
+            ..
+        } = *asked;
+        if exchange.head.header("upgrade").is_some() {
+            return refuse(exchange, &Refusal::UpgradeNotRelayed);
+        }
         let edge_cache = offline::is_edge_cache(exchange);
         let health = &self.upstream.health;
         // The offline answer, decided once, when no apiserver is known healthy.
@@ -153,7 +195,7 @@ impl Proxy {
                 });
                 if answer.is_from_cache() {
                     let why = recently_unreachable.then_some("recent");
-                    return self.answer_offline(exchange, &asked, None, Some(answer), why);
+                    return self.answer_offline(exchange, asked, None, Some(answer), why);
                 }
                 decided = Some(answer);
             }
@@ -176,7 +218,19 @@ impl Proxy {
             !health.any_healthy()
         };
         if self.offline.is_some() && down_enough && self.upstream.recently_unreachable() {
-            return self.answer_offline(exchange, &asked, None, decided, Some("recent"));
+            return self.answer_offline(exchange, asked, None, decided, Some("recent"));
+        }
+        // A body arrives within the request's own deadline when it asks for
+        // longer than the listener's default.
+        let deadline = Deadline::for_request(
+            info.is_long_running(),
+            query.timeout(),
+            query.timeout_seconds(),
+        );
+        if let Deadline::Within(within) = deadline
+            && exchange.has_body()
+        {
+            exchange.set_body_deadline(std::time::Instant::now() + within);
         }
         // A body is read first when its request may have to be sent twice or
         // answered offline: a TokenRequest the cache keeps (its spec decides
@@ -189,9 +243,11 @@ impl Proxy {
         let write_in_doubt = info.verb.is_write() && self.offline.is_some();
         let mut body = None;
         let mut plan = None;
+        let mut _body_held = None;
         if token || write_in_doubt {
-            match offline::read_body(exchange) {
-                Ok(bytes) => {
+            match offline::read_body(exchange, &self.budget) {
+                Ok((bytes, reservation)) => {
+                    _body_held = Some(reservation);
                     if let Some(cache) = self.cache.as_ref().filter(|_| token) {
                         plan = cache.plan_token(
                             info,
@@ -230,7 +286,7 @@ impl Proxy {
             Some(server) => vec![(server, None)],
             None if self.offline.is_some() && !info.is_long_running() => every_server(None),
             None if self.offline.is_some() => {
-                return self.answer_offline(exchange, &asked, body.as_deref(), decided, None);
+                return self.answer_offline(exchange, asked, body.as_deref(), decided, None);
             }
             None => {
                 return refuse(
@@ -245,13 +301,23 @@ impl Proxy {
                 .as_ref()
                 .and_then(|cache| cache.plan(info, query, component, edge_cache));
         }
-        let headers = forwarded_headers(&exchange.head.headers);
         let with_client_cert = exchange.head.header("authorization").is_none();
+        let headers = forwarded_headers(&exchange.head.headers, with_client_cert);
         let long_running = info.is_long_running();
-        let deadline =
-            Deadline::for_request(long_running, query.timeout(), query.timeout_seconds());
         let target = exchange.head.target();
         let method = exchange.head.method.clone();
+        let head_size = method.len()
+            + target.len()
+            + headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>();
+        if head_size > upstream::MAX_HEAD_BYTES {
+            return refuse(
+                exchange,
+                &Refusal::HeadTooLargeToForward(head_size, upstream::MAX_HEAD_BYTES),
+            );
+        }
         let mut last_error = None;
         let mut sent = None;
         let mut attempt = 0;
@@ -322,7 +388,7 @@ impl Proxy {
                 || (plan.is_some() && matches!(info.verb, Verb::Get | Verb::List) && retryable);
             if self.offline.is_some() && offline_fits {
                 let how = e.unreachable().map(Unreachable::as_str);
-                return self.answer_offline(exchange, &asked, body.as_deref(), None, how);
+                return self.answer_offline(exchange, asked, body.as_deref(), None, how);
             }
             return refuse(
                 exchange,
@@ -335,7 +401,7 @@ impl Proxy {
         };
         let tee = |status: u16, content_type: Option<&str>| {
             let cache = self.cache.as_ref()?;
-            cache.tee(plan?, status, content_type)
+            cache.tee(plan?, status, content_type, self.budget.empty())
         };
         // A stream ends when its apiserver is marked unhealthy (a silent link
         // would otherwise hold it open forever with no events and no error).
@@ -345,7 +411,7 @@ impl Proxy {
             url: &self.upstream.servers[server].url,
             ended: &self.metrics.streams_ended_unhealthy,
         });
-        relay(exchange, response, &target, tee, source);
+        relay(exchange, response, &target, tee, source, &self.budget);
     }
 
     /// Answers from the cache (edge mode), counted: every offline answer,
@@ -362,10 +428,23 @@ impl Proxy {
             info,
             query,
             component,
+            port,
         } = *asked;
         let Some(offline) = &self.offline else {
             return;
         };
+        // Offline no token can be checked: the secure port, which pods
+        // reach, never hands out credentials the cache holds.
+        if port == Port::Secure && offline::is_credential(info) {
+            return refuse(
+                exchange,
+                &Refusal::NoHealthyApiserver(
+                    "no apiserver is reachable to check the token, and the hub's secure port \
+                     never answers Secrets or service-account tokens from its cache"
+                        .into(),
+                ),
+            );
+        }
         self.metrics.offline_answers.fetch_add(1, Ordering::Relaxed);
         if let Some(how) = unreachable {
             self.metrics.count_unreachable(how);
@@ -387,6 +466,7 @@ struct Asked<'a> {
     info: &'a RequestInfo,
     query: &'a Query,
     component: &'a str,
+    port: Port,
 }
 
 /// Where a relayed stream comes from, to end it once that apiserver is
@@ -406,6 +486,7 @@ fn relay<S: Stream>(
     target: &str,
     tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
     source: Option<StreamSource<'_>>,
+    budget: &Arc<MemoryBudget>,
 ) {
     let length = response
         .header("content-length")
@@ -424,7 +505,14 @@ fn relay<S: Stream>(
     }
     let mut tee = tee(response.status, response.header("content-type"));
     let mut reader = response.into_reader();
-    let mut buffer = vec![0u8; RELAY_BUFFER];
+    // Past the memory budget, a small buffer: slower, never bigger.
+    let held = budget.reserve(RELAY_BUFFER);
+    let size = if held.is_some() {
+        RELAY_BUFFER
+    } else {
+        SMALL_RELAY_BUFFER
+    };
+    let mut buffer = vec![0u8; size];
     loop {
         match reader.read(&mut buffer) {
             Ok(0) => break,
@@ -478,7 +566,14 @@ fn component_of<S: Stream>(exchange: &Exchange<'_, S>) -> String {
     request_info::component(exchange.head.header("user-agent"))
 }
 
-fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+/// The request's header fields as sent upstream. When the hub presents its
+/// own client certificate, fields that would make the apiserver act for
+/// someone else (`Impersonate-*`, and `X-Remote-*` of front proxies) are
+/// dropped: the node's identity is never lent.
+fn forwarded_headers(
+    headers: &[(String, String)],
+    with_client_cert: bool,
+) -> Vec<(String, String)> {
     // Also drop fields the client named in its Connection header.
     let listed: Vec<String> = headers
         .iter()
@@ -490,7 +585,12 @@ fn forwarded_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
         .iter()
         .filter(|(name, _)| {
             let name = name.to_ascii_lowercase();
-            !NOT_FORWARDED.contains(&name.as_str()) && !listed.contains(&name)
+            let borrows_identity =
+                name.starts_with("impersonate-") || name.starts_with("x-remote-");
+            let dropped = NOT_FORWARDED.contains(&name.as_str())
+                || listed.contains(&name)
+                || (with_client_cert && borrows_identity);
+            !dropped
         })
         .cloned()
         .collect()
@@ -515,10 +615,50 @@ mod tests {
             ("Authorization".to_string(), "Bearer abc".to_string()),
             ("Content-Length".to_string(), "3".to_string()),
         ];
-        let names: Vec<String> = forwarded_headers(&headers)
+        let names: Vec<String> = forwarded_headers(&headers, false)
             .into_iter()
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["Accept", "Authorization", "Content-Length"]);
+    }
+
+    #[test]
+    fn identity_headers_are_dropped_only_under_the_hubs_certificate() {
+        let headers: Vec<(String, String)> = [
+            "Impersonate-User",
+            "impersonate-group",
+            "Impersonate-Extra-Scopes",
+            "X-Remote-User",
+            "x-remote-group",
+            "Accept",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), "x".to_string()))
+        .collect();
+        let names = |with_client_cert| -> Vec<String> {
+            forwarded_headers(&headers, with_client_cert)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(names(true), ["Accept"]);
+        assert_eq!(names(false).len(), headers.len());
+    }
+
+    #[test]
+    fn bearer_tokens_are_recognised() {
+        let cases = [
+            (None, false),
+            (Some(""), false),
+            (Some("Bearer"), false),
+            (Some("Bearer "), false),
+            (Some("Basic dXNlcjpwYXNz"), false),
+            (Some("Bearer abc"), true),
+            (Some("bearer abc"), true),
+            (Some("  BEARER   abc "), true),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(has_bearer_token(value), expected, "{value:?}");
+        }
     }
 }

@@ -49,6 +49,13 @@ pub enum Refusal {
     BadRequest(String),
     /// The in-flight bound of the port is reached.
     TooManyInFlight,
+    /// A request head too large to send upstream (bytes, limit).
+    HeadTooLargeToForward(usize, usize),
+    /// The hub's memory budget is spent (bodies, lists and copies in flight).
+    MemoryBudgetSpent,
+    /// A request on the secure port without a bearer token: never forwarded,
+    /// because the hub's own certificate would answer for it.
+    NoBearerToken,
     /// exec, attach, port-forward: not relayed.
     UpgradeNotRelayed,
     /// Cloud mode with no usable apiserver, with the reasons.
@@ -71,7 +78,9 @@ impl Refusal {
     pub fn code(&self) -> u16 {
         match self {
             Refusal::BadRequest(_) => 400,
-            Refusal::TooManyInFlight => 429,
+            Refusal::TooManyInFlight | Refusal::MemoryBudgetSpent => 429,
+            Refusal::NoBearerToken => 401,
+            Refusal::HeadTooLargeToForward(..) => 431,
             Refusal::UpgradeNotRelayed => 501,
             Refusal::NoHealthyApiserver(_) => 503,
             Refusal::Upstream {
@@ -90,6 +99,11 @@ impl Refusal {
             | Refusal::NoHealthyApiserver(message)
             | Refusal::Offline { message, .. } => message.clone(),
             Refusal::TooManyInFlight => "too many requests in flight at the hub, retry later".into(),
+            Refusal::HeadTooLargeToForward(size, limit) => format!(
+                "request line and header fields of {size} bytes are more than the hub forwards ({limit})"
+            ),
+            Refusal::MemoryBudgetSpent => "the hub's memory budget for requests in flight is spent, retry later".into(),
+            Refusal::NoBearerToken => "the hub's secure port needs a bearer token (Authorization: Bearer); it never forwards a request under the node's identity".into(),
             Refusal::UpgradeNotRelayed => "the hub does not relay protocol upgrades (exec, attach, port-forward); reach the apiserver directly".into(),
             Refusal::Upstream {
                 url,
@@ -107,7 +121,7 @@ impl Refusal {
     /// Header fields that go with the answer besides the body's type.
     fn headers(&self) -> Vec<(String, String)> {
         let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
-        if matches!(self, Refusal::TooManyInFlight) {
+        if self.code() == 429 {
             headers.push(("Retry-After".into(), "1".into()));
         }
         headers
@@ -163,6 +177,9 @@ mod tests {
         let cases = [
             (Refusal::BadRequest("x".into()), 400),
             (Refusal::TooManyInFlight, 429),
+            (Refusal::MemoryBudgetSpent, 429),
+            (Refusal::NoBearerToken, 401),
+            (Refusal::HeadTooLargeToForward(2, 1), 431),
             (Refusal::UpgradeNotRelayed, 501),
             (Refusal::NoHealthyApiserver("x".into()), 503),
             (upstream(false), 502),

@@ -35,6 +35,9 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Added to a client's own timeout so the apiserver's answer wins the race.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 const IO_BUFFER: usize = 16 * 1024;
+/// The largest request head the upstream client can write (its output
+/// buffer, less room for the Host field and framing it adds).
+pub const MAX_HEAD_BYTES: usize = IO_BUFFER - 512;
 
 /// How long the hub waits on the upstream for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::budget::Reservation;
 use crate::codec::token::TokenSpec;
 use crate::codec::{Encoding, EventType, WatchDecoder};
 
@@ -44,6 +45,7 @@ impl Cache {
         plan: Plan,
         status: u16,
         content_type: Option<&str>,
+        reservation: Reservation,
     ) -> Option<Tee> {
         if !(200..300).contains(&status) {
             return None;
@@ -90,6 +92,7 @@ impl Cache {
             encoding,
             sink,
             abandoned: false,
+            reservation,
         })
     }
 }
@@ -100,6 +103,8 @@ pub struct Tee {
     encoding: Encoding,
     sink: Sink,
     abandoned: bool,
+    /// A whole body's copy held against the hub's memory budget.
+    reservation: Reservation,
 }
 
 enum Sink {
@@ -140,10 +145,18 @@ impl Tee {
         }
         match &mut self.sink {
             Sink::Whole { buffer, .. } => {
-                if buffer.len() + bytes.len() > MAX_TEE_BYTES {
+                let wanted = buffer.len() + bytes.len();
+                if wanted > MAX_TEE_BYTES {
                     self.abandoned = true;
                     *buffer = Vec::new();
                     self.cache.dropped("response larger than the cache copies");
+                    return;
+                }
+                if !self.reservation.grow_to(wanted) {
+                    self.abandoned = true;
+                    *buffer = Vec::new();
+                    self.cache
+                        .dropped("the memory budget for requests in flight is spent");
                     return;
                 }
                 buffer.extend_from_slice(bytes);

@@ -8,21 +8,22 @@
 //! and unit tests can use bytes in memory.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use super::body::BodyDecoder;
 use super::head::{BodyFraming, HeadError, RequestHead, parse_head};
 use super::response_head::{ResponseBody, ResponseHead, json_content_type};
+use super::socket::Socket;
 
 /// A client byte stream: plain TCP, or TLS over TCP.
 pub trait Stream: Read + Write + Send + 'static {
-    /// The TCP socket underneath, for timeouts, peeking and shutdown.
-    fn socket(&self) -> &TcpStream;
+    /// The socket underneath, for timeouts, deadlines, peeking and shutdown.
+    fn socket(&self) -> &Socket;
 }
 
-impl Stream for TcpStream {
-    fn socket(&self) -> &TcpStream {
+impl Stream for Socket {
+    fn socket(&self) -> &Socket {
         self
     }
 }
@@ -34,6 +35,11 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Time for a whole request head to arrive once its first byte has.
     pub head_timeout: Duration,
+    /// Time for a TLS handshake, from the connection's accept.
+    pub handshake_timeout: Duration,
+    /// Time for a whole request body, unless the request asks for longer
+    /// (its `timeout`), from the end of its head.
+    pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
     /// Longest wait for the next bytes of a request body.
@@ -47,6 +53,8 @@ impl Default for Limits {
         Limits {
             max_head_bytes: 64 * 1024,
             head_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
             body_read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
@@ -161,9 +169,15 @@ impl<S: Stream> Conn<S> {
         &mut self,
         limits: &Limits,
     ) -> Result<Option<RequestHead>, ReadHeadError> {
+        // Idle until a first byte; from then on the whole head has a deadline
+        // (kept by the socket, under TLS too).
         let socket = self.stream.socket();
         let _ = socket.set_read_timeout(Some(limits.idle_timeout));
-        let mut deadline: Option<Instant> = None;
+        if self.buffered().is_empty() {
+            socket.set_deadline_from_first_byte(limits.head_timeout);
+        } else {
+            socket.set_deadline(Some(Instant::now() + limits.head_timeout));
+        }
         let mut scanned = 0;
         loop {
             // Tolerate empty lines before a request line (RFC 9112 section 2.2).
@@ -176,21 +190,12 @@ impl<S: Stream> Conn<S> {
             if let Some((head_len, total)) = find_head_end(self.buffered(), scanned) {
                 let head = parse_head(&self.buffered()[..head_len]).map_err(ReadHeadError::Parse);
                 self.pos += total;
+                self.stream.socket().set_deadline(None);
                 return head.map(Some);
             }
             scanned = self.buffered().len().saturating_sub(3);
             if self.buffered().len() >= limits.max_head_bytes {
                 return Err(ReadHeadError::TooLarge);
-            }
-            if !self.buffered().is_empty() && deadline.is_none() {
-                deadline = Some(Instant::now() + limits.head_timeout);
-            }
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ReadHeadError::Io(io::ErrorKind::TimedOut.into()));
-                }
-                let _ = self.stream.socket().set_read_timeout(Some(left));
             }
             match self.fill() {
                 Ok(0) if self.buffered().is_empty() => return Ok(None),
@@ -198,9 +203,6 @@ impl<S: Stream> Conn<S> {
                 Ok(_) => {}
                 Err(e) if self.buffered().is_empty() && is_timeout(&e) => return Ok(None),
                 Err(e) => return Err(ReadHeadError::Io(e)),
-            }
-            if deadline.is_none() {
-                deadline = Some(Instant::now() + limits.head_timeout);
             }
         }
     }
@@ -434,6 +436,12 @@ impl<S: Stream> Exchange<'_, S> {
     pub fn abort(&mut self) {
         self.response = ResponseState::Broken;
         let _ = self.conn.stream.socket().shutdown(Shutdown::Both);
+    }
+
+    /// Gives the rest of the request body until `deadline` to arrive
+    /// (a request that asks for a longer `timeout` than the default).
+    pub fn set_body_deadline(&mut self, deadline: Instant) {
+        self.conn.stream.socket().set_deadline(Some(deadline));
     }
 
     /// Whether the client has closed its side (or sent bytes we are not reading

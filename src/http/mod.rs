@@ -12,6 +12,7 @@ mod head;
 mod memory;
 mod response_head;
 mod server;
+mod socket;
 mod tls;
 
 pub use conn::{Exchange, Limits, Stream};

@@ -1,16 +1,21 @@
 //! The listener: one named accept thread per port and one thread per open
 //! connection, with a hard cap on open connections (past it a canned 503, not a
-//! new thread) and an accept loop that survives fd exhaustion.
+//! new thread, or on a port that asks for it the oldest idle connection is
+//! closed to make room) and an accept loop that survives fd exhaustion. A
+//! panic in a connection's handler ends that connection, never the process.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Exchange, Limits, ReadHeadError, Stream};
 use super::response_head::{ResponseHead, json_content_type};
+use super::socket::Socket;
 
 /// Answers requests. Called on a connection thread; may block (a watch does).
 pub trait Handler<S: Stream>: Send + Sync + 'static {
@@ -20,16 +25,17 @@ pub trait Handler<S: Stream>: Send + Sync + 'static {
 /// Turns an accepted TCP connection into the stream the handler reads (plain or TLS).
 pub trait Acceptor: Send + Sync + 'static {
     type Stream: Stream;
-    fn wrap(&self, tcp: TcpStream) -> io::Result<Self::Stream>;
+    /// Ends within the socket's deadline (a TLS handshake).
+    fn wrap(&self, socket: Socket) -> io::Result<Self::Stream>;
 }
 
 /// Plain HTTP.
 pub struct PlainAcceptor;
 
 impl Acceptor for PlainAcceptor {
-    type Stream = TcpStream;
-    fn wrap(&self, tcp: TcpStream) -> io::Result<TcpStream> {
-        Ok(tcp)
+    type Stream = Socket;
+    fn wrap(&self, socket: Socket) -> io::Result<Socket> {
+        Ok(socket)
     }
 }
 
@@ -44,6 +50,10 @@ pub struct ServerConfig {
     pub error_body: ErrorBody,
     /// Stack size of connection threads.
     pub stack_size: usize,
+    /// At the connection cap, close the connection idle the longest (between
+    /// requests, or still sending its head) instead of refusing the new one:
+    /// for the port of liveness probes, which idle clients must not block.
+    pub evict_idle_when_full: bool,
 }
 
 /// Counters a listener keeps, read by the metrics.
@@ -52,6 +62,73 @@ pub struct ServerStats {
     pub open_connections: AtomicUsize,
     pub rejected_connections: AtomicU64,
     pub accept_errors: AtomicU64,
+    /// Requests being served (the proxy ports; watches excluded).
+    pub in_flight: AtomicI64,
+    /// Connections whose handler panicked.
+    pub panics: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub evicted_idle: AtomicU64,
+}
+
+/// The open connections of a port that evicts idle ones: a handle to each
+/// socket and since when it has been waiting for a request (none while one
+/// is being served).
+#[derive(Default)]
+struct Idle {
+    next_id: AtomicU64,
+    connections: Mutex<HashMap<u64, (TcpStream, Option<Instant>)>>,
+}
+
+impl Idle {
+    fn add(self: &Arc<Self>, tcp: &TcpStream) -> Option<Tracked> {
+        let handle = tcp.try_clone().ok()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (handle, Some(Instant::now())));
+        Some(Tracked {
+            idle: self.clone(),
+            id,
+        })
+    }
+
+    /// Closes the connection that has waited for a request the longest.
+    fn evict_oldest(&self) -> bool {
+        let mut connections = self.lock();
+        let oldest = connections
+            .iter()
+            .filter_map(|(id, (_, since))| since.map(|since| (since, *id)))
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some((tcp, _)) = connections.remove(&id) {
+            let _ = tcp.shutdown(Shutdown::Both);
+        }
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (TcpStream, Option<Instant>)>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One connection's entry in `Idle`, removed when the connection ends.
+struct Tracked {
+    idle: Arc<Idle>,
+    id: u64,
+}
+
+impl Tracked {
+    fn set_waiting(&self, waiting: bool) {
+        if let Some((_, since)) = self.idle.lock().get_mut(&self.id) {
+            *since = waiting.then(Instant::now);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.idle.lock().remove(&self.id);
+    }
 }
 
 /// A running listener.
@@ -86,16 +163,16 @@ impl ServerHandle {
     }
 }
 
-/// Starts serving `listener` on a new accept thread.
+/// Starts serving `listener` on a new accept thread, counting in `stats`.
 pub fn spawn<A: Acceptor, H: Handler<A::Stream>>(
     listener: TcpListener,
     config: ServerConfig,
     acceptor: Arc<A>,
     handler: Arc<H>,
+    stats: Arc<ServerStats>,
 ) -> io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let stopping = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(ServerStats::default());
     let accept_thread = {
         let stopping = stopping.clone();
         let stats = stats.clone();
@@ -121,6 +198,7 @@ fn accept_loop<A: Acceptor, H: Handler<A::Stream>>(
     stats: Arc<ServerStats>,
 ) {
     let mut last_error_log: Option<Instant> = None;
+    let idle = config.evict_idle_when_full.then(Arc::<Idle>::default);
     loop {
         let accepted = listener.accept();
         if stopping.load(Ordering::SeqCst) {
@@ -140,7 +218,13 @@ fn accept_loop<A: Acceptor, H: Handler<A::Stream>>(
                 continue;
             }
         };
-        if stats.open_connections.load(Ordering::SeqCst) >= config.max_connections {
+        let full = stats.open_connections.load(Ordering::SeqCst) >= config.max_connections;
+        if full && idle.as_ref().is_some_and(|idle| idle.evict_oldest()) {
+            // Its thread sees the connection end and leaves; this one is
+            // served at once (open connections exceed the cap by one for a
+            // moment).
+            stats.evicted_idle.fetch_add(1, Ordering::Relaxed);
+        } else if full {
             stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             log::debug!(
                 "{} listener: refusing {remote}: {} connections open",
@@ -152,17 +236,31 @@ fn accept_loop<A: Acceptor, H: Handler<A::Stream>>(
         }
         stats.open_connections.fetch_add(1, Ordering::SeqCst);
         let guard = OpenConnection(stats.clone());
+        let tracked = idle.as_ref().and_then(|idle| idle.add(&tcp));
         let spawned = {
             let config = config.clone();
             let acceptor = acceptor.clone();
             let handler = handler.clone();
             let stopping = stopping.clone();
+            let stats = stats.clone();
             thread::Builder::new()
                 .name(format!("yh-{}-conn", config.name))
                 .stack_size(config.stack_size)
                 .spawn(move || {
                     let _guard = guard;
-                    serve_tcp(tcp, remote, &config, &*acceptor, &*handler, &stopping);
+                    let served = catch_unwind(AssertUnwindSafe(|| {
+                        let connection = Connection {
+                            remote,
+                            config: &config,
+                            stopping: &stopping,
+                            tracked: tracked.as_ref(),
+                        };
+                        serve_tcp(tcp, &connection, &*acceptor, &*handler)
+                    }));
+                    if served.is_err() {
+                        // The hook logged the panic; the socket closed as it unwound.
+                        stats.panics.fetch_add(1, Ordering::Relaxed);
+                    }
                 })
         };
         if let Err(e) = spawned {
@@ -201,41 +299,55 @@ fn reject_busy(tcp: TcpStream, config: &ServerConfig) {
     let _ = tcp.shutdown(Shutdown::Write);
 }
 
+/// What a connection thread knows of its connection besides the stream.
+pub(crate) struct Connection<'a> {
+    pub(crate) remote: SocketAddr,
+    pub(crate) config: &'a ServerConfig,
+    pub(crate) stopping: &'a AtomicBool,
+    /// Its entry among the idle-evictable connections, if the port has them.
+    tracked: Option<&'a Tracked>,
+}
+
 fn serve_tcp<A: Acceptor, H: Handler<A::Stream>>(
     tcp: TcpStream,
-    remote: SocketAddr,
-    config: &ServerConfig,
+    connection: &Connection<'_>,
     acceptor: &A,
     handler: &H,
-    stopping: &AtomicBool,
 ) {
+    let config = connection.config;
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_write_timeout(Some(config.limits.write_timeout));
-    // A TLS handshake must also finish in bounded time.
-    let _ = tcp.set_read_timeout(Some(config.limits.head_timeout));
-    let stream = match acceptor.wrap(tcp) {
+    let socket = Socket::new(tcp);
+    // A TLS handshake must finish in bounded time, however it trickles in.
+    let _ = socket.set_read_timeout(Some(config.limits.handshake_timeout));
+    socket.set_deadline(Some(Instant::now() + config.limits.handshake_timeout));
+    let stream = match acceptor.wrap(socket) {
         Ok(stream) => stream,
         Err(e) => {
             log::debug!(
-                "{} listener: handshake with {remote} failed: {e}",
-                config.name
+                "{} listener: handshake with {} failed: {e}",
+                config.name,
+                connection.remote
             );
             return;
         }
     };
-    serve_connection(stream, remote, config, handler, stopping);
+    stream.socket().set_deadline(None);
+    serve_connection(stream, connection, handler);
 }
 
 /// Serves requests on one connection until it closes.
 pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
     stream: S,
-    remote: SocketAddr,
-    config: &ServerConfig,
+    connection: &Connection<'_>,
     handler: &H,
-    stopping: &AtomicBool,
 ) {
+    let config = connection.config;
     let mut conn = Conn::new(stream);
     loop {
+        if let Some(tracked) = connection.tracked {
+            tracked.set_waiting(true);
+        }
         let head = match conn.read_head(&config.limits) {
             Ok(Some(head)) => head,
             Ok(None) => return,
@@ -250,23 +362,57 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
                 return;
             }
             Err(ReadHeadError::Io(e)) => {
-                log::debug!("{} listener: reading from {remote}: {e}", config.name);
+                log::debug!(
+                    "{} listener: reading from {}: {e}",
+                    config.name,
+                    connection.remote
+                );
                 return;
             }
         };
-        let _ = conn
-            .stream
-            .socket()
-            .set_read_timeout(Some(config.limits.body_read_timeout));
-        let closing = stopping.load(Ordering::SeqCst);
+        if let Some(tracked) = connection.tracked {
+            tracked.set_waiting(false);
+        }
+        let socket = conn.stream.socket();
+        let _ = socket.set_read_timeout(Some(config.limits.body_read_timeout));
+        socket.set_deadline(Some(Instant::now() + config.limits.body_timeout));
+        let closing = connection.stopping.load(Ordering::SeqCst);
         let mut exchange = Exchange::new(&mut conn, head, closing);
         handler.handle(&mut exchange);
         if !exchange.complete(&*config.error_body) {
-            let _ = conn.stream.flush();
-            let _ = conn.stream.socket().shutdown(Shutdown::Both);
+            close_lingering(&mut conn);
             return;
         }
     }
+}
+
+/// How long, and how many bytes, a closing connection still reads and drops.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Closes a connection whose request may not have been read to its end (a
+/// body refused half-way): the write side first, then what the client still
+/// sends is read and dropped, bounded, so that closing with unread bytes does
+/// not reset the connection and destroy the answer before the client reads it.
+fn close_lingering<S: Stream>(conn: &mut Conn<S>) {
+    let _ = conn.stream.flush();
+    let socket = conn.stream.socket();
+    let _ = socket.shutdown(Shutdown::Write);
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 16 * 1024];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        // The raw TCP socket: under TLS these bytes are not worth decrypting.
+        match (&**socket).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
+    let _ = socket.shutdown(Shutdown::Both);
 }
 
 /// Answers a request head the listener refused; the connection closes after it.
@@ -314,5 +460,84 @@ mod tests {
             "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n\
              Content-Length: 2\r\nConnection: close\r\n\r\n{}"
         );
+    }
+
+    /// Answers 200, or panics for `/panic`.
+    struct Panicky;
+
+    impl<S: Stream> Handler<S> for Panicky {
+        fn handle(&self, exchange: &mut Exchange<'_, S>) {
+            if exchange.head.path == "/panic" {
+                panic!("a handler bug");
+            }
+            let _ = exchange.respond(200, &[], b"ok");
+        }
+    }
+
+    fn start(max_connections: usize, evict_idle_when_full: bool) -> ServerHandle {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        spawn(
+            listener,
+            ServerConfig {
+                name: "test",
+                max_connections,
+                limits: Limits::default(),
+                error_body: Arc::new(|_, m| m.as_bytes().to_vec()),
+                stack_size: 256 * 1024,
+                evict_idle_when_full,
+            },
+            Arc::new(PlainAcceptor),
+            Arc::new(Panicky),
+            Arc::default(),
+        )
+        .unwrap()
+    }
+
+    /// Sends one request and returns everything the server sent until it
+    /// closed (bounded by a read timeout).
+    fn request(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_panicking_handler_ends_its_connection_not_the_listener() {
+        let mut server = start(8, false);
+        let addr = server.local_addr();
+        assert_eq!(request(addr, "/panic"), "", "the connection just closes");
+        assert!(request(addr, "/ok").starts_with("HTTP/1.1 200"));
+        assert_eq!(server.stats.panics.load(Ordering::SeqCst), 1);
+        server.stop();
+    }
+
+    #[test]
+    fn at_the_cap_an_idle_connection_makes_room_where_asked() {
+        for evict in [true, false] {
+            let mut server = start(2, evict);
+            let addr = server.local_addr();
+            let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.stats.open_connections.load(Ordering::SeqCst) < 2 {
+                assert!(Instant::now() < deadline, "connections never counted");
+                thread::yield_now();
+            }
+            let answer = request(addr, "/ok");
+            if evict {
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert_eq!(server.stats.evicted_idle.load(Ordering::SeqCst), 1);
+            } else {
+                assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            }
+            drop(idle);
+            server.stop();
+        }
     }
 }

@@ -3,15 +3,15 @@
 //! upstream client (tiny_http's TLS feature would have pulled an older one).
 
 use std::io;
-use std::net::TcpStream;
 use std::sync::{Arc, RwLock};
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
+use super::socket::Socket;
 use super::{Acceptor, Stream};
 
-impl Stream for StreamOwned<ServerConnection, TcpStream> {
-    fn socket(&self) -> &TcpStream {
+impl Stream for StreamOwned<ServerConnection, Socket> {
+    fn socket(&self) -> &Socket {
         &self.sock
     }
 }
@@ -37,10 +37,10 @@ impl TlsAcceptor {
 }
 
 impl Acceptor for TlsAcceptor {
-    type Stream = StreamOwned<ServerConnection, TcpStream>;
+    type Stream = StreamOwned<ServerConnection, Socket>;
 
-    /// Completes the handshake within the socket's read timeout.
-    fn wrap(&self, mut tcp: TcpStream) -> io::Result<Self::Stream> {
+    /// Completes the handshake within the socket's deadline.
+    fn wrap(&self, mut socket: Socket) -> io::Result<Self::Stream> {
         let config = self
             .config
             .read()
@@ -49,9 +49,9 @@ impl Acceptor for TlsAcceptor {
             .ok_or_else(|| io::Error::other("no serving certificate yet"))?;
         let mut connection = ServerConnection::new(config).map_err(io::Error::other)?;
         while connection.is_handshaking() {
-            connection.complete_io(&mut tcp)?;
+            connection.complete_io(&mut socket)?;
         }
-        Ok(StreamOwned::new(connection, tcp))
+        Ok(StreamOwned::new(connection, socket))
     }
 }
 

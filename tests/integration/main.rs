@@ -16,6 +16,9 @@
 //! - `faults`: never fake a write the cloud could take: writes while `/readyz`
 //!   fails, writes answered locally and marked when no apiserver is reachable,
 //!   health decided per server by consecutive probes, reads during a blip
+//! - `hostile`: what hostile or careless clients cannot do: borrow the node's
+//!   identity, hold a port with trickled bytes, spend the hub's memory, blow
+//!   up `/metrics`
 //! - `support_selftest`: the fake apiserver and the wire helpers checked on
 //!   their own, without the hub
 //!
@@ -27,6 +30,7 @@ mod support;
 mod cache;
 mod certs;
 mod faults;
+mod hostile;
 mod modern;
 mod protobuf;
 mod proxy;
