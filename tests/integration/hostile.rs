@@ -561,3 +561,88 @@ fn a_huge_user_agent_and_a_crowd_of_components_keep_metrics_small() {
         "{metrics}"
     );
 }
+
+#[test]
+fn bytes_after_a_bad_chunk_size_are_never_read_as_a_second_request() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    let smuggled = "/api/v1/namespaces/kube-system/secrets";
+    fake.route("POST", configmaps, Behaviour::json(201, "{}"));
+    fake.route(
+        "GET",
+        smuggled,
+        Behaviour::ok_json(r#"{"kind":"SecretList","items":[]}"#),
+    );
+    let mut args = Hub::args_for(&[&fake], &pki);
+    args.extend(["--working-mode".into(), "cloud".into()]);
+    let hub = Hub::start(&args);
+    hub.wait_server_health(&fake.url(), true, WAIT);
+    for bad_size in ["zz", "-1", "fffffffffffffffffff", "1;\u{0}"] {
+        let mut tcp = TcpStream::connect(("127.0.0.1", hub.proxy_port())).unwrap();
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            tcp,
+            "POST {configmaps} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+             2\r\n{{}}\r\n{bad_size}\r\n\r\n\
+             GET {smuggled} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        let answer = read_all(&mut tcp);
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "one answer, then the connection closed ({bad_size:?}): {answer}"
+        );
+    }
+    assert!(
+        fake.requests_to(smuggled).is_empty(),
+        "the bytes after the bad chunk were taken for a request"
+    );
+}
+
+#[test]
+fn an_older_empty_list_never_removes_newer_cached_objects() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let pods = "/api/v1/namespaces/default/pods";
+    fake.route(
+        "GET",
+        &format!("{pods}/p1"),
+        Behaviour::ok_json(
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p1","namespace":"default","resourceVersion":"100"}}"#,
+        ),
+    );
+    fake.route(
+        "GET",
+        pods,
+        Behaviour::ok_json(
+            r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"50"},"items":[]}"#,
+        ),
+    );
+    let hub = Hub::start(&Hub::args_for(&[&fake], &pki));
+    hub.wait_server_health(&fake.url(), true, WAIT);
+    let get = |path: &str| {
+        client::request(
+            "GET",
+            &format!("{}{path}", hub.proxy_url()),
+            &[("User-Agent", KUBELET)],
+            &[],
+        )
+    };
+    assert_eq!(get(&format!("{pods}/p1")).0, 200);
+    let file = hub.cache_dir().join("kubelet/pods/default/p1.json");
+    assert!(wait_until(WAIT, || file.exists()), "p1 never cached");
+    let written = hub.metric("node_yurthub_cache_objects_written_total");
+    assert_eq!(get(pods).0, 200);
+    // The list (at resourceVersion 50) is applied once the writer records
+    // its shape; p1 (at 100) is newer and stays.
+    let lists = hub.cache_dir().join("kubelet/pods/_lists.json");
+    assert!(
+        wait_until(WAIT, || lists.exists()),
+        "the list was never applied"
+    );
+    assert!(file.exists(), "an older list removed a newer object");
+    assert_eq!(hub.metric("node_yurthub_cache_objects_removed_total"), 0);
+    assert!(hub.metric("node_yurthub_cache_objects_written_total") >= written);
+}
