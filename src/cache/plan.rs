@@ -86,6 +86,11 @@ pub fn plan(
     component: &str,
     cached_component: bool,
 ) -> Option<Plan> {
+    // A dry run's answer is what the object would become, not what it is:
+    // whatever its value, and whatever the verb carrying it.
+    if query.get("dryRun").is_some() {
+        return None;
+    }
     if !info.is_resource_request {
         if info.verb != Verb::Get {
             return None;
@@ -210,6 +215,17 @@ mod tests {
             ("GET", "/version", "", false, "document /version"),
             ("GET", "/healthz", "", true, "-"),
             ("POST", "/apis", "", true, "-"),
+            ("POST", "/api/v1/namespaces/a/configmaps", "dryRun=All", true, "-"),
+            ("PUT", "/api/v1/namespaces/a/configmaps/c", "dryRun=All", true, "-"),
+            ("PATCH", "/api/v1/namespaces/a/configmaps/c", "fieldManager=m&dryRun=All", true, "-"),
+            ("PUT", "/api/v1/nodes/n/status", "dryRun=All", true, "-"),
+            ("PATCH", "/api/v1/nodes/n/status", "dryRun", true, "-"),
+            ("PATCH", "/api/v1/nodes/n/status", "dryRun=", true, "-"),
+            ("GET", "/api/v1/namespaces/a/pods/p", "dryRun=All", true, "-"),
+            ("GET", "/api/v1/pods", "dryRun=All", true, "-"),
+            ("GET", "/api/v1/pods", "watch=true&dryRun=All", true, "-"),
+            ("GET", "/version", "dryRun=All", false, "-"),
+            ("PATCH", "/api/v1/nodes/n/status", "dryrun=All", true, "object kubelet/nodes"),
         ];
         for &(method, path, query, cached, expected) in rows {
             let query = Query::parse(query);

@@ -13,17 +13,17 @@ use std::time::{Duration, Instant};
 use crate::support::client::{self, RawStream};
 use crate::support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, wait_until};
 
-const WAIT: Duration = Duration::from_secs(10);
-const AGENT: &str = "test-agent/v1.0 (linux/amd64)";
+pub(super) const WAIT: Duration = Duration::from_secs(10);
+pub(super) const AGENT: &str = "test-agent/v1.0 (linux/amd64)";
 
-fn configmap(namespace: &str, name: &str, rv: u64, labels: &str) -> String {
+pub(super) fn configmap(namespace: &str, name: &str, rv: u64, labels: &str) -> String {
     format!(
         r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{namespace}","uid":"uid-{name}","resourceVersion":"{rv}","labels":{{{labels}}}}},"data":{{"v":"{rv}"}}}}"#
     )
 }
 
 /// A list as the apiserver writes it: items without kind and apiVersion.
-fn configmap_list(rv: u64, items: &[String]) -> String {
+pub(super) fn configmap_list(rv: u64, items: &[String]) -> String {
     let items: Vec<String> = items
         .iter()
         .map(|i| i.replacen(r#""kind":"ConfigMap","apiVersion":"v1","#, "", 1))
@@ -34,14 +34,14 @@ fn configmap_list(rv: u64, items: &[String]) -> String {
     )
 }
 
-fn hub_for(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> Hub {
+pub(super) fn hub_for(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> Hub {
     let mut args = Hub::args_for(&[fake], pki);
     args.extend(["--cache-agents".to_string(), "test-agent".to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     Hub::start(&args)
 }
 
-fn get(hub: &Hub, path: &str) -> client::Reply {
+pub(super) fn get(hub: &Hub, path: &str) -> client::Reply {
     client::request(
         "GET",
         &format!("{}{path}", hub.proxy_url()),
@@ -50,12 +50,12 @@ fn get(hub: &Hub, path: &str) -> client::Reply {
     )
 }
 
-fn json(body: &[u8]) -> serde_json::Value {
+pub(super) fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
-fn names(list: &serde_json::Value) -> Vec<String> {
+pub(super) fn names(list: &serde_json::Value) -> Vec<String> {
     let mut names: Vec<String> = list["items"]
         .as_array()
         .unwrap_or_else(|| panic!("no items in {list}"))
@@ -66,13 +66,13 @@ fn names(list: &serde_json::Value) -> Vec<String> {
     names
 }
 
-fn cached(hub: &Hub, relative: &str) -> Option<serde_json::Value> {
+pub(super) fn cached(hub: &Hub, relative: &str) -> Option<serde_json::Value> {
     std::fs::read(hub.cache_dir().join(relative))
         .ok()
         .map(|b| json(&b))
 }
 
-fn wait_cached(hub: &Hub, relative: &str, check: impl Fn(&serde_json::Value) -> bool) {
+pub(super) fn wait_cached(hub: &Hub, relative: &str, check: impl Fn(&serde_json::Value) -> bool) {
     assert!(
         wait_until(WAIT, || cached(hub, relative).is_some_and(|o| check(&o))),
         "{relative} never reached the expected state: {:?}\n{}",
@@ -82,13 +82,13 @@ fn wait_cached(hub: &Hub, relative: &str, check: impl Fn(&serde_json::Value) -> 
 }
 
 /// Stops the fake and waits until the hub has marked it unhealthy.
-fn go_offline(hub: &Hub, fake: &FakeApiserver) {
+pub(super) fn go_offline(hub: &Hub, fake: &FakeApiserver) {
     fake.stop();
     hub.wait_server_health(&fake.url(), false, WAIT);
 }
 
 /// A fake serving namespace `a`: cm1 (app=web), cm2 (app=web), cm3 (app=db).
-fn fake_with_configmaps(pki: &TestPki) -> FakeApiserver {
+pub(super) fn fake_with_configmaps(pki: &TestPki) -> FakeApiserver {
     let fake = FakeApiserver::start(pki);
     let cm1 = configmap("a", "cm1", 10, r#""app":"web""#);
     let cm2 = configmap("a", "cm2", 11, r#""app":"web""#);

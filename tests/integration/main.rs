@@ -7,6 +7,8 @@
 //!   balancing and health, the hub's own endpoints, bounds, flags and SIGTERM
 //! - `cache`: the offline cache: what fills it, what it answers offline,
 //!   offline starts and restarts, damaged files, kill -9 mid-watch
+//! - `cache_integrity`: what the cache must never hold or serve: dry runs,
+//!   names too long for a file, bad list items, misplaced files, symlinks
 //! - `protobuf`: kubelet's protobuf cached as the apiserver encoded it and
 //!   served back offline in the encoding the client asks for
 //! - `certs`: the client certificate followed as kubelet rotates it, a bad or
@@ -28,6 +30,7 @@
 mod support;
 
 mod cache;
+mod cache_integrity;
 mod certs;
 mod faults;
 mod hostile;

@@ -1,0 +1,104 @@
+//! What the cache must never hold or serve, through the real binary: the
+//! answer of a dry run, a file that is not the object its path names, a file
+//! reached through a symbolic link; and what must not stop it: a name too long
+//! for a file, one list item that cannot be stored.
+//!
+//! Contents:
+//! - dry runs: a write with `dryRun` leaves the cache as it was
+//! - names: the longest Kubernetes names are stored, served and listed offline
+//! - lists: one item that cannot be stored never stops the rest of its list
+//! - misplaced files: set aside (`_quarantine/`), never served offline
+//! - symbolic links: never served, never written through, set aside at start
+
+use super::cache::{
+    AGENT, cached, configmap, fake_with_configmaps, get, hub_for, json, wait_cached,
+};
+use crate::support::client;
+use crate::support::{Behaviour, FakeApiserver, Hub, TestPki};
+
+/// Stores `fence` through the hub and waits for it: the writer applies work
+/// in order, so whatever was relayed before it has been applied (or skipped).
+fn fence(hub: &Hub, fake: &FakeApiserver) {
+    let path = "/api/v1/namespaces/a/configmaps/fence";
+    fake.route(
+        "GET",
+        path,
+        Behaviour::ok_json(&configmap("a", "fence", 1, "")),
+    );
+    assert_eq!(get(hub, path).0, 200);
+    wait_cached(hub, "test-agent/configmaps/a/fence.json", |_| true);
+}
+
+// ---------------------------------------------------------------- dry runs
+
+#[test]
+fn a_dry_run_write_never_changes_the_cache() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    // What each write would make of the object: newer, so it would win.
+    let would_be = configmap("a", "cm1", 99, r#""app":"dry""#);
+    let created = configmap("a", "created", 100, "");
+    let object = "/api/v1/namespaces/a/configmaps/cm1";
+    fake.route("PUT", object, Behaviour::ok_json(&would_be));
+    fake.route("PATCH", object, Behaviour::ok_json(&would_be));
+    fake.route(
+        "POST",
+        "/api/v1/namespaces/a/configmaps",
+        Behaviour::json(201, &created),
+    );
+    let hub = hub_for(&fake, &pki, &[]);
+    assert_eq!(get(&hub, object).0, 200);
+    wait_cached(&hub, "test-agent/configmaps/a/cm1.json", |o| {
+        o["data"]["v"] == "10"
+    });
+    let written = hub.metric("node_yurthub_cache_objects_written_total");
+    for (method, path, content_type, body, expected) in [
+        ("PUT", object, "application/json", would_be.as_str(), 200),
+        (
+            "PATCH",
+            object,
+            "application/merge-patch+json",
+            r#"{"data":{"v":"dry"}}"#,
+            200,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/a/configmaps",
+            "application/json",
+            created.as_str(),
+            201,
+        ),
+    ] {
+        let (status, _, answer) = client::request(
+            method,
+            &format!("{}{path}?dryRun=All&fieldManager=test", hub.proxy_url()),
+            &[("User-Agent", AGENT), ("Content-Type", content_type)],
+            body.as_bytes(),
+        );
+        assert_eq!(
+            status,
+            expected,
+            "{method}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(json(&answer)["metadata"]["resourceVersion"].is_string());
+    }
+    assert_eq!(
+        fake.requests_matching(|r| r.query_param("dryRun").as_deref() == Some("All"))
+            .len(),
+        3,
+        "the dry runs reached the apiserver"
+    );
+    fence(&hub, &fake);
+    assert_eq!(
+        cached(&hub, "test-agent/configmaps/a/cm1.json").unwrap()["data"]["v"],
+        "10",
+        "the object on disk is the one the apiserver holds"
+    );
+    assert!(cached(&hub, "test-agent/configmaps/a/created.json").is_none());
+    assert_eq!(
+        hub.metric("node_yurthub_cache_objects_written_total"),
+        written + 1,
+        "only the fence was written"
+    );
+}
