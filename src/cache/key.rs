@@ -5,25 +5,63 @@
 //! groups' resources never collide; cluster-scoped objects have no namespace
 //! directory. Names starting with `_` never come from Kubernetes (its names
 //! start with a letter or digit), so the hub keeps its own files under them.
+//!
+//! Kubernetes names reach 253 characters and a User-Agent has no limit, but a
+//! file name stops at 255 bytes: a segment longer than `MAX_PLAIN_SEGMENT` is
+//! stored as a prefix, `%` and a hash of the whole (`shortened`). Kubernetes
+//! refuses `%` in names and so does `is_safe_segment`, so a shortened segment
+//! never equals a plain one; the object inside keeps its real name.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use crate::codec::Encoding;
 use crate::request_info::RequestInfo;
 
-/// Longest name kept as a file (file names are limited to 255 bytes).
-const MAX_SEGMENT: usize = 240;
+/// Longest segment stored as it is. With `.json` and the writer's temp-file
+/// prefix it still fits a 255-byte file name; it is also what earlier
+/// versions stored as it is, so their files stay where they were.
+const MAX_PLAIN_SEGMENT: usize = 240;
+/// Bytes of a longer segment kept in front of its hash, so a person can still
+/// tell what a shortened file is.
+const SHORTENED_PREFIX: usize = 200;
+/// Separates the prefix from the hash in a shortened segment.
+const SHORTENED_MARK: char = '%';
 
 /// Whether a component, namespace or name is safe as one path segment.
 pub fn is_safe_segment(segment: &str) -> bool {
     !segment.is_empty()
-        && segment.len() <= MAX_SEGMENT
         && segment != "."
         && segment != ".."
         && !segment.starts_with('_')
         && !segment
             .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+            .any(|c| c == '/' || c == '\\' || c == SHORTENED_MARK || c.is_control())
+}
+
+/// A safe segment as it is stored on disk: itself, or when longer than
+/// `MAX_PLAIN_SEGMENT` bytes, `{prefix}%{FNV-1a 64 of the whole, 16 hex}`.
+pub fn stored_segment(segment: &str) -> Cow<'_, str> {
+    if segment.len() <= MAX_PLAIN_SEGMENT {
+        return Cow::Borrowed(segment);
+    }
+    let mut cut = SHORTENED_PREFIX;
+    while !segment.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!(
+        "{}{SHORTENED_MARK}{:016x}",
+        &segment[..cut],
+        fnv1a(segment.as_bytes())
+    ))
+}
+
+/// 64-bit FNV-1a: a stable, short stand-in for a long string (not a security
+/// boundary: whatever is stored under it says what it is).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// One resource of one component: `{component}/{resource-dir}`.
@@ -55,7 +93,8 @@ impl Collection {
     }
 
     pub fn dir(&self) -> PathBuf {
-        PathBuf::from(&self.component).join(&self.resource_dir)
+        PathBuf::from(stored_segment(&self.component).as_ref())
+            .join(stored_segment(&self.resource_dir).as_ref())
     }
 
     /// The file of one object; `None` when its namespace or name is unsafe.
@@ -65,9 +104,9 @@ impl Collection {
         }
         let mut path = self.dir();
         if !namespace.is_empty() {
-            path.push(namespace);
+            path.push(stored_segment(namespace).as_ref());
         }
-        path.push(format!("{name}.{}", encoding.extension()));
+        path.push(format!("{}.{}", stored_segment(name), encoding.extension()));
         Some(path)
     }
 
@@ -150,6 +189,7 @@ mod tests {
             ("a", ""),
             ("a", "x\\y"),
             ("a", "x\ny"),
+            ("a", "x%y"),
         ] {
             assert_eq!(
                 pods.object_path(namespace, name, Encoding::Json),
@@ -157,10 +197,6 @@ mod tests {
                 "{namespace}/{name}"
             );
         }
-        assert_eq!(
-            pods.object_path("a", &"n".repeat(300), Encoding::Json),
-            None
-        );
         assert!(
             Collection::for_request(
                 "../x",
@@ -175,6 +211,46 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn names_too_long_for_a_file_name_are_shortened_with_a_hash() {
+        let pods = collection("/api/v1/pods").unwrap();
+        let file = |name: &str| {
+            pods.object_path("a", name, Encoding::Json)
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        // Up to 240 bytes, a name is its own file name (as it always was).
+        let plain = "p".repeat(240);
+        assert_eq!(file(&plain), format!("{plain}.json"));
+        // Kubernetes' longest name, and two that differ only past the prefix.
+        let longest = format!("{}a", "p".repeat(252));
+        let other = format!("{}b", "p".repeat(252));
+        for name in [&longest, &other] {
+            let stored = file(name);
+            assert!(stored.len() <= 255 - "_tmp.".len(), "{stored}");
+            assert!(stored.starts_with(&"p".repeat(200)));
+            assert!(stored.contains('%'), "a shortened name is marked: {stored}");
+            assert_eq!(stored, file(name), "deterministic");
+        }
+        assert_ne!(file(&longest), file(&other));
+        // A multi-byte character across the cut is kept whole.
+        let wide = format!("x{}", "é".repeat(150));
+        assert!(file(&wide).starts_with(&format!("x{}%", "é".repeat(99))));
+        // A component from a very long User-Agent gets a directory that fits.
+        let agent = "a".repeat(1000);
+        let long_component = Collection::for_request(
+            &agent,
+            &classify("GET", "/api/v1/pods", &Query::default()).unwrap(),
+        )
+        .unwrap();
+        let dir = long_component.dir();
+        let first = dir.iter().next().unwrap().to_string_lossy().into_owned();
+        assert!(first.len() < 255 && first.contains('%'), "{first}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::key::is_safe_segment;
+use super::key::{fnv1a, is_safe_segment, stored_segment};
 use crate::codec::Encoding;
 use crate::codec::token::{self, TokenSpec};
 use crate::request_info::{RequestInfo, Verb};
@@ -73,9 +73,9 @@ impl TokenOwner {
             .all(|s| is_safe_segment(s))
             .then(|| {
                 PathBuf::from(TOKENS_DIR)
-                    .join(&self.component)
-                    .join(&self.namespace)
-                    .join(&self.service_account)
+                    .join(stored_segment(&self.component).as_ref())
+                    .join(stored_segment(&self.namespace).as_ref())
+                    .join(stored_segment(&self.service_account).as_ref())
             })
     }
 
@@ -154,14 +154,6 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// 64-bit FNV-1a: a stable file name for a spec (not a security boundary:
-/// the record repeats the whole spec).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -11,10 +11,22 @@
 //! - symbolic links: never served, never written through, set aside at start
 
 use super::cache::{
-    AGENT, cached, configmap, fake_with_configmaps, get, hub_for, json, wait_cached,
+    AGENT, cached, configmap, configmap_list, fake_with_configmaps, get, go_offline, hub_for, json,
+    names, wait_cached,
 };
 use crate::support::client;
 use crate::support::{Behaviour, FakeApiserver, Hub, TestPki};
+
+/// Entries of `_quarantine/` in the hub's cache.
+fn quarantined(hub: &Hub) -> Vec<String> {
+    std::fs::read_dir(hub.cache_dir().join("_quarantine"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Stores `fence` through the hub and waits for it: the writer applies work
 /// in order, so whatever was relayed before it has been applied (or skipped).
@@ -101,4 +113,56 @@ fn a_dry_run_write_never_changes_the_cache() {
         written + 1,
         "only the fence was written"
     );
+}
+
+// ---------------------------------------------------------------- names
+
+#[test]
+fn the_longest_names_are_stored_served_and_listed_offline() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    // 253 characters: Kubernetes' longest name; `{name}.json` would not fit.
+    let long = format!("{}-z", "l".repeat(251));
+    let object = configmap("a", &long, 5, "");
+    let short = configmap("a", "cm1", 6, "");
+    fake.route(
+        "GET",
+        &format!("/api/v1/namespaces/a/configmaps/{long}"),
+        Behaviour::ok_json(&object),
+    );
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/a/configmaps",
+        Behaviour::ok_json(&configmap_list(7, &[object.clone(), short])),
+    );
+    let hub = hub_for(&fake, &pki, &[]);
+    assert_eq!(
+        get(&hub, &format!("/api/v1/namespaces/a/configmaps/{long}")).0,
+        200
+    );
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps").0, 200);
+    wait_cached(&hub, "test-agent/configmaps/_lists.json", |_| true);
+    let dir = hub.cache_dir().join("test-agent/configmaps/a");
+    let stored: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lll"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}\n{}", hub.log());
+    assert!(
+        stored[0].starts_with(&"l".repeat(200)) && stored[0].contains('%') && stored[0].len() < 255,
+        "{stored:?}"
+    );
+    assert_eq!(hub.metric("node_yurthub_cache_write_errors_total"), 0);
+    go_offline(&hub, &fake);
+    let (status, _, body) = get(&hub, &format!("/api/v1/namespaces/a/configmaps/{long}"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["metadata"]["name"], long.as_str());
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
+    assert_eq!(
+        (status, names(&json(&body))),
+        (200, vec!["cm1".to_string(), long])
+    );
+    assert!(quarantined(&hub).is_empty());
 }
