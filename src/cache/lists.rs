@@ -60,10 +60,28 @@ impl ShapeIndex {
     }
 }
 
+/// The files of a list's objects as the writer stored them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Gathered {
+    /// Every object's file, those whose write failed included (a failed
+    /// write leaves the file's earlier content, which reconciliation must
+    /// not remove: the object still exists upstream).
+    pub files: BTreeSet<PathBuf>,
+    /// Whether the write of one of the objects failed.
+    pub failed: bool,
+}
+
+impl Gathered {
+    fn extend(&mut self, other: Gathered) {
+        self.files.extend(other.files);
+        self.failed |= other.failed;
+    }
+}
+
 /// A list being received page by page.
 struct Paging {
     next_continue: String,
-    files: BTreeSet<PathBuf>,
+    gathered: Gathered,
 }
 
 /// Pages of lists not yet complete, by collection and shape.
@@ -78,7 +96,7 @@ const MAX_PAGED_LISTS: usize = 256;
 impl PagedLists {
     /// Records one page. `request_continue` is the `continue` the request sent
     /// (empty for a first page), `response_continue` the one the page returned.
-    /// Returns every file of the whole list once its last page has arrived,
+    /// Returns the files of the whole list once its last page has arrived,
     /// `None` while pages are missing or out of order.
     pub fn page(
         &self,
@@ -86,20 +104,20 @@ impl PagedLists {
         shape: &ListShape,
         request_continue: &str,
         response_continue: &str,
-        files: Vec<PathBuf>,
-    ) -> Option<BTreeSet<PathBuf>> {
+        page: Gathered,
+    ) -> Option<Gathered> {
         let mut in_progress = self.in_progress.lock().unwrap_or_else(|e| e.into_inner());
         let key = (collection.clone(), shape.clone());
         let mut gathered = if request_continue.is_empty() {
-            BTreeSet::new()
+            Gathered::default()
         } else {
             match in_progress.remove(&key) {
-                Some(paging) if paging.next_continue == request_continue => paging.files,
+                Some(paging) if paging.next_continue == request_continue => paging.gathered,
                 // A page whose first pages we did not see: it cannot complete a list.
                 _ => return None,
             }
         };
-        gathered.extend(files);
+        gathered.extend(page);
         if response_continue.is_empty() {
             in_progress.remove(&key);
             return Some(gathered);
@@ -111,7 +129,7 @@ impl PagedLists {
             key,
             Paging {
                 next_continue: response_continue.to_string(),
-                files: gathered,
+                gathered,
             },
         );
         None
@@ -137,8 +155,11 @@ mod tests {
         }
     }
 
-    fn files(names: &[&str]) -> Vec<PathBuf> {
-        names.iter().map(PathBuf::from).collect()
+    fn files(names: &[&str]) -> Gathered {
+        Gathered {
+            files: names.iter().map(PathBuf::from).collect(),
+            failed: false,
+        }
     }
 
     #[test]
@@ -147,7 +168,7 @@ mod tests {
         let done = paged
             .page(&collection(), &shape(), "", "", files(&["a"]))
             .unwrap();
-        assert_eq!(done.len(), 1);
+        assert_eq!(done.files.len(), 1);
     }
 
     #[test]
@@ -166,7 +187,24 @@ mod tests {
         let done = paged
             .page(&collection(), &shape(), "t2", "", files(&["c"]))
             .unwrap();
-        assert_eq!(done, files(&["a", "b", "c"]).into_iter().collect());
+        assert_eq!(done, files(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn a_failed_write_on_any_page_marks_the_whole_list() {
+        let paged = PagedLists::default();
+        let mut first = files(&["a"]);
+        first.failed = true;
+        assert!(
+            paged
+                .page(&collection(), &shape(), "", "t1", first)
+                .is_none()
+        );
+        let done = paged
+            .page(&collection(), &shape(), "t1", "", files(&["b"]))
+            .unwrap();
+        assert!(done.failed);
+        assert_eq!(done.files.len(), 2);
     }
 
     #[test]

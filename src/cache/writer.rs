@@ -2,9 +2,9 @@
 //! An object is never replaced by an older resourceVersion; a complete list
 //! (a LIST's last page, or a streaming list's initial events) removes what its
 //! shape no longer returns and records the shape; DELETED removes; issued
-//! tokens are kept until they expire.
+//! tokens are kept until they expire. One object that cannot be stored never
+//! stops the rest of its list, nor that list's reconciliation.
 
-use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -18,7 +18,7 @@ use crate::codec::token::{self, TokenSpec};
 use crate::selector::{FieldSelector, LabelSelector};
 
 use super::key::Collection;
-use super::lists::{ListShape, ListType, ShapeIndex};
+use super::lists::{Gathered, ListShape, ListType, ShapeIndex};
 use super::tokens::{TokenOwner, TokenRecord};
 use super::{Cache, matches_shape};
 
@@ -37,13 +37,39 @@ pub(super) struct ListHead {
 
 /// The files of one streaming list's initial events, filled in by the writer
 /// as it stores them (so the list is complete once the writer reaches its end).
-pub(super) type Members = Arc<Mutex<BTreeSet<PathBuf>>>;
+pub(super) type Members = Arc<Mutex<Gathered>>;
 
 /// An object's file and what it holds now.
 struct ObjectFile {
     path: PathBuf,
     stored: Option<Vec<u8>>,
     stored_is_newer: bool,
+}
+
+/// What became of one object the writer was asked to store.
+enum Upserted {
+    /// Its file holds it (or a newer version of it).
+    Kept(PathBuf),
+    /// It has no file: it cannot be read, or its name cannot be a path.
+    Unstorable,
+    /// Its file could not be written and holds what it held before.
+    Failed(PathBuf, io::Error),
+}
+
+impl Upserted {
+    /// Adds the object to the files of a list.
+    fn gather(&self, gathered: &mut Gathered) {
+        match self {
+            Upserted::Kept(path) => {
+                gathered.files.insert(path.clone());
+            }
+            Upserted::Failed(path, _) => {
+                gathered.files.insert(path.clone());
+                gathered.failed = true;
+            }
+            Upserted::Unstorable => {}
+        }
+    }
 }
 
 /// Work for the writer thread.
@@ -146,14 +172,14 @@ impl Cache {
                 object,
                 member_of,
             } => {
-                let path = self.upsert(&collection, encoding, &object)?;
-                if let (Some(members), Some(path)) = (member_of, path) {
-                    members
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(path);
+                let upserted = self.upsert(&collection, encoding, &object);
+                if let Some(members) = member_of {
+                    upserted.gather(&mut members.lock().unwrap_or_else(|e| e.into_inner()));
                 }
-                Ok(())
+                match upserted {
+                    Upserted::Failed(_, e) => Err(e),
+                    Upserted::Kept(_) | Upserted::Unstorable => Ok(()),
+                }
             }
             Op::Delete {
                 collection,
@@ -233,21 +259,23 @@ impl Cache {
     }
 
     /// Stores an object unless the cache already holds a newer version.
-    /// Returns its file, or `None` when it could not be stored.
-    fn upsert(
-        &self,
-        collection: &Collection,
-        encoding: Encoding,
-        object: &[u8],
-    ) -> io::Result<Option<PathBuf>> {
-        let Some(target) = self.target_of(collection, encoding, object)? else {
-            return Ok(None);
+    fn upsert(&self, collection: &Collection, encoding: Encoding, object: &[u8]) -> Upserted {
+        let Some((path, resource_version)) = self.path_of(collection, encoding, object) else {
+            return Upserted::Unstorable;
         };
-        if target.stored.as_deref() != Some(object) && !target.stored_is_newer {
-            self.store.write(&target.path, object)?;
-            self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+        let written = self
+            .stored_at(path.clone(), encoding, resource_version)
+            .and_then(|target| {
+                if target.stored.as_deref() != Some(object) && !target.stored_is_newer {
+                    self.store.write(&target.path, object)?;
+                    self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            });
+        match written {
+            Ok(()) => Upserted::Kept(path),
+            Err(e) => Upserted::Failed(path, e),
         }
-        Ok(Some(target.path))
     }
 
     /// Removes an object unless the cache holds a newer version of it.
@@ -269,29 +297,55 @@ impl Cache {
         encoding: Encoding,
         object: &[u8],
     ) -> io::Result<Option<ObjectFile>> {
+        match self.path_of(collection, encoding, object) {
+            Some((path, resource_version)) => {
+                self.stored_at(path, encoding, resource_version).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// An incoming object's file and resourceVersion; `None` when it cannot
+    /// be read or its name is unsafe as a path.
+    fn path_of(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        object: &[u8],
+    ) -> Option<(PathBuf, u64)> {
         let Ok(meta) = encoding.decode_meta(object) else {
             self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return None;
         };
         let Some(path) = collection.object_path(&meta.namespace, &meta.name, encoding) else {
             log::debug!("not caching {}/{}: unsafe name", meta.namespace, meta.name);
-            return Ok(None);
+            return None;
         };
+        Some((path, meta.resource_version))
+    }
+
+    /// What `path` holds now, compared with an incoming `resource_version`.
+    fn stored_at(
+        &self,
+        path: PathBuf,
+        encoding: Encoding,
+        resource_version: u64,
+    ) -> io::Result<ObjectFile> {
         let stored = self.store.read(&path)?;
         let stored_rv = stored
             .as_deref()
             .and_then(|bytes| encoding.decode_meta(bytes).ok())
             .map_or(0, |m| m.resource_version);
         // resourceVersions are compared as integers; 0 means unknown.
-        let stored_is_newer = meta.resource_version != 0 && stored_rv > meta.resource_version;
+        let stored_is_newer = resource_version != 0 && stored_rv > resource_version;
         if stored_is_newer {
             self.stats.stale_skipped.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Some(ObjectFile {
+        Ok(ObjectFile {
             path,
             stored,
             stored_is_newer,
-        }))
+        })
     }
 
     fn store_list(
@@ -306,39 +360,54 @@ impl Cache {
             self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
-        let mut files = Vec::with_capacity(parts.items.len());
+        let mut page = Gathered::default();
+        let mut first_error = None;
+        let mut failures = 0;
         for item in &parts.items {
-            if let Some(path) = self.upsert(collection, encoding, item)? {
-                files.push(path);
+            let upserted = self.upsert(collection, encoding, item);
+            upserted.gather(&mut page);
+            if let Upserted::Failed(path, e) = upserted {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("{}: {e}", path.display()));
             }
         }
-        let Some(complete) = self.paged.page(
+        let reconciled = match self.paged.page(
             collection,
             shape,
             request_continue,
             &parts.continue_token,
-            files,
-        ) else {
-            return Ok(());
+            page,
+        ) {
+            Some(complete) => {
+                let list = ListHead {
+                    kind: parts.kind,
+                    api_version: parts.api_version,
+                    resource_version: parts.resource_version.parse().unwrap_or(0),
+                };
+                self.complete_list(collection, encoding, shape, &complete, list)
+            }
+            None => Ok(()),
         };
-        let list = ListHead {
-            kind: parts.kind,
-            api_version: parts.api_version,
-            resource_version: parts.resource_version.parse().unwrap_or(0),
-        };
-        self.complete_list(collection, encoding, shape, &complete, list)
+        match first_error {
+            Some(first) => Err(io::Error::other(format!(
+                "{failures} of {} objects of a list not stored, first {first}",
+                parts.items.len()
+            ))),
+            None => reconciled,
+        }
     }
 
     /// A whole list of `shape` is here (a LIST's last page, or a streaming
     /// list's initial events), its objects stored as `complete`: what this
     /// shape returned before and no longer returns is gone (or no longer
-    /// matches) upstream, and the shape is recorded as listed.
+    /// matches) upstream, and the shape is recorded as listed. A file that
+    /// cannot be read or removed is skipped, never the rest.
     fn complete_list(
         &self,
         collection: &Collection,
         encoding: Encoding,
         shape: &ListShape,
-        complete: &BTreeSet<PathBuf>,
+        complete: &Gathered,
         list: ListHead,
     ) -> io::Result<()> {
         let (labels, fields) = match (
@@ -358,12 +427,18 @@ impl Cache {
         } else {
             Vec::new()
         };
+        let mut first_error = None;
         for path in candidates {
-            if complete.contains(&path) {
+            if complete.files.contains(&path) {
                 continue;
             }
-            let Some(bytes) = self.store.read(&path)? else {
-                continue;
+            let bytes = match self.store.read(&path) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
             };
             // Changed upstream after the list was taken (a watch event got
             // here first): not the list's to remove.
@@ -373,9 +448,29 @@ impl Cache {
             if list.resource_version != 0 && stored_rv > list.resource_version {
                 continue;
             }
-            if matches_shape(encoding, &bytes, &labels, &fields) && self.store.remove(&path)? {
-                self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
+            if !matches_shape(encoding, &bytes, &labels, &fields) {
+                continue;
             }
+            match self.store.remove(&path) {
+                Ok(true) => {
+                    self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // A failed object write leaves this shape's answer without it (or
+        // with an older version): a list made of the cache would then omit
+        // an object that exists, and for kubelet's pods that stops a pod that
+        // should run. So such a list does not record its shape; the shape
+        // answers offline only once a list of it was stored whole (an object
+        // whose name can never be a file does not count: no list could).
+        // An object left in place because its removal failed is the lesser
+        // harm (what any offline answer risks) and does not stop the record.
+        if complete.failed {
+            return first_error.map_or(Ok(()), Err);
         }
         let index_path = collection.lists_path();
         let mut index = self
@@ -401,7 +496,7 @@ impl Cache {
             index.shapes.insert(shape.key(), list_type);
             self.store.write(&index_path, &index.encode())?;
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -632,5 +727,162 @@ mod tests {
         cache.apply(token("valid", "2999-01-01T00:00:00Z")).unwrap();
         assert!(!dir.path().join(&stale).exists());
         assert_eq!(cache.stats.tokens_expired.load(Ordering::Relaxed), 1);
+    }
+
+    fn named(name: &str, rv: u64) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"a","resourceVersion":"{rv}","labels":{{"app":"web"}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_item_whose_name_cannot_be_a_file_never_stops_the_rest_of_its_list() {
+        let (dir, cache) = cache();
+        cache.apply(upsert(cm("gone", 1, "web"), None)).unwrap();
+        let items = [
+            cm("c1", 5, "web"),
+            named("x/y", 6),
+            named("..", 6),
+            named("_lists", 6),
+            cm("c2", 7, "web"),
+        ];
+        cache
+            .apply(Op::List {
+                collection: configmaps(),
+                encoding: Encoding::Json,
+                shape: web(),
+                request_continue: String::new(),
+                body: list(9, &items, ""),
+            })
+            .unwrap();
+        assert_eq!(
+            (stored_rv(&dir, "c1"), stored_rv(&dir, "c2")),
+            (Some(5), Some(7))
+        );
+        assert_eq!(stored_rv(&dir, "gone"), None, "reconciled all the same");
+        assert!(
+            cache.listed_shape(&configmaps(), &web()).is_some(),
+            "no list could ever hold those names: the shape is recorded"
+        );
+        assert!(!dir.path().join("kubelet/configmaps/a/x").exists());
+    }
+
+    #[test]
+    fn an_item_that_fails_to_write_never_stops_the_rest_nor_loses_what_was_stored() {
+        let (dir, cache) = cache();
+        cache.apply(upsert(cm("gone", 1, "web"), None)).unwrap();
+        // A directory where c2's file goes: its write fails.
+        std::fs::create_dir_all(dir.path().join("kubelet/configmaps/a/c2.json")).unwrap();
+        let items = [cm("c1", 5, "web"), cm("c2", 6, "web"), cm("c3", 7, "web")];
+        let failed = cache.apply(Op::List {
+            collection: configmaps(),
+            encoding: Encoding::Json,
+            shape: web(),
+            request_continue: String::new(),
+            body: list(9, &items, ""),
+        });
+        let error = failed.unwrap_err().to_string();
+        assert!(error.contains("1 of 3 objects"), "{error}");
+        assert_eq!(
+            (stored_rv(&dir, "c1"), stored_rv(&dir, "c3")),
+            (Some(5), Some(7))
+        );
+        assert_eq!(stored_rv(&dir, "gone"), None, "reconciled all the same");
+        assert!(
+            cache.listed_shape(&configmaps(), &web()).is_none(),
+            "a list of this shape made offline would lack c2"
+        );
+    }
+
+    #[test]
+    fn reconciliation_never_removes_an_object_whose_new_write_failed() {
+        let (dir, cache) = cache();
+        for object in [cm("kept", 1, "web"), cm("gone", 2, "web")] {
+            cache.apply(upsert(object, None)).unwrap();
+        }
+        let kept = configmaps()
+            .object_path("a", "kept", Encoding::Json)
+            .unwrap();
+        // What the writer gathers when `kept`'s newer version failed to write.
+        let complete = Gathered {
+            files: [kept].into(),
+            failed: true,
+        };
+        let head = ListHead {
+            kind: "ConfigMapList".into(),
+            api_version: "v1".into(),
+            resource_version: 9,
+        };
+        cache
+            .complete_list(&configmaps(), Encoding::Json, &web(), &complete, head)
+            .unwrap();
+        assert_eq!(stored_rv(&dir, "kept"), Some(1), "the older version stays");
+        assert_eq!(stored_rv(&dir, "gone"), None);
+        assert!(cache.listed_shape(&configmaps(), &web()).is_none());
+    }
+
+    #[test]
+    fn a_streaming_list_member_that_fails_to_write_is_kept_and_marks_the_list() {
+        let (dir, cache) = cache();
+        std::fs::create_dir_all(dir.path().join("kubelet/configmaps/a/c3.json")).unwrap();
+        let members = Members::default();
+        cache
+            .apply(upsert(cm("c1", 5, "web"), Some(members.clone())))
+            .unwrap();
+        assert!(
+            cache
+                .apply(upsert(cm("c3", 6, "web"), Some(members.clone())))
+                .is_err()
+        );
+        let gathered = members.lock().unwrap().clone();
+        assert!(gathered.failed);
+        assert_eq!(gathered.files.len(), 2, "{gathered:?}");
+    }
+
+    #[test]
+    fn objects_with_names_too_long_for_a_file_are_stored_and_reconciled() {
+        let (dir, cache) = cache();
+        let long = format!("{}x", "n".repeat(252));
+        cache
+            .apply(Op::List {
+                collection: configmaps(),
+                encoding: Encoding::Json,
+                shape: web(),
+                request_continue: String::new(),
+                body: list(9, &[cm(&long, 5, "web")], ""),
+            })
+            .unwrap();
+        let path = configmaps()
+            .object_path("a", &long, Encoding::Json)
+            .unwrap();
+        assert!(dir.path().join(&path).exists());
+        let labels = LabelSelector::parse("").unwrap();
+        let fields = FieldSelector::parse("").unwrap();
+        let (items, _) = cache.select(&configmaps(), "a", &labels, &fields, Encoding::Json);
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            Encoding::Json.decode_meta(&items[0]).unwrap().name,
+            long,
+            "listed with its real name"
+        );
+        assert!(
+            cache
+                .read_object(&configmaps(), "a", &long, Encoding::Json)
+                .is_some()
+        );
+        cache
+            .apply(Op::List {
+                collection: configmaps(),
+                encoding: Encoding::Json,
+                shape: web(),
+                request_continue: String::new(),
+                body: list(10, &[], ""),
+            })
+            .unwrap();
+        assert!(
+            !dir.path().join(&path).exists(),
+            "reconciled like any other"
+        );
     }
 }

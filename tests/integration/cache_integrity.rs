@@ -11,11 +11,11 @@
 //! - symbolic links: never served, never written through, set aside at start
 
 use super::cache::{
-    AGENT, cached, configmap, configmap_list, fake_with_configmaps, get, go_offline, hub_for, json,
-    names, wait_cached,
+    AGENT, WAIT, cached, configmap, configmap_list, fake_with_configmaps, get, go_offline, hub_for,
+    json, names, wait_cached,
 };
 use crate::support::client;
-use crate::support::{Behaviour, FakeApiserver, Hub, TestPki};
+use crate::support::{Behaviour, FakeApiserver, Hub, TestPki, wait_until};
 
 /// Entries of `_quarantine/` in the hub's cache.
 fn quarantined(hub: &Hub) -> Vec<String> {
@@ -165,4 +165,51 @@ fn the_longest_names_are_stored_served_and_listed_offline() {
         (200, vec!["cm1".to_string(), long])
     );
     assert!(quarantined(&hub).is_empty());
+}
+
+// ---------------------------------------------------------------- lists
+
+#[test]
+fn one_list_item_that_cannot_be_stored_never_stops_the_rest_of_its_list() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let cm1 = configmap("a", "cm1", 1, "");
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/a/configmaps",
+        Behaviour::sequence(vec![
+            Behaviour::ok_json(&configmap_list(
+                5,
+                &[cm1.clone(), configmap("a", "gone", 2, "")],
+            )),
+            Behaviour::ok_json(&configmap_list(
+                9,
+                &[
+                    cm1,
+                    configmap("a", "x/y", 6, ""),
+                    configmap("a", "..", 7, ""),
+                    configmap("a", "cm2", 8, ""),
+                ],
+            )),
+        ]),
+    );
+    let hub = hub_for(&fake, &pki, &[]);
+    get(&hub, "/api/v1/namespaces/a/configmaps");
+    wait_cached(&hub, "test-agent/configmaps/a/gone.json", |_| true);
+    get(&hub, "/api/v1/namespaces/a/configmaps");
+    wait_cached(&hub, "test-agent/configmaps/a/cm2.json", |_| true);
+    assert!(
+        wait_until(WAIT, || cached(&hub, "test-agent/configmaps/a/gone.json")
+            .is_none()),
+        "the list is reconciled all the same\n{}",
+        hub.log()
+    );
+    go_offline(&hub, &fake);
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
+    assert_eq!(
+        (status, names(&json(&body))),
+        (200, vec!["cm1".to_string(), "cm2".into()]),
+        "the shape is recorded: no list could ever hold those names"
+    );
+    assert!(!hub.cache_dir().join("test-agent/configmaps/a/x").exists());
 }
