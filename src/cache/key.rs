@@ -8,7 +8,7 @@
 //!
 //! Kubernetes names reach 253 characters and a User-Agent has no limit, but a
 //! file name stops at 255 bytes: a segment longer than `MAX_PLAIN_SEGMENT` is
-//! stored as a prefix, `%` and a hash of the whole (`shortened`). Kubernetes
+//! stored as a prefix, `%` and a hash of the whole (`stored_segment`). Kubernetes
 //! refuses `%` in names and so does `is_safe_segment`, so a shortened segment
 //! never equals a plain one; the object inside keeps its real name.
 
@@ -18,9 +18,9 @@ use std::path::PathBuf;
 use crate::codec::Encoding;
 use crate::request_info::RequestInfo;
 
-/// Longest segment stored as it is. With `.json` and the writer's temp-file
-/// prefix it still fits a 255-byte file name; it is also what earlier
-/// versions stored as it is, so their files stay where they were.
+/// Longest segment stored as it is: with `.json` it still fits a 255-byte
+/// file name, and it is what earlier versions stored as it is, so their
+/// files stay where they were.
 const MAX_PLAIN_SEGMENT: usize = 240;
 /// Bytes of a longer segment kept in front of its hash, so a person can still
 /// tell what a shortened file is.
@@ -62,6 +62,33 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// Whether an object of `kind` can belong to the resource of a collection
+/// directory (`pods`, `leases.v1.coordination.k8s.io`): the resource is the
+/// kind's plural as Kubernetes forms it (`Pod` -> `pods`, `Ingress` ->
+/// `ingresses`, `NetworkPolicy` -> `networkpolicies`, `Endpoints` ->
+/// `endpoints`), hyphens aside. An empty kind says nothing and fits. Kinds
+/// whose plural is irregular are recognised by the caller from the list
+/// types recorded for the collection.
+pub fn kind_fits(resource_dir: &str, kind: &str) -> bool {
+    if kind.is_empty() {
+        return true;
+    }
+    let letters = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let resource = letters(resource_dir.split('.').next().unwrap_or_default());
+    let kind = letters(kind);
+    resource == kind
+        || resource == format!("{kind}s")
+        || resource == format!("{kind}es")
+        || kind
+            .strip_suffix('y')
+            .is_some_and(|stem| resource == format!("{stem}ies"))
 }
 
 /// One resource of one component: `{component}/{resource-dir}`.
@@ -251,6 +278,34 @@ mod tests {
         let dir = long_component.dir();
         let first = dir.iter().next().unwrap().to_string_lossy().into_owned();
         assert!(first.len() < 255 && first.contains('%'), "{first}");
+    }
+
+    #[test]
+    fn which_kinds_fit_which_resources() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, bool)] = &[
+            ("pods", "Pod", true),
+            ("pods", "", true),
+            ("configmaps", "ConfigMap", true),
+            ("endpoints", "Endpoints", true),
+            ("ingresses.v1.networking.k8s.io", "Ingress", true),
+            ("networkpolicies.v1.networking.k8s.io", "NetworkPolicy", true),
+            ("runtimeclasses.v1.node.k8s.io", "RuntimeClass", true),
+            ("leases.v1.coordination.k8s.io", "Lease", true),
+            ("network-attachment-definitions.v1.k8s.cni.cncf.io", "NetworkAttachmentDefinition", true),
+            ("pods", "ConfigMap", false),
+            ("pods", "PodList", false),
+            ("pods", "Status", false),
+            ("configmaps", "Secret", false),
+            ("podtemplates", "Pod", false),
+        ];
+        for &(resource_dir, kind, fits) in rows {
+            assert_eq!(
+                kind_fits(resource_dir, kind),
+                fits,
+                "{kind} in {resource_dir}"
+            );
+        }
     }
 
     #[test]

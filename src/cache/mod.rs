@@ -105,7 +105,7 @@ impl Cache {
         !component.is_empty() && (edge_cache_header || self.agents.is_agent(component))
     }
 
-    /// A cached object, if present and intact.
+    /// A cached object, if present, intact and really the one asked for.
     pub fn read_object(
         &self,
         collection: &Collection,
@@ -114,16 +114,60 @@ impl Cache {
         encoding: Encoding,
     ) -> Option<Vec<u8>> {
         let path = collection.object_path(namespace, name, encoding)?;
-        self.read_intact(&path, encoding)
+        self.read_intact(collection, &path, encoding)
     }
 
-    fn read_intact(&self, path: &Path, encoding: Encoding) -> Option<Vec<u8>> {
+    /// An object file of a collection, if it parses and is the object its
+    /// path says (name, namespace, kind); otherwise it is set aside, like a
+    /// torn file, and never served: a file copied or restored to the wrong
+    /// place would otherwise answer for another object.
+    fn read_intact(
+        &self,
+        collection: &Collection,
+        path: &Path,
+        encoding: Encoding,
+    ) -> Option<Vec<u8>> {
         let bytes = self.store.read(path).ok()??;
-        if encoding.decode_meta(&bytes).is_err() {
+        let Ok(meta) = encoding.decode_meta(&bytes) else {
             self.store.quarantine(path, "does not parse");
+            return None;
+        };
+        if collection
+            .object_path(&meta.namespace, &meta.name, encoding)
+            .as_deref()
+            != Some(path)
+        {
+            self.store.quarantine(
+                path,
+                &format!(
+                    "holds {:?} in namespace {:?}, not the object of its path",
+                    meta.name, meta.namespace
+                ),
+            );
+            return None;
+        }
+        if !key::kind_fits(&collection.resource_dir, &meta.kind)
+            && !self.listed_item_kind(collection, &meta.kind)
+        {
+            self.store.quarantine(
+                path,
+                &format!("holds a {}, not one of its resource", meta.kind),
+            );
             return None;
         }
         Some(bytes)
+    }
+
+    /// Whether a list of the collection was answered with items of `kind`
+    /// (`{kind}List`): how kinds with an irregular plural are known.
+    fn listed_item_kind(&self, collection: &Collection, kind: &str) -> bool {
+        let list_kind = format!("{kind}List");
+        self.store
+            .read(&collection.lists_path())
+            .ok()
+            .flatten()
+            .and_then(|bytes| ShapeIndex::parse(&bytes))
+            .is_some_and(|index| index.shapes.values().any(|t| t.kind == list_kind))
     }
 
     /// The list type recorded for a shape, if that shape was ever listed.
@@ -155,7 +199,7 @@ impl Cache {
             .store
             .list_objects(&collection.dir(), namespace, encoding.extension())
         {
-            let Some(bytes) = self.read_intact(&path, encoding) else {
+            let Some(bytes) = self.read_intact(collection, &path, encoding) else {
                 continue;
             };
             if matches_shape(encoding, &bytes, labels, fields) {
@@ -224,5 +268,116 @@ fn is_intact(path: &Path, bytes: &[u8]) -> bool {
         Some("json") => serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(),
         Some("pb") => Encoding::Protobuf.decode_meta(bytes).is_ok(),
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tempfile::TempDir, Arc<Cache>) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        (dir, cache)
+    }
+
+    fn collection(resource_dir: &str) -> Collection {
+        Collection {
+            component: "kubelet".into(),
+            resource_dir: resource_dir.into(),
+        }
+    }
+
+    fn object(kind: &str, namespace: &str, name: &str) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"{kind}","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{namespace}","resourceVersion":"1"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_file_holding_another_object_than_its_path_says_is_set_aside_never_served() {
+        let (dir, cache) = cache();
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &str, &str, &str, bool)] = &[
+            // resource dir, file, kind, namespace, name, served
+            ("pods", "pods/a/p1.json", "Pod", "a", "p1", true),
+            ("pods", "pods/a/p2.json", "", "a", "p2", true),
+            ("pods", "pods/a/p3.json", "Pod", "a", "other", false),
+            ("pods", "pods/a/p4.json", "Pod", "b", "p4", false),
+            ("pods", "pods/a/p5.json", "ConfigMap", "a", "p5", false),
+            ("pods", "pods/a/p6.json", "Status", "a", "p6", false),
+            ("nodes", "nodes/n1.json", "Node", "", "n1", true),
+            ("nodes", "nodes/n2.json", "Node", "a", "n2", false),
+            ("ingresses.v1.networking.k8s.io", "ingresses.v1.networking.k8s.io/a/i1.json", "Ingress", "a", "i1", true),
+        ];
+        for &(_, file, kind, namespace, name, _) in rows {
+            let bytes = object(kind, namespace, name);
+            cache
+                .store
+                .write(&Path::new("kubelet").join(file), &bytes)
+                .unwrap();
+        }
+        for &(resource_dir, file, _, _, _, served) in rows {
+            let stem = Path::new(file).file_stem().unwrap().to_str().unwrap();
+            let namespace = if resource_dir == "nodes" { "" } else { "a" };
+            let got = cache.read_object(&collection(resource_dir), namespace, stem, Encoding::Json);
+            assert_eq!(got.is_some(), served, "{file}");
+            assert_eq!(
+                dir.path().join("kubelet").join(file).exists(),
+                served,
+                "{file}"
+            );
+        }
+        let set_aside = rows.iter().filter(|r| !r.5).count() as u64;
+        assert_eq!(
+            cache.store.stats.quarantined.load(Ordering::Relaxed),
+            set_aside
+        );
+        // A list skips (and sets aside) such a file too.
+        cache
+            .store
+            .write(
+                Path::new("kubelet/pods/a/p7.json"),
+                &object("Pod", "a", "p1"),
+            )
+            .unwrap();
+        let labels = LabelSelector::parse("").unwrap();
+        let fields = FieldSelector::parse("").unwrap();
+        let (items, _) = cache.select(&collection("pods"), "a", &labels, &fields, Encoding::Json);
+        assert_eq!(items.len(), 2, "p1 and p2");
+        assert!(!dir.path().join("kubelet/pods/a/p7.json").exists());
+    }
+
+    #[test]
+    fn a_kind_with_an_irregular_plural_is_served_once_listed_as_such() {
+        let (_dir, cache) = cache();
+        let people = collection("people.v1.example.com");
+        let bytes = object("Person", "a", "p1");
+        cache
+            .store
+            .write(Path::new("kubelet/people.v1.example.com/a/p1.json"), &bytes)
+            .unwrap();
+        let mut index = ShapeIndex {
+            version: ShapeIndex::VERSION,
+            ..Default::default()
+        };
+        index.shapes.insert(
+            String::from("[\"a\",\"\",\"\"]"),
+            ListType {
+                kind: "PersonList".into(),
+                api_version: "example.com/v1".into(),
+                encodings: Default::default(),
+            },
+        );
+        cache
+            .store
+            .write(&people.lists_path(), &index.encode())
+            .unwrap();
+        assert!(
+            cache
+                .read_object(&people, "a", "p1", Encoding::Json)
+                .is_some()
+        );
     }
 }

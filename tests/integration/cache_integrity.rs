@@ -213,3 +213,49 @@ fn one_list_item_that_cannot_be_stored_never_stops_the_rest_of_its_list() {
     );
     assert!(!hub.cache_dir().join("test-agent/configmaps/a/x").exists());
 }
+
+// ---------------------------------------------------------------- misplaced files
+
+#[test]
+fn a_file_holding_another_object_than_its_path_names_is_set_aside_never_served() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    let hub = hub_for(&fake, &pki, &[]);
+    get(&hub, "/api/v1/namespaces/a/configmaps");
+    wait_cached(&hub, "test-agent/configmaps/a/cm3.json", |_| true);
+    hub.expect_log("cache scan:", WAIT);
+    go_offline(&hub, &fake);
+    let dir = hub.cache_dir().join("test-agent/configmaps/a");
+    let secret = r#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"wrong-kind","namespace":"a","resourceVersion":"3"},"data":{}}"#;
+    for (file, bytes) in [
+        // cm1 copied under another name, cm1 of another namespace, a Secret.
+        ("copied.json", configmap("a", "cm1", 10, r#""app":"web""#)),
+        ("moved.json", configmap("b", "moved", 10, r#""app":"web""#)),
+        ("wrong-kind.json", secret.to_string()),
+    ] {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    for name in ["copied", "moved", "wrong-kind"] {
+        let (status, _, body) = get(&hub, &format!("/api/v1/namespaces/a/configmaps/{name}"));
+        assert_eq!(status, 404, "{name}: {}", String::from_utf8_lossy(&body));
+    }
+    std::fs::write(dir.join("listed.json"), configmap("a", "cm2", 10, "")).unwrap();
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
+    assert_eq!(
+        (status, names(&json(&body))),
+        (200, vec!["cm1".to_string(), "cm2".into(), "cm3".into()])
+    );
+    let set_aside = quarantined(&hub);
+    assert_eq!(set_aside.len(), 4, "{set_aside:?}");
+    for name in ["copied", "moved", "wrong-kind", "listed"] {
+        assert!(!dir.join(format!("{name}.json")).exists());
+        assert!(
+            set_aside
+                .iter()
+                .any(|q| q.contains(&format!("#{name}.json"))),
+            "{name} in {set_aside:?}"
+        );
+    }
+    assert_eq!(hub.metric("node_yurthub_cache_quarantined_files_total"), 4);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/cm1").0, 200);
+}
