@@ -10,6 +10,8 @@
 //! - misplaced files: set aside (`_quarantine/`), never served offline
 //! - symbolic links: never served, never written through, set aside at start
 
+use std::path::{Path, PathBuf};
+
 use super::cache::{
     AGENT, WAIT, cached, configmap, configmap_list, fake_with_configmaps, get, go_offline, hub_for,
     json, names, wait_cached,
@@ -258,4 +260,112 @@ fn a_file_holding_another_object_than_its_path_names_is_set_aside_never_served()
     }
     assert_eq!(hub.metric("node_yurthub_cache_quarantined_files_total"), 4);
     assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/cm1").0, 200);
+}
+
+// ---------------------------------------------------------------- symbolic links
+
+/// A directory outside the cache root, with a ConfigMap `evil` in it that
+/// would pass every check if the hub followed a link to it.
+fn outside() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let outside = tempfile::tempdir().unwrap();
+    let evil = configmap("a", "evil", 50, r#""app":"web""#).into_bytes();
+    std::fs::create_dir_all(outside.path().join("a")).unwrap();
+    let file = outside.path().join("a/evil.json");
+    std::fs::write(&file, &evil).unwrap();
+    (outside, file, evil)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_symlinked_file_in_the_cache_is_never_served_and_its_target_never_modified() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/a/configmaps/evil",
+        Behaviour::ok_json(&configmap("a", "evil", 60, r#""app":"web""#)),
+    );
+    let mut hub = hub_for(&fake, &pki, &[]);
+    let (_outside, target, original) = outside();
+    get(&hub, "/api/v1/namespaces/a/configmaps");
+    wait_cached(&hub, "test-agent/configmaps/a/cm3.json", |_| true);
+    hub.expect_log("cache scan:", WAIT);
+    let link = hub.cache_dir().join("test-agent/configmaps/a/evil.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // Online, the link is set aside (never written through) and a newer
+    // `evil` is stored in its place.
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/evil").0, 200);
+    wait_cached(&hub, "test-agent/configmaps/a/evil.json", |o| {
+        o["metadata"]["resourceVersion"] == "60"
+    });
+    assert!(!link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), original);
+    // Offline, a link is never served: not by name, not in a list.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    go_offline(&hub, &fake);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/evil").0, 404);
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps");
+    assert_eq!(
+        (status, names(&json(&body))),
+        (200, vec!["cm1".to_string(), "cm2".into(), "cm3".into()])
+    );
+    assert!(link.symlink_metadata().is_err(), "the link was set aside");
+    // At start, the scan sets links aside; their targets stay as they were.
+    hub.kill();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    hub.restart();
+    hub.expect_log("1 damaged moved aside", WAIT);
+    assert!(link.symlink_metadata().is_err());
+    assert_eq!(std::fs::read(&target).unwrap(), original);
+    assert_eq!(files_in(target.parent().unwrap()), ["evil.json"]);
+    assert_eq!(quarantined(&hub).len(), 3);
+}
+
+#[test]
+fn a_symlinked_directory_in_the_cache_is_never_written_or_read_through() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    let mut hub = hub_for(&fake, &pki, &[]);
+    let (outside, target, original) = outside();
+    hub.expect_log("cache scan:", WAIT);
+    std::fs::create_dir_all(hub.cache_dir().join("test-agent")).unwrap();
+    let link = hub.cache_dir().join("test-agent/configmaps");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    // The client still gets its answers; the writes are refused.
+    let (status, _, body) = get(&hub, "/api/v1/namespaces/a/configmaps/cm1");
+    assert_eq!(
+        (status, json(&body)["metadata"]["name"].as_str()),
+        (200, Some("cm1"))
+    );
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps").0, 200);
+    let write_errors = || hub.metric("node_yurthub_cache_write_errors_total");
+    assert!(wait_until(WAIT, || write_errors() >= 2), "{}", hub.log());
+    assert_eq!(files_in(outside.path()), ["a"]);
+    assert_eq!(files_in(&outside.path().join("a")), ["evil.json"]);
+    assert_eq!(std::fs::read(&target).unwrap(), original);
+    // Offline, nothing behind the link is served.
+    go_offline(&hub, &fake);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps/evil").0, 404);
+    assert_eq!(get(&hub, "/api/v1/namespaces/a/configmaps").0, 404);
+    // At start, the scan sets the link aside (not what it points to), and
+    // the cache fills again where it belongs.
+    hub.kill();
+    fake.restart();
+    hub.restart();
+    hub.expect_log("1 damaged moved aside", WAIT);
+    assert!(link.symlink_metadata().is_err());
+    assert_eq!(files_in(&outside.path().join("a")), ["evil.json"]);
+    get(&hub, "/api/v1/namespaces/a/configmaps/cm1");
+    wait_cached(&hub, "test-agent/configmaps/a/cm1.json", |_| true);
+    assert_eq!(files_in(&outside.path().join("a")), ["evil.json"]);
 }
