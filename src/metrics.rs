@@ -303,7 +303,7 @@ impl Metrics {
         );
         if let Some(cache) = cache {
             let stats = &cache.stats;
-            let series: [(&str, &str, u64); 10] = [
+            let series: [(&str, &str, u64); 11] = [
                 (
                     "node_yurthub_cache_objects_written_total",
                     "objects written to the cache",
@@ -351,8 +351,13 @@ impl Metrics {
                 ),
                 (
                     "node_yurthub_cache_quarantined_files_total",
-                    "damaged cache files moved aside",
+                    "damaged cache files, files holding another object than their path names, and symlinks moved aside",
                     cache.store.stats.quarantined.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_symlinks_refused_total",
+                    "cache reads and writes refused because a directory on the way was a symlink",
+                    cache.store.stats.symlinks_refused.load(Ordering::Relaxed),
                 ),
             ];
             for (name, help, value) in series {
