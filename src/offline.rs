@@ -128,6 +128,31 @@ struct Selected {
     list_type: ListType,
     items: Vec<Vec<u8>>,
     max_rv: u64,
+    /// The items, and the list or events built from them, held against the
+    /// memory budget while they are built.
+    held: Reservation,
+}
+
+impl Selected {
+    /// Reserves room for what is built from the items (about their size
+    /// again, plus framing), or refuses with 429.
+    fn reserve_build(mut self) -> Result<Selected, Answer> {
+        let items: usize = self.items.iter().map(Vec::len).sum();
+        let framing = self.items.len().saturating_mul(64) + 4096;
+        let total = items.saturating_mul(2).saturating_add(framing);
+        if self.held.grow_to(total) {
+            Ok(self)
+        } else {
+            Err(budget_spent())
+        }
+    }
+}
+
+fn budget_spent() -> Answer {
+    refused(
+        429,
+        "the hub's memory budget for requests in flight is spent, retry later",
+    )
 }
 
 pub struct Offline {
@@ -202,7 +227,10 @@ impl Offline {
                 ),
             ),
             Verb::Get | Verb::Update | Verb::Patch => self.object(info, &collection, &accepted),
-            Verb::List => match self.select_list(request, &collection, &accepted) {
+            Verb::List => match self
+                .select_list(request, &collection, &accepted)
+                .and_then(Selected::reserve_build)
+            {
                 Ok(selected) => Answer::Found {
                     encoding: selected.encoding,
                     body: selected.encoding.encode_list(
@@ -214,7 +242,10 @@ impl Offline {
                 },
                 Err(refused) => refused,
             },
-            Verb::Watch => match self.select_list(request, &collection, &accepted) {
+            Verb::Watch => match self
+                .select_list(request, &collection, &accepted)
+                .and_then(Selected::reserve_build)
+            {
                 Ok(selected) => initial_events(selected),
                 Err(refused) => refused,
             },
@@ -265,7 +296,7 @@ impl Offline {
     pub fn write<S: Stream>(&self, exchange: &mut Exchange<'_, S>, answer: Answer, query: &Query) {
         // Held while it is sent; an answer past the budget is refused (it
         // was built, but is not kept while a slow client takes it).
-        let Some(_held) = self.budget.reserve(answer.body_len()) else {
+        let Some(held) = self.budget.reserve(answer.body_len()) else {
             return refuse(exchange, &Refusal::MemoryBudgetSpent);
         };
         let code = answer.code();
@@ -320,6 +351,9 @@ impl Offline {
                         return;
                     }
                 }
+                // Sent: nothing of it is kept while the stream is held.
+                drop(events);
+                drop(held);
                 self.hold(exchange, query);
             }
         }
@@ -404,10 +438,19 @@ impl Offline {
             .copied()
             .filter(|&e| listed_in(&list_type, e) && fields.fields().all(|f| e.can_read_field(f)));
         let mut chosen = None;
+        let mut held = self.budget.empty();
         for encoding in usable {
-            let (items, max_rv) =
-                self.cache
-                    .select(collection, &info.namespace, &labels, &fields, encoding);
+            let (items, max_rv) = self
+                .cache
+                .select(
+                    collection,
+                    &info.namespace,
+                    &labels,
+                    &fields,
+                    encoding,
+                    &mut held,
+                )
+                .ok_or_else(budget_spent)?;
             let found_something = !items.is_empty();
             if chosen.is_none() || found_something {
                 chosen = Some((encoding, items, max_rv));
@@ -433,6 +476,7 @@ impl Offline {
             list_type,
             items,
             max_rv,
+            held,
         })
     }
 

@@ -16,6 +16,7 @@ mod tee;
 pub mod tokens;
 mod writer;
 
+use crate::budget::Reservation;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -191,10 +192,12 @@ impl Cache {
         labels: &LabelSelector,
         fields: &FieldSelector,
         encoding: Encoding,
-    ) -> (Vec<Vec<u8>>, u64) {
+        held: &mut Reservation,
+    ) -> Option<(Vec<Vec<u8>>, u64)> {
         let namespace = (!namespace.is_empty()).then_some(namespace);
         let mut items = Vec::new();
         let mut max_rv = 0;
+        let mut total = 0usize;
         for path in self
             .store
             .list_objects(&collection.dir(), namespace, encoding.extension())
@@ -203,6 +206,10 @@ impl Cache {
                 continue;
             };
             if matches_shape(encoding, &bytes, labels, fields) {
+                total = total.saturating_add(bytes.len());
+                if !held.grow_to(total) {
+                    return None;
+                }
                 max_rv = max_rv.max(
                     encoding
                         .decode_meta(&bytes)
@@ -212,7 +219,7 @@ impl Cache {
                 items.push(bytes);
             }
         }
-        (items, max_rv)
+        Some((items, max_rv))
     }
 
     /// A cached discovery document of one type.
@@ -344,7 +351,17 @@ mod tests {
             .unwrap();
         let labels = LabelSelector::parse("").unwrap();
         let fields = FieldSelector::parse("").unwrap();
-        let (items, _) = cache.select(&collection("pods"), "a", &labels, &fields, Encoding::Json);
+        let mut held = crate::budget::MemoryBudget::new(1 << 30).empty();
+        let (items, _) = cache
+            .select(
+                &collection("pods"),
+                "a",
+                &labels,
+                &fields,
+                Encoding::Json,
+                &mut held,
+            )
+            .unwrap();
         assert_eq!(items.len(), 2, "p1 and p2");
         assert!(!dir.path().join("kubelet/pods/a/p7.json").exists());
     }

@@ -859,7 +859,17 @@ mod tests {
         assert!(dir.path().join(&path).exists());
         let labels = LabelSelector::parse("").unwrap();
         let fields = FieldSelector::parse("").unwrap();
-        let (items, _) = cache.select(&configmaps(), "a", &labels, &fields, Encoding::Json);
+        let mut held = crate::budget::MemoryBudget::new(1 << 30).empty();
+        let (items, _) = cache
+            .select(
+                &configmaps(),
+                "a",
+                &labels,
+                &fields,
+                Encoding::Json,
+                &mut held,
+            )
+            .unwrap();
         assert_eq!(items.len(), 1);
         assert_eq!(
             Encoding::Json.decode_meta(&items[0]).unwrap().name,

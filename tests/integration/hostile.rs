@@ -646,3 +646,67 @@ fn an_older_empty_list_never_removes_newer_cached_objects() {
     assert_eq!(hub.metric("node_yurthub_cache_objects_removed_total"), 0);
     assert!(hub.metric("node_yurthub_cache_objects_written_total") >= written);
 }
+
+#[test]
+fn an_offline_list_past_the_memory_budget_gets_429_and_its_objects_are_still_served() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    // 50 ConfigMaps of 100 KB: a 5 MB list, which fits the 8 MiB budget
+    // once (the cache copy) but not twice (items and the list built of them).
+    let data = "x".repeat(100_000);
+    let items: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"c{i}","namespace":"default","resourceVersion":"{}"}},"data":{{"d":"{data}"}}}}"#,
+                10 + i
+            )
+        })
+        .collect();
+    fake.route(
+        "GET",
+        configmaps,
+        Behaviour::ok_json(&format!(
+            r#"{{"kind":"ConfigMapList","apiVersion":"v1","metadata":{{"resourceVersion":"99"}},"items":[{}]}}"#,
+            items.join(",")
+        )),
+    );
+    let mut args = Hub::args_for(&[&fake], &pki);
+    args.extend(["--memory-budget-mib".into(), "8".into()]);
+    let hub = Hub::start(&args);
+    hub.wait_server_health(&fake.url(), true, WAIT);
+    let get = |path: &str| {
+        client::request(
+            "GET",
+            &format!("{}{path}", hub.proxy_url()),
+            &[("User-Agent", KUBELET)],
+            &[],
+        )
+    };
+    assert_eq!(get(configmaps).0, 200);
+    let lists = hub.cache_dir().join("kubelet/configmaps/_lists.json");
+    assert!(
+        wait_until(WAIT, || lists.exists()),
+        "the list was never stored"
+    );
+    fake.stop();
+    hub.wait_server_health(&fake.url(), false, WAIT);
+    let (status, headers, body) = get(configmaps);
+    assert_eq!(
+        status,
+        429,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    assert_eq!(status_of(&body)["reason"], "TooManyRequests");
+    let (status, _, body) = get(&format!("{configmaps}/c7"));
+    assert_eq!(status, 200);
+    assert_eq!(status_of(&body)["metadata"]["name"], "c7");
+    assert!(
+        wait_until(WAIT, || hub
+            .metric("node_yurthub_memory_budget_bytes{state=\"used\"}")
+            == 0),
+        "every reservation was given back"
+    );
+}
