@@ -2,7 +2,10 @@
 //! not, verb, API group and version, namespace, resource, name, subresource;
 //! plus the client component (from User-Agent) and the wanted response format.
 //!
-//! Pure: no I/O, no failure other than a path that could escape the cache root.
+//! Pure: no I/O. A request is refused (400) for a path that could escape the
+//! cache root, or for a query parameter kube-apiserver itself would refuse
+//! (`timeoutSeconds`, `limit`, `timeout` that do not parse): the hub then
+//! never acts on a number it misread. Numbers that parse are used clamped.
 
 use std::fmt;
 
@@ -75,13 +78,27 @@ pub struct RequestInfo {
     pub path: String,
 }
 
-/// A path segment that would be unsafe as a file or directory name.
+/// Why a request cannot be classified: the hub answers 400 with this message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsafePath(pub String);
+pub enum Invalid {
+    /// A path segment that would be unsafe as a file or directory name.
+    UnsafePath(String),
+    /// A query parameter kube-apiserver would refuse, with its value and why.
+    Parameter {
+        name: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
 
-impl fmt::Display for UnsafePath {
+impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid path segment {:?}", self.0)
+        match self {
+            Invalid::UnsafePath(segment) => write!(f, "invalid path segment {segment:?}"),
+            Invalid::Parameter { name, value, why } => {
+                write!(f, "invalid {name} {value:?} in the request URL: {why}")
+            }
+        }
     }
 }
 
@@ -98,13 +115,13 @@ impl RequestInfo {
 }
 
 /// Classifies `method path?query`. `path` and `query` are still percent-encoded.
-pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, UnsafePath> {
+pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, Invalid> {
     let method_lower = method.to_ascii_lowercase();
     let mut segments = Vec::new();
     for raw in path.split('/').filter(|s| !s.is_empty()) {
         let decoded = percent_decode(raw, false);
         if decoded == "." || decoded == ".." || decoded.contains(['/', '\\', '\0']) {
-            return Err(UnsafePath(decoded));
+            return Err(Invalid::UnsafePath(decoded));
         }
         segments.push(decoded);
     }
@@ -137,7 +154,10 @@ pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
             segments[2].as_str(),
             &segments[3..],
         ),
-        _ => return Ok(non_resource),
+        _ => {
+            query.check(&non_resource)?;
+            return Ok(non_resource);
+        }
     };
     let mut rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let mut watch_prefix = false;
@@ -145,6 +165,7 @@ pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
         watch_prefix = true;
         rest.remove(0);
         if rest.is_empty() {
+            query.check(&non_resource)?;
             return Ok(non_resource);
         }
     }
@@ -184,12 +205,12 @@ pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
     {
         {
             if selected == "." || selected == ".." || selected.contains(['/', '\\', '\0']) {
-                return Err(UnsafePath(selected));
+                return Err(Invalid::UnsafePath(selected));
             }
             name = selected;
         }
     }
-    Ok(RequestInfo {
+    let info = RequestInfo {
         is_resource_request: true,
         verb,
         api_prefix: prefix.to_string(),
@@ -201,7 +222,9 @@ pub fn classify(method: &str, path: &str, query: &Query) -> Result<RequestInfo, 
         name,
         method: method_lower,
         path: decoded_path,
-    })
+    };
+    query.check(&info)?;
+    Ok(info)
 }
 
 /// Decoded query parameters, in order.
@@ -231,7 +254,8 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `watch=true` (or any value Go's `strconv.ParseBool` reads as true).
+    /// `watch=true`: as kube-apiserver reads a boolean parameter, any value
+    /// but `0` and `false` (any case), the empty one included.
     pub fn is_watch(&self) -> bool {
         self.get("watch").is_some_and(parse_bool)
     }
@@ -254,56 +278,147 @@ impl Query {
         })
     }
 
-    /// `timeoutSeconds` as a whole number of seconds.
+    /// `timeoutSeconds` as a whole number of seconds; a negative one is 0
+    /// (no timeout of the client's own). `None` when absent or not a number.
     pub fn timeout_seconds(&self) -> Option<u64> {
-        self.get("timeoutSeconds")?.trim().parse().ok()
+        let seconds = parse_int64(self.get("timeoutSeconds")?).ok()?;
+        Some(u64::try_from(seconds).unwrap_or(0))
     }
 
-    /// `timeout` as a Go duration (`10s`, `1m30s`, `500ms`).
+    /// `timeout` as a Go duration (`10s`, `1m30s`, `500ms`); a negative one
+    /// is zero (no timeout of the client's own). `None` when absent or invalid.
     pub fn timeout(&self) -> Option<std::time::Duration> {
-        parse_go_duration(self.get("timeout")?)
+        parse_go_duration(self.get("timeout")?).ok()
     }
-}
 
-fn parse_bool(value: &str) -> bool {
-    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
-}
-
-/// Parses a Go `time.Duration` string with units h, m, s, ms, us, ns.
-pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
+    /// Refuses what kube-apiserver refuses with 400 before doing anything:
+    /// list options that do not parse as int64 (`timeoutSeconds`, `limit`,
+    /// on the verbs that read list options), and a `timeout` that is not a Go
+    /// duration (on requests that are not long-running, the only ones the
+    /// apiserver reads it on).
+    fn check(&self, info: &RequestInfo) -> Result<(), Invalid> {
+        let reads_list_options = info.is_resource_request
+            && matches!(info.verb, Verb::List | Verb::Watch | Verb::DeleteCollection);
+        if reads_list_options {
+            for name in ["timeoutSeconds", "limit"] {
+                if let Some(value) = self.get(name) {
+                    parse_int64(value).map_err(|why| Invalid::Parameter {
+                        name,
+                        value: value.to_string(),
+                        why,
+                    })?;
+                }
+            }
         }
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
+        if !info.is_long_running()
+            && let Some(value) = self.get("timeout")
+            && !value.is_empty()
+        {
+            parse_go_duration(value).map_err(|why| Invalid::Parameter {
+                name: "timeout",
+                value: value.to_string(),
+                why,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A boolean parameter as kube-apiserver converts one: only `0` and `false`
+/// (any case) are false.
+fn parse_bool(value: &str) -> bool {
+    !(value == "0" || value.eq_ignore_ascii_case("false"))
+}
+
+/// An integer parameter as Go's `strconv.ParseInt(value, 10, 64)` reads it:
+/// an optional sign and decimal digits, nothing else, within int64.
+pub fn parse_int64(value: &str) -> Result<i64, &'static str> {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number");
+    }
+    value
+        .parse()
+        .map_err(|_| "out of the range of a 64-bit integer")
+}
+
+/// Parses a Go `time.Duration` string as Go's `time.ParseDuration` does: an
+/// optional sign, then numbers (fractions allowed) each with a unit among h,
+/// m, s, ms, us (µs, μs), ns; `0` alone needs none. Anything past about 292
+/// years (int64 nanoseconds) is an error, as in Go. A negative duration is
+/// returned as zero, which is what it means to the hub.
+pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, &'static str> {
+    const INVALID: &str = "not a duration such as 30s, 1m30s or 500ms";
+    const OVERFLOW: u128 = 1 << 63;
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(INVALID);
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let whole_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let whole = &rest[..whole_len];
+        rest = &rest[whole_len..];
+        let mut fraction = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let len = after_dot
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after_dot.len());
+            fraction = &after_dot[..len];
+            rest = &after_dot[len..];
+        } else if whole.is_empty() {
+            return Err(INVALID);
+        }
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(INVALID);
+        }
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
+        let nanos_per_unit: u128 = match &rest[..unit_len] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ns" => 1,
+            "" => return Err("a number without a unit (h, m, s, ms, us, ns)"),
+            _ => return Err("an unknown unit (not h, m, s, ms, us, ns)"),
         };
         rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
+        // Leading zeros aside, more than 19 digits overflow whatever the unit.
+        let whole = whole.trim_start_matches('0');
+        if whole.len() > 19 {
+            return Err(INVALID);
+        }
+        let whole: u128 = whole.parse().unwrap_or(0);
+        // Digits past the 18th are below a nanosecond even for hours.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = fraction.parse().unwrap_or(0);
+        total = whole
+            .checked_mul(nanos_per_unit)
+            .and_then(|n| n.checked_add(fraction * nanos_per_unit / scale))
+            .and_then(|n| total.checked_add(n))
+            .filter(|&n| n <= OVERFLOW)
+            .ok_or(INVALID)?;
     }
-    std::time::Duration::try_from_secs_f64(total).ok()
+    if negative {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if total >= OVERFLOW {
+        return Err(INVALID);
+    }
+    Ok(std::time::Duration::from_nanos(total as u64))
 }
 
 /// Percent-decodes; with `plus_is_space`, `+` means a space (query strings).
@@ -548,12 +663,190 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert_eq!(q.timeout_seconds(), Some(300));
         assert_eq!(q.timeout(), Some(std::time::Duration::from_secs(90)));
-        assert_eq!(
-            parse_go_duration("500ms"),
-            Some(std::time::Duration::from_millis(500))
-        );
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration("x"), None);
         assert_eq!(percent_decode("%zz%4", false), "%zz%4");
+    }
+
+    #[test]
+    fn integers_parse_as_go_parse_int() {
+        for (text, want) in [
+            ("0", Some(0)),
+            ("500", Some(500)),
+            ("+5", Some(5)),
+            ("-1", Some(-1)),
+            ("007", Some(7)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("18446744073709551615", None),
+            ("-9223372036854775809", None),
+            ("99999999999999999999999999", None),
+            ("", None),
+            ("+", None),
+            ("-", None),
+            ("+-1", None),
+            (" 5", None),
+            ("5 ", None),
+            ("1e3", None),
+            ("1.0", None),
+            ("0x10", None),
+            ("1_000", None),
+            ("abc", None),
+            ("\u{661}", None),
+        ] {
+            assert_eq!(parse_int64(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_as_go_parse_duration() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("0", Some(Duration::ZERO)),
+            ("+0", Some(Duration::ZERO)),
+            ("-0", Some(Duration::ZERO)),
+            ("0s", Some(Duration::ZERO)),
+            ("30s", Some(ms(30_000))),
+            ("1m30s", Some(ms(90_000))),
+            ("500ms", Some(ms(500))),
+            ("1.5h", Some(ms(5_400_000))),
+            (".5s", Some(ms(500))),
+            ("1.s", Some(ms(1000))),
+            ("1h1m1s1ms1us1ns", Some(Duration::new(3661, 1_001_001))),
+            ("2\u{b5}s", Some(Duration::from_nanos(2000))),
+            ("2\u{3bc}s", Some(Duration::from_nanos(2000))),
+            ("0.000000001s", Some(Duration::from_nanos(1))),
+            ("1.0000000000000000000000001s", Some(ms(1000))),
+            ("00000000000000000000000001s", Some(ms(1000))),
+            // Negative: no timeout of the client's own.
+            ("-5s", Some(Duration::ZERO)),
+            (
+                "2562047h47m16.854775807s",
+                Some(Duration::from_nanos(i64::MAX as u64)),
+            ),
+            ("2562047h47m16.854775808s", None),
+            ("9223372036854775808ns", None),
+            ("99999999999999999999h", None),
+            ("1e3s", None),
+            ("10", None),
+            ("", None),
+            ("-", None),
+            ("s", None),
+            (".s", None),
+            ("1.2.3s", None),
+            ("1x", None),
+            ("1S", None),
+            (" 1s", None),
+            ("1s ", None),
+            ("x", None),
+        ] {
+            assert_eq!(parse_go_duration(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_read_as_kube_apiserver_reads_them() {
+        for (value, want) in [
+            ("true", true),
+            ("1", true),
+            ("yes", true),
+            ("", true),
+            ("TRUE", true),
+            ("0", false),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+        ] {
+            assert_eq!(
+                Query::parse(&format!("watch={value}")).is_watch(),
+                want,
+                "{value:?}"
+            );
+        }
+        assert!(!Query::parse("").is_watch());
+    }
+
+    /// `(method, target, refused)`: what kube-apiserver answers 400 to, the
+    /// hub refuses; huge but valid numbers pass.
+    #[test]
+    fn refuses_numbers_the_apiserver_refuses() {
+        for (method, target, refused) in [
+            ("GET", "/api/v1/pods?limit=500", false),
+            ("GET", "/api/v1/pods?limit=-1", false),
+            ("GET", "/api/v1/pods?limit=9223372036854775807", false),
+            ("GET", "/api/v1/pods?limit=abc", true),
+            ("GET", "/api/v1/pods?limit=", true),
+            ("GET", "/api/v1/pods?limit=1.5", true),
+            ("GET", "/api/v1/pods?limit=9223372036854775808", true),
+            (
+                "GET",
+                "/api/v1/pods?watch=1&timeoutSeconds=9223372036854775807",
+                false,
+            ),
+            (
+                "GET",
+                "/api/v1/pods?watch=1&timeoutSeconds=18446744073709551615",
+                true,
+            ),
+            ("GET", "/api/v1/watch/pods?timeoutSeconds=abc", true),
+            ("GET", "/api/v1/pods?timeoutSeconds=%2B30", false),
+            ("GET", "/api/v1/pods?timeoutSeconds=+30", true),
+            ("DELETE", "/api/v1/namespaces/a/pods?limit=x", true),
+            // A single object's GET reads no list options.
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/p?limit=x&timeoutSeconds=y",
+                false,
+            ),
+            ("POST", "/api/v1/namespaces/a/pods?limit=x", false),
+            ("PUT", "/api/v1/nodes/n?timeout=10s", false),
+            ("PUT", "/api/v1/nodes/n?timeout=-10s", false),
+            ("PUT", "/api/v1/nodes/n?timeout=", false),
+            ("PUT", "/api/v1/nodes/n?timeout=10", true),
+            ("PUT", "/api/v1/nodes/n?timeout=1000000h", false),
+            ("PUT", "/api/v1/nodes/n?timeout=3000000h", true),
+            ("GET", "/version?timeout=abc", true),
+            // kube-apiserver reads no timeout on long-running requests.
+            ("GET", "/api/v1/pods?watch=1&timeout=abc", false),
+            ("GET", "/api/v1/namespaces/a/pods/p/log?timeout=abc", false),
+        ] {
+            let (path, query) = target.split_once('?').unwrap();
+            let result = classify(method, path, &Query::parse(query));
+            assert_eq!(result.is_err(), refused, "{method} {target}: {result:?}");
+            if let Err(e) = result {
+                assert!(
+                    matches!(e, Invalid::Parameter { .. }),
+                    "{method} {target}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_that_parse_are_clamped() {
+        for (query, seconds) in [
+            ("timeoutSeconds=30", Some(30)),
+            ("timeoutSeconds=-30", Some(0)),
+            ("timeoutSeconds=9223372036854775807", Some(i64::MAX as u64)),
+            ("timeoutSeconds=18446744073709551615", None),
+            ("timeoutSeconds=x", None),
+            ("", None),
+        ] {
+            assert_eq!(Query::parse(query).timeout_seconds(), seconds, "{query}");
+        }
+        assert_eq!(
+            Query::parse("timeout=-1s").timeout(),
+            Some(std::time::Duration::ZERO)
+        );
+        assert_eq!(Query::parse("timeout=abc").timeout(), None);
+    }
+
+    #[test]
+    fn refusals_say_what_and_why() {
+        let e = classify("GET", "/api/v1/pods", &Query::parse("limit=abc")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid limit \"abc\" in the request URL: not a whole number"
+        );
     }
 }
