@@ -13,6 +13,8 @@ mod certs;
 pub mod cli;
 mod codec;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 mod health;
 mod http;
 mod metrics;

@@ -849,4 +849,58 @@ mod tests {
             "invalid limit \"abc\" in the request URL: not a whole number"
         );
     }
+
+    /// Any target: classification never panics, never names a directory
+    /// that escapes, and a refusal is a path or a parameter it can name.
+    #[test]
+    fn generated_requests_never_panic_nor_escape() {
+        const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let seeds = [
+            "/api/v1/namespaces/kube-system/pods/p1?resourceVersion=0",
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1&limit=500&timeoutSeconds=300",
+            "/api/v1/watch/namespaces/ns/configmaps?fieldSelector=metadata.name%3Dcm1",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1?timeout=10s",
+            "/api/v1/nodes?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&timeout=1m30s",
+            "/api/v1/namespaces/a/pods/b/log?follow=true",
+            "/apis/apps/v1?timeout=32s",
+            "/version",
+        ];
+        let mut method = 0;
+        crate::fuzz::run_text(0x5eed_0001, &seeds, 20_000, |target| {
+            method = (method + 1) % METHODS.len();
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let query = Query::parse(query);
+            let _ = (
+                query.timeout(),
+                query.timeout_seconds(),
+                query.sends_initial_events(),
+            );
+            let _ = component(Some(target));
+            match classify(METHODS[method], path, &query) {
+                Ok(info) => {
+                    for segment in [
+                        &info.api_group,
+                        &info.api_version,
+                        &info.namespace,
+                        &info.resource,
+                        &info.name,
+                        &info.subresource,
+                    ] {
+                        assert!(
+                            segment != "."
+                                && segment != ".."
+                                && !segment.contains(['/', '\\', '\0']),
+                            "{target:?}: {segment:?}"
+                        );
+                    }
+                    assert!(info.path.starts_with('/'));
+                    assert!(!info.path.split('/').any(|s| s == ".." || s == "."));
+                }
+                Err(Invalid::UnsafePath(_)) => {}
+                Err(Invalid::Parameter { name, value, .. }) => {
+                    assert_eq!(query.get(name), Some(value.as_str()));
+                }
+            }
+        });
+    }
 }

@@ -582,38 +582,15 @@ mod tests {
         .iter()
         .map(|f| fixture(f))
         .collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let iterations: u64 = std::env::var("YURTHUB_FUZZ_ITERATIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20_000);
-        for _ in 0..iterations {
-            let mut input = seeds[(next() % seeds.len() as u64) as usize].clone();
-            match next() % 4 {
-                0 => input = (0..next() % 64).map(|_| next() as u8).collect(),
-                1 => input.truncate((next() % (input.len() as u64 + 1)) as usize),
-                _ => {
-                    for _ in 0..=next() % 8 {
-                        if !input.is_empty() {
-                            let at = (next() % input.len() as u64) as usize;
-                            input[at] = next() as u8;
-                        }
-                    }
-                }
-            }
-            let _ = decode_meta(&input);
-            let _ = split_list(&input);
-            let _ = to_value(&input);
-            let _ = annotation(&input, "k8s.io/initial-events-end");
-            let _ = token_request_spec(&input);
-            let _ = token_expiry(&input);
-            let _ = ProtobufWatchDecoder::default().push(&input);
-        }
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        crate::fuzz::run(0x9e37_79b9_7f4a_7c15, &seeds, 20_000, |input| {
+            let _ = decode_meta(input);
+            let _ = split_list(input);
+            let _ = to_value(input);
+            let _ = annotation(input, "k8s.io/initial-events-end");
+            let _ = token_request_spec(input);
+            let _ = token_expiry(input);
+            let _ = ProtobufWatchDecoder::default().push(input);
+        });
     }
 }
