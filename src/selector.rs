@@ -999,4 +999,48 @@ mod tests {
         assert_eq!(terms, [r"a=x\,y", r"b=z\\", "c="]);
         assert_eq!(split_terms("").collect::<Vec<_>>(), [""]);
     }
+
+    /// Any selector text: parsing never panics, and a selector that parses
+    /// gives the same answer every time it is asked.
+    #[test]
+    fn generated_selectors_never_panic_and_match_deterministically() {
+        let label_sets = [
+            labels(""),
+            labels("app=web,tier=front"),
+            labels("app=db,release=9223372036854775807,n=-3"),
+            labels("a.b/c=x,env="),
+        ];
+        let objects = [
+            json!({}),
+            json!({"metadata": {"name": "p1", "namespace": "edge"}, "spec": {"nodeName": "edge-1", "replicas": 3}}),
+            json!({"type": "Normal", "involvedObject": {"kind": "Pod"}, "status": {"phase": null}}),
+        ];
+        let seeds = [
+            "app=web,tier in (front,back),!canary",
+            "env notin (prod),release>3,n<-2,a.b/c",
+            "app==web, tier!=db,example.com/key in ()",
+            "metadata.name=p1,spec.nodeName!=edge-2",
+            r"metadata.namespace==edge,status.phase=Running\,x,type=a\=b",
+            "",
+        ];
+        crate::fuzz::run_text(0x5eed_0005, &seeds, 20_000, |text| {
+            if let Ok(selector) = LabelSelector::parse(text) {
+                for set in &label_sets {
+                    assert_eq!(selector.matches(set), selector.matches(set), "{text:?}");
+                }
+                assert_eq!(LabelSelector::parse(text).unwrap(), selector);
+            }
+            if let Ok(selector) = FieldSelector::parse(text) {
+                for object in &objects {
+                    assert_eq!(
+                        selector.matches(object),
+                        selector.matches(object),
+                        "{text:?}"
+                    );
+                }
+                let _ = (selector.required_name(), selector.fields().count());
+                assert_eq!(FieldSelector::parse(text).unwrap(), selector);
+            }
+        });
+    }
 }

@@ -1,9 +1,13 @@
-//! An in-memory client connection for unit tests, so the body decoder and the
-//! exchange can be checked on byte slices without sockets.
+//! An in-memory client connection for unit tests, so the head reader, the
+//! body decoder and the exchange can be checked on byte slices without
+//! sockets (the socket a `Stream` must name, for its timeouts only, is one
+//! idle loopback connection shared by all).
 
 use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::OnceLock;
 
-use super::conn::Conn;
+use super::conn::{Conn, Stream};
 
 /// What a client sent (handed out at most `piece` bytes per read, to cross
 /// buffer refills) and what the hub wrote back.
@@ -46,6 +50,19 @@ impl Write for Memory {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Stream for Memory {
+    fn socket(&self) -> &TcpStream {
+        static IDLE: OnceLock<(TcpStream, TcpStream)> = OnceLock::new();
+        let (ours, _peer) = IDLE.get_or_init(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("binding loopback");
+            let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            (ours, peer)
+        });
+        ours
     }
 }
 
