@@ -21,6 +21,8 @@
 //! - `hostile`: what hostile or careless clients cannot do: borrow the node's
 //!   identity, hold a port with trickled bytes, spend the hub's memory, blow
 //!   up `/metrics`
+//! - `bounds`: numbers in a request URL the apiserver would refuse are
+//!   refused with a `Status`; huge valid ones are served, bounded
 //! - `support_selftest`: the fake apiserver and the wire helpers checked on
 //!   their own, without the hub
 //!
@@ -29,6 +31,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounds;
 mod cache;
 mod cache_integrity;
 mod certs;
