@@ -178,3 +178,12 @@ pub(crate) fn run_text(seed: u64, seeds: &[&str], default: u64, mut check: impl 
         check(&String::from_utf8_lossy(input))
     });
 }
+
+/// The generated-input tests find an overflow only as a panic: the test
+/// profile must keep arithmetic overflow checks on (Cargo's default for
+/// `dev` and `test`; a profile override that turns them off fails here).
+#[test]
+fn overflow_checks_are_on() {
+    let max = std::hint::black_box(u64::MAX);
+    assert!(catch_unwind(|| max + std::hint::black_box(1)).is_err());
+}
