@@ -71,11 +71,15 @@ pub(crate) enum ReadHeadError {
     Io(io::Error),
 }
 
-/// A connection with its read buffer.
+/// A connection with its read buffer. The buffer is zeroed once when it
+/// grows, never per read: a client sending one byte per packet costs one
+/// read, not a 16 KiB clear.
 pub(crate) struct Conn<S> {
     pub(crate) stream: S,
+    /// `buf[pos..end]` is read and not yet consumed; `buf[end..]` is room.
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -84,42 +88,46 @@ impl<S: Read + Write> Conn<S> {
             stream,
             buf: Vec::new(),
             pos: 0,
+            end: 0,
         }
     }
 
     fn buffered(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     /// Reads more bytes into the buffer; returns how many (0 at end of stream).
     fn fill(&mut self) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+        if self.pos == self.end {
             self.pos = 0;
+            self.end = 0;
         } else if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
             self.pos = 0;
         }
-        let old_len = self.buf.len();
-        self.buf.resize(old_len + READ_CHUNK, 0);
+        if self.buf.len() > 4 * READ_CHUNK && self.end < READ_CHUNK {
+            // A large head came and went: give the memory back.
+            self.buf.truncate(2 * READ_CHUNK);
+            self.buf.shrink_to_fit();
+        }
+        if self.buf.len() - self.end < READ_CHUNK / 4 {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
         let result = loop {
-            match self.stream.read(&mut self.buf[old_len..]) {
+            match self.stream.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other,
             }
         };
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(old_len + n);
-        if self.buf.capacity() > 4 * READ_CHUNK && self.buf.len() < READ_CHUNK {
-            self.buf.shrink_to(2 * READ_CHUNK);
-        }
+        self.end += *result.as_ref().unwrap_or(&0);
         result
     }
 
     /// Reads body bytes: from the buffer first, then straight from the stream.
     pub(crate) fn read_some(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos < self.buf.len() {
-            let n = out.len().min(self.buf.len() - self.pos);
+        if self.pos < self.end {
+            let n = out.len().min(self.end - self.pos);
             out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
             self.pos += n;
             return Ok(n);

@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::OnceLock;
 
 use super::conn::{Conn, Stream};
+use super::socket::Socket;
 
 /// What a client sent (handed out at most `piece` bytes per read, to cross
 /// buffer refills) and what the hub wrote back.
@@ -16,6 +17,7 @@ pub(crate) struct Memory {
     at: usize,
     piece: usize,
     pub(crate) output: Vec<u8>,
+    socket: Socket,
 }
 
 impl Memory {
@@ -29,6 +31,7 @@ impl Memory {
             at: 0,
             piece,
             output: Vec::new(),
+            socket: idle_socket(),
         }
     }
 }
@@ -54,16 +57,21 @@ impl Write for Memory {
 }
 
 impl Stream for Memory {
-    fn socket(&self) -> &TcpStream {
-        static IDLE: OnceLock<(TcpStream, TcpStream)> = OnceLock::new();
-        let (ours, _peer) = IDLE.get_or_init(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("binding loopback");
-            let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (peer, _) = listener.accept().unwrap();
-            (ours, peer)
-        });
-        ours
+    fn socket(&self) -> &Socket {
+        &self.socket
     }
+}
+
+/// A handle on the one idle loopback connection every `Memory` names.
+fn idle_socket() -> Socket {
+    static IDLE: OnceLock<(TcpStream, TcpStream)> = OnceLock::new();
+    let (ours, _peer) = IDLE.get_or_init(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding loopback");
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (ours, peer)
+    });
+    Socket::new(ours.try_clone().expect("a handle on the idle socket"))
 }
 
 /// Everything still unread on a connection: buffered bytes, then the stream's.

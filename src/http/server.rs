@@ -514,6 +514,12 @@ mod tests {
         let addr = server.local_addr();
         assert_eq!(request(addr, "/panic"), "", "the connection just closes");
         assert!(request(addr, "/ok").starts_with("HTTP/1.1 200"));
+        // Counted once the thread has unwound (after its socket closed).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats.panics.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the panic was never counted");
+            thread::yield_now();
+        }
         assert_eq!(server.stats.panics.load(Ordering::SeqCst), 1);
         server.stop();
     }
