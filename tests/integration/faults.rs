@@ -406,8 +406,11 @@ fn with_every_apiserver_refusing_a_write_is_answered_locally_and_marked() {
 fn a_write_to_an_apiserver_that_never_completes_the_handshake_is_answered_locally() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
-    // Accepts TCP connections, never answers the TLS handshake: the first
-    // probe hangs to its timeout, so nothing is known when the first write comes.
+    // Never completes a connection: each probe fails only at its connect
+    // deadline (5 s), and two failures in a row are needed, so nothing is
+    // known yet when the first write's own connect gives up (also at 5 s;
+    // with one failure needed, the probe started at the same moment could
+    // decide first).
     fake.freeze();
     let hub = hub_for(
         &[&fake],
@@ -416,7 +419,7 @@ fn a_write_to_an_apiserver_that_never_completes_the_handshake_is_answered_locall
             "--heartbeat-timeout-seconds",
             "8",
             "--heartbeat-failed-retry",
-            "1",
+            "2",
         ],
     );
     let created =
@@ -430,7 +433,7 @@ fn a_write_to_an_apiserver_that_never_completes_the_handshake_is_answered_locall
 
     // Once the health checker has confirmed it down (its probe got no answer
     // at all), the write is answered locally at once.
-    hub.wait_server_health(&fake.url(), false, WAIT);
+    hub.wait_server_health(&fake.url(), false, Duration::from_secs(20));
     let started = Instant::now();
     let reply = kubelet(&hub, "POST", CONFIGMAPS, created);
     assert_eq!((reply.0, text(&reply.2)), (201, text(created)));
