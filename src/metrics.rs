@@ -128,6 +128,17 @@ impl Metrics {
                 "node_yurthub_memory_budget_refused_total {}",
                 budget.refused.load(Ordering::Relaxed)
             );
+            header(
+                &mut out,
+                "node_yurthub_memory_budget_oversize_total",
+                "counter",
+                "answers too large for the memory budget, built and sent one at a time",
+            );
+            let _ = writeln!(
+                out,
+                "node_yurthub_memory_budget_oversize_total {}",
+                budget.oversize.load(Ordering::Relaxed)
+            );
         }
         header(
             &mut out,

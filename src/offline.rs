@@ -140,7 +140,7 @@ impl Selected {
         let items: usize = self.items.iter().map(Vec::len).sum();
         let framing = self.items.len().saturating_mul(64) + 4096;
         let total = items.saturating_mul(2).saturating_add(framing);
-        if self.held.grow_to(total) {
+        if self.held.grow_or_oversize(total) {
             Ok(self)
         } else {
             Err(budget_spent())
@@ -296,9 +296,10 @@ impl Offline {
     pub fn write<S: Stream>(&self, exchange: &mut Exchange<'_, S>, answer: Answer, query: &Query) {
         // Held while it is sent; an answer past the budget is refused (it
         // was built, but is not kept while a slow client takes it).
-        let Some(held) = self.budget.reserve(answer.body_len()) else {
+        let mut held = self.budget.empty();
+        if !held.grow_or_oversize(answer.body_len()) {
             return refuse(exchange, &Refusal::MemoryBudgetSpent);
-        };
+        }
         let code = answer.code();
         // A write answered here says so: the cloud never saw it.
         let is_write = matches!(

@@ -49,6 +49,9 @@ const NOT_RETURNED: &[&str] = &[
 /// a write tries it anyway.
 const SHORT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Time a client has to take a whole answer, past the request's own timeout.
+const RESPONSE_GRACE: Duration = Duration::from_secs(60);
+
 /// Size of the relay buffer: one read from upstream becomes one flushed chunk.
 const RELAY_BUFFER: usize = 32 * 1024;
 /// The relay buffer when the memory budget is spent (not counted in it).
@@ -132,6 +135,19 @@ impl<S: Stream> Handler<S> for ProxyPort {
             metrics.in_flight.fetch_add(1, Ordering::SeqCst);
             (GaugeSlot(&metrics.in_flight), Some(port_slot))
         };
+        // A request that is not a stream has the time it asks for (or the
+        // default) to send its body, and that plus a grace to take its
+        // answer: a slow client cannot hold the hub's memory for longer.
+        if let Deadline::Within(within) =
+            Deadline::for_request(false, query.timeout(), query.timeout_seconds())
+            && !info.is_long_running()
+        {
+            let now = std::time::Instant::now();
+            if exchange.has_body() {
+                exchange.set_body_deadline(now + within);
+            }
+            exchange.set_response_deadline(now + within + RESPONSE_GRACE);
+        }
         let asked = Asked {
             info: &info,
             query: &query,
@@ -220,18 +236,11 @@ impl Proxy {
         if self.offline.is_some() && down_enough && self.upstream.recently_unreachable() {
             return self.answer_offline(exchange, asked, None, decided, Some("recent"));
         }
-        // A body arrives within the request's own deadline when it asks for
-        // longer than the listener's default.
         let deadline = Deadline::for_request(
             info.is_long_running(),
             query.timeout(),
             query.timeout_seconds(),
         );
-        if let Deadline::Within(within) = deadline
-            && exchange.has_body()
-        {
-            exchange.set_body_deadline(std::time::Instant::now() + within);
-        }
         // A body is read first when its request may have to be sent twice or
         // answered offline: a TokenRequest the cache keeps (its spec decides
         // where the answer goes), a write in edge mode (it goes to whichever
@@ -401,7 +410,7 @@ impl Proxy {
         };
         let tee = |status: u16, content_type: Option<&str>| {
             let cache = self.cache.as_ref()?;
-            cache.tee(plan?, status, content_type, self.budget.empty())
+            cache.tee(plan?, status, content_type, self.budget.empty_copy())
         };
         // A stream ends when its apiserver is marked unhealthy (a silent link
         // would otherwise hold it open forever with no events and no error).

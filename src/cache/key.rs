@@ -91,6 +91,45 @@ pub fn kind_fits(resource_dir: &str, kind: &str) -> bool {
             .is_some_and(|stem| resource == format!("{stem}ies"))
 }
 
+/// Kinds of the resources node components read most: an object of one of
+/// these found under another resource is certainly misplaced.
+const WELL_KNOWN_KINDS: &[&str] = &[
+    "Pod",
+    "ConfigMap",
+    "Secret",
+    "Node",
+    "Service",
+    "Endpoints",
+    "EndpointSlice",
+    "Lease",
+    "Namespace",
+    "ServiceAccount",
+    "Event",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CSINode",
+    "CSIDriver",
+    "RuntimeClass",
+    "PodTemplate",
+];
+
+/// Whether an object of `kind` is certainly not one of `resource_dir`: it
+/// does not fit by the plural rules and is either an answer that is no
+/// object (a `Status`, a list, a table, an event) or a well-known kind of
+/// another resource. A kind whose plural is irregular (a custom resource's
+/// `Person` under `people`, `PodMetrics` under metrics' `pods`) is not
+/// foreign: it is served.
+pub fn kind_is_foreign(resource_dir: &str, kind: &str) -> bool {
+    if kind_fits(resource_dir, kind) {
+        return false;
+    }
+    matches!(
+        kind,
+        "Status" | "Table" | "WatchEvent" | "PartialObjectMetadata"
+    ) || kind.ends_with("List")
+        || WELL_KNOWN_KINDS.contains(&kind)
+}
+
 /// One resource of one component: `{component}/{resource-dir}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Collection {
@@ -303,6 +342,29 @@ mod tests {
             assert_eq!(
                 kind_fits(resource_dir, kind),
                 fits,
+                "{kind} in {resource_dir}"
+            );
+        }
+    }
+
+    #[test]
+    fn which_kinds_are_certainly_foreign() {
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, bool)] = &[
+            ("pods", "Pod", false),
+            ("pods", "ConfigMap", true),
+            ("pods", "PodList", true),
+            ("pods", "Status", true),
+            ("configmaps", "Secret", true),
+            ("podtemplates", "Pod", true),
+            ("people.v1.example.com", "Person", false),
+            ("pods.v1beta1.metrics.k8s.io", "PodMetrics", false),
+            ("widgets.v1.example.com", "Gadget", false),
+        ];
+        for &(resource_dir, kind, foreign) in rows {
+            assert_eq!(
+                kind_is_foreign(resource_dir, kind),
+                foreign,
                 "{kind} in {resource_dir}"
             );
         }

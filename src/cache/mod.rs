@@ -147,7 +147,7 @@ impl Cache {
             );
             return None;
         }
-        if !key::kind_fits(&collection.resource_dir, &meta.kind)
+        if key::kind_is_foreign(&collection.resource_dir, &meta.kind)
             && !self.listed_item_kind(collection, &meta.kind)
         {
             self.store.quarantine(
@@ -207,7 +207,7 @@ impl Cache {
             };
             if matches_shape(encoding, &bytes, labels, fields) {
                 total = total.saturating_add(bytes.len());
-                if !held.grow_to(total) {
+                if !held.grow_or_oversize(total) {
                     return None;
                 }
                 max_rv = max_rv.max(

@@ -452,6 +452,12 @@ impl<S: Stream> Exchange<'_, S> {
         self.conn.stream.socket().set_deadline(Some(deadline));
     }
 
+    /// The response must be taken by the client by `deadline` (until the
+    /// next request on the connection).
+    pub fn set_response_deadline(&mut self, deadline: Instant) {
+        self.conn.stream.socket().set_write_deadline(Some(deadline));
+    }
+
     /// Whether the client has closed its side (or sent bytes we are not reading
     /// yet, which only a pipelining client does). Never blocks.
     pub fn client_gone(&self) -> bool {

@@ -316,8 +316,8 @@ fn serve_tcp<A: Acceptor, H: Handler<A::Stream>>(
 ) {
     let config = connection.config;
     let _ = tcp.set_nodelay(true);
-    let _ = tcp.set_write_timeout(Some(config.limits.write_timeout));
     let socket = Socket::new(tcp);
+    let _ = socket.set_write_timeout(Some(config.limits.write_timeout));
     // A TLS handshake must finish in bounded time, however it trickles in.
     let _ = socket.set_read_timeout(Some(config.limits.handshake_timeout));
     socket.set_deadline(Some(Instant::now() + config.limits.handshake_timeout));
@@ -348,6 +348,7 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
         if let Some(tracked) = connection.tracked {
             tracked.set_waiting(true);
         }
+        conn.stream.socket().set_write_deadline(None);
         let head = match conn.read_head(&config.limits) {
             Ok(Some(head)) => head,
             Ok(None) => return,
@@ -379,6 +380,11 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
         let closing = connection.stopping.load(Ordering::SeqCst);
         let mut exchange = Exchange::new(&mut conn, head, closing);
         handler.handle(&mut exchange);
+        // Answered: from here the connection only waits on its client (a
+        // body to drain, a lingering close), so it may be evicted.
+        if let Some(tracked) = connection.tracked {
+            tracked.set_waiting(true);
+        }
         if !exchange.complete(&*config.error_body) {
             close_lingering(&mut conn);
             return;

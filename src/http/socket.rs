@@ -22,6 +22,10 @@ pub struct Socket {
     on_first_byte: Cell<Option<Duration>>,
     /// Whether the socket's timeout is currently shorter than `read_timeout`.
     shortened: Cell<bool>,
+    /// The same for writes: a response must be taken by this time.
+    write_timeout: Cell<Option<Duration>>,
+    write_deadline: Cell<Option<Instant>>,
+    write_shortened: Cell<bool>,
 }
 
 impl Socket {
@@ -32,7 +36,45 @@ impl Socket {
             deadline: Cell::new(None),
             on_first_byte: Cell::new(None),
             shortened: Cell::new(false),
+            write_timeout: Cell::new(None),
+            write_deadline: Cell::new(None),
+            write_shortened: Cell::new(false),
         }
+    }
+
+    /// The longest wait for any one write (never past the write deadline).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.set(timeout);
+        self.write_shortened.set(false);
+        self.tcp.set_write_timeout(timeout)
+    }
+
+    /// Writes fail with `TimedOut` from `deadline` on: a client that takes
+    /// a response slowly cannot hold it (and the memory behind it) for
+    /// longer than the request was allowed.
+    pub fn set_write_deadline(&self, deadline: Option<Instant>) {
+        self.write_deadline.set(deadline);
+        if self.write_shortened.replace(false) {
+            let _ = self.tcp.set_write_timeout(self.write_timeout.get());
+        }
+    }
+
+    fn before_write(&self) -> io::Result<()> {
+        let Some(deadline) = self.write_deadline.get() else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "deadline for this response passed",
+            ));
+        }
+        if self.write_timeout.get().is_none_or(|t| left < t) {
+            self.write_shortened.set(true);
+            self.tcp.set_write_timeout(Some(left))?;
+        }
+        Ok(())
     }
 
     /// The longest wait for any one read (never past the deadline).
@@ -46,7 +88,7 @@ impl Socket {
     pub fn set_deadline(&self, deadline: Option<Instant>) {
         self.on_first_byte.set(None);
         self.deadline.set(deadline);
-        if deadline.is_none() && self.shortened.replace(false) {
+        if self.shortened.replace(false) {
             let _ = self.tcp.set_read_timeout(self.read_timeout.get());
         }
     }
@@ -93,6 +135,7 @@ impl Read for Socket {
 
 impl Write for Socket {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.before_write()?;
         (&self.tcp).write(bytes)
     }
 
@@ -148,6 +191,51 @@ mod tests {
         client.write_all(b"y").unwrap();
         let mut byte = [0u8; 1];
         assert_eq!(socket.read(&mut byte).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_peer_that_never_takes_a_response_is_cut_at_the_write_deadline() {
+        let (mut socket, _client) = pair();
+        socket
+            .set_write_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        socket.set_write_deadline(Some(Instant::now() + Duration::from_millis(300)));
+        let started = Instant::now();
+        let piece = vec![0u8; 64 * 1024];
+        let error = loop {
+            // The client reads nothing: the socket buffers fill, then wait.
+            if let Err(e) = socket.write(&piece) {
+                break e;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+        };
+        assert!(matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ));
+        socket.set_write_deadline(None);
+        assert!(socket.write_deadline.get().is_none());
+        assert!(
+            !socket.write_shortened.get(),
+            "the write timeout is restored"
+        );
+    }
+
+    #[test]
+    fn a_later_deadline_restores_a_shortened_timeout() {
+        let (mut socket, _client) = pair();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        socket.set_deadline(Some(Instant::now() + Duration::from_millis(50)));
+        let mut byte = [0u8; 1];
+        assert!(socket.read(&mut byte).is_err());
+        socket.set_deadline(Some(Instant::now() + Duration::from_secs(3600)));
+        assert!(!socket.shortened.get());
+        assert_eq!(
+            socket.tcp.read_timeout().unwrap(),
+            Some(Duration::from_secs(30))
+        );
     }
 
     #[test]

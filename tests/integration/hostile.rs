@@ -454,8 +454,14 @@ fn idle_connections_on_the_serve_port_never_make_healthz_fail() {
     let mut held: Vec<TcpStream> = Vec::new();
     for i in 0..40 {
         let mut tcp = TcpStream::connect(serve).unwrap();
-        if i % 2 == 0 {
-            tcp.write_all(b"GET /v1/healthz HTTP/1.1\r\n").unwrap();
+        match i % 3 {
+            0 => tcp.write_all(b"GET /v1/healthz HTTP/1.1\r\n").unwrap(),
+            // Answered, then a body that never comes is drained: waiting on
+            // the client all the same.
+            1 => tcp
+                .write_all(b"GET /v1/healthz HTTP/1.1\r\nContent-Length: 200000\r\n\r\nx")
+                .unwrap(),
+            _ => {}
         }
         held.push(tcp);
     }
@@ -648,12 +654,12 @@ fn an_older_empty_list_never_removes_newer_cached_objects() {
 }
 
 #[test]
-fn an_offline_list_past_the_memory_budget_gets_429_and_its_objects_are_still_served() {
+fn an_offline_list_too_large_for_the_memory_budget_is_answered_one_at_a_time() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
     let configmaps = "/api/v1/namespaces/default/configmaps";
-    // 50 ConfigMaps of 100 KB: a 5 MB list, which fits the 8 MiB budget
-    // once (the cache copy) but not twice (items and the list built of them).
+    // 50 ConfigMaps of 100 KB: a 5 MB list. With an 8 MiB budget the
+    // objects fit once, but not with the list built of them.
     let data = "x".repeat(100_000);
     let items: Vec<String> = (0..50)
         .map(|i| {
@@ -671,27 +677,63 @@ fn an_offline_list_past_the_memory_budget_gets_429_and_its_objects_are_still_ser
             items.join(",")
         )),
     );
-    let mut args = Hub::args_for(&[&fake], &pki);
-    args.extend(["--memory-budget-mib".into(), "8".into()]);
-    let hub = Hub::start(&args);
-    hub.wait_server_health(&fake.url(), true, WAIT);
-    let get = |path: &str| {
-        client::request(
-            "GET",
-            &format!("{}{path}", hub.proxy_url()),
-            &[("User-Agent", KUBELET)],
-            &[],
-        )
-    };
-    assert_eq!(get(configmaps).0, 200);
-    let lists = hub.cache_dir().join("kubelet/configmaps/_lists.json");
+    // Filled by a hub with the default budget...
+    let mut filler = Hub::start(&Hub::args_for(&[&fake], &pki));
+    filler.wait_server_health(&fake.url(), true, WAIT);
+    let (status, _, _) = client::request(
+        "GET",
+        &format!("{}{configmaps}", filler.proxy_url()),
+        &[("User-Agent", KUBELET)],
+        &[],
+    );
+    assert_eq!(status, 200);
+    let cache = filler.cache_dir();
+    let lists = cache.join("kubelet/configmaps/_lists.json");
     assert!(
         wait_until(WAIT, || lists.exists()),
         "the list was never stored"
     );
+    filler.terminate();
     fake.stop();
-    hub.wait_server_health(&fake.url(), false, WAIT);
-    let (status, headers, body) = get(configmaps);
+    // ...then served offline by one with 8 MiB.
+    let mut args = Hub::args_for(&[&fake], &pki);
+    args.extend([
+        "--memory-budget-mib".into(),
+        "8".into(),
+        "--disk-cache-path".into(),
+        cache.display().to_string(),
+    ]);
+    let hub = Hub::start(&args);
+    let url = format!("{}{configmaps}", hub.proxy_url());
+    // Clients that ask for the list and never read it hold what the hub is
+    // writing to them: the first holds 5 MB of the budget, the second the
+    // one place past it (counted once for its build, once for its write).
+    let hold = || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", hub.proxy_port())).unwrap();
+        write!(
+            tcp,
+            "GET {configmaps} HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\n\r\n"
+        )
+        .unwrap();
+        tcp
+    };
+    let first = hold();
+    assert!(
+        wait_until(WAIT, || hub
+            .metric("node_yurthub_memory_budget_bytes{state=\"used\"}")
+            >= 5_000_000),
+        "the first list is not being written"
+    );
+    let oversize = hub.metric("node_yurthub_memory_budget_oversize_total");
+    let second = hold();
+    assert!(
+        wait_until(WAIT, || hub
+            .metric("node_yurthub_memory_budget_oversize_total")
+            >= oversize + 2),
+        "the second list never took the place past the budget"
+    );
+    let get = |url: &str| client::request("GET", url, &[("User-Agent", KUBELET)], &[]);
+    let (status, headers, body) = get(&url);
     assert_eq!(
         status,
         429,
@@ -700,9 +742,20 @@ fn an_offline_list_past_the_memory_budget_gets_429_and_its_objects_are_still_ser
     );
     assert_eq!(header(&headers, "retry-after"), Some("1"));
     assert_eq!(status_of(&body)["reason"], "TooManyRequests");
-    let (status, _, body) = get(&format!("{configmaps}/c7"));
-    assert_eq!(status, 200);
+    let (status, _, body) = get(&format!("{url}/c7"));
+    assert_eq!(status, 200, "one object still fits");
     assert_eq!(status_of(&body)["metadata"]["name"], "c7");
+    drop((first, second));
+    // Once they are gone, the next one gets the whole list.
+    let mut list = None;
+    assert!(wait_until(WAIT, || {
+        let reply = get(&url);
+        let ok = reply.0 == 200;
+        list = Some(reply);
+        ok
+    }));
+    let list = status_of(&list.unwrap().2);
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(50));
     assert!(
         wait_until(WAIT, || hub
             .metric("node_yurthub_memory_budget_bytes{state=\"used\"}")
