@@ -368,6 +368,30 @@ def wrk(work, url, conns, seconds, headers):
 
 # ---------------------------------------------------------------- formatting
 
+def profiler(label, conns, pids, seconds, rep):
+    """With BENCH_PROFILE=<part of a row's label> (and BENCH_PROFILE_CONNS,
+    default 32), records the row's process for the length of its first run:
+    `perf record -g` into BENCH_PROFILE_OUT/perf.data, or with
+    BENCH_PROFILE_TOOL=strace a `strace -c -f` summary into
+    BENCH_PROFILE_OUT/strace.txt. Read with `perf report -i ... --stdio`."""
+    want = os.environ.get("BENCH_PROFILE")
+    if not want or want not in label or rep != 0 or len(pids) != 1:
+        return None
+    if conns != int(os.environ.get("BENCH_PROFILE_CONNS", "32")):
+        return None
+    out = os.environ.get("BENCH_PROFILE_OUT", "/tmp/yurthub-profile")
+    os.makedirs(out, exist_ok=True)
+    pid = str(pids[0])
+    if os.environ.get("BENCH_PROFILE_TOOL") == "strace":
+        cmd = ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p", pid,
+               "-o", os.path.join(out, "strace.txt")]
+    else:
+        cmd = ["perf", "record", "-F", "1999", "-g", "-p", pid, "-o", os.path.join(out, "perf.data"),
+               "--", "sleep", str(seconds)]
+    log(f"profiling {label} ({' '.join(cmd[:3])}) into {out}")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -563,8 +587,11 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
             pids = pids or []
             before = cpu_ticks(pids)
             acc = upstream_accepts() if section == "pass" else 0
+            tracer = profiler(label, conns, pids, seconds, rep)
             with Sampler(pids) as s:
                 r = wrk(work, url, conns, seconds, headers)
+            if tracer:
+                tracer.wait(timeout=seconds + 30)
             ticks = cpu_ticks(pids) - before
             if section == "pass":
                 accepted[i].append(upstream_accepts() - acc - 1)

@@ -16,6 +16,8 @@ use crate::balancer::{self, LbMode};
 use crate::certs;
 use crate::health::HealthState;
 
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Body, Error};
 
 /// Time to open a TCP connection and finish the TLS handshake.
@@ -601,6 +603,58 @@ fn client_cert(identity: &certs::ClientIdentity) -> Option<ClientCert> {
     Some(ClientCert::new_with_certs(&chain, key))
 }
 
+/// How long an apiserver's host name, once looked up, is used as it is.
+const NAME_TTL: Duration = Duration::from_secs(30);
+
+/// Finds an apiserver's addresses without a thread per request: ureq's own
+/// resolver starts one for every request that has a timeout (all of the
+/// hub's do), even when the host is an IP address. Addresses are parsed
+/// here; a host name is looked up as ureq would (bounded by the request's
+/// timeout) and kept for `NAME_TTL`.
+#[derive(Debug, Default)]
+struct ApiserverResolver {
+    names: Mutex<std::collections::HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+    lookup: DefaultResolver,
+}
+
+impl Resolver for ApiserverResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, Error> {
+        let authority = uri.authority().ok_or(Error::HostNotFound)?;
+        let port = authority
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
+        let host = authority.host();
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(std::net::SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, addrs)) = names.get(&key)
+            && at.elapsed() < NAME_TTL
+        {
+            return Ok(addrs.clone());
+        }
+        drop(names);
+        let addrs = self.lookup.resolve(uri, config, timeout)?;
+        names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        names.retain(|_, (at, _)| at.elapsed() < NAME_TTL);
+        names.insert(key, (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 fn new_agent(
     roots: Arc<Vec<ureq::tls::Certificate<'static>>>,
     identity: Option<certs::ClientIdentity>,
@@ -611,7 +665,7 @@ fn new_agent(
         .root_certs(RootCerts::Specific(roots))
         .client_cert(identity.and_then(|id| client_cert(&id)))
         .build();
-    Agent::config_builder()
+    let config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .proxy(None)
@@ -625,13 +679,46 @@ fn new_agent(
         .max_idle_age(Duration::from_secs(60))
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .tls_config(tls)
-        .build()
-        .new_agent()
+        .build();
+    Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        ApiserverResolver::default(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apiserver_addresses_are_found_without_a_thread_per_request() {
+        let resolver = ApiserverResolver::default();
+        let config = ureq::config::Config::default();
+        let resolve = |uri: &str| {
+            let uri: http::Uri = uri.parse().unwrap();
+            resolver
+                .resolve(&uri, &config, NextTimeout::default())
+                .map(|addrs| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            resolve("https://10.0.0.1:6443/api").unwrap(),
+            ["10.0.0.1:6443"]
+        );
+        assert_eq!(resolve("https://10.0.0.1/api").unwrap(), ["10.0.0.1:443"]);
+        assert_eq!(
+            resolve("https://[fd00::1]:6443/").unwrap(),
+            ["[fd00::1]:6443"]
+        );
+        assert!(
+            resolver.names.lock().unwrap().is_empty(),
+            "no lookup for addresses"
+        );
+        let first = resolve("https://localhost:6443/").unwrap();
+        assert!(!first.is_empty());
+        assert_eq!(resolver.names.lock().unwrap().len(), 1, "a name is kept");
+        assert_eq!(resolve("https://localhost:6443/").unwrap(), first);
+    }
 
     #[test]
     fn deadlines_follow_the_request() {
