@@ -1,8 +1,10 @@
 //! The node's durable copy of what its components read, split by job: what a
 //! request would cache (`plan`, pure), the copy taken while a response is
-//! relayed (`tee`), the writer thread that keeps disk I/O off every client's
-//! path and applies resourceVersion order, list reconciliation and watch
-//! events (`writer`), and the reads offline answers are made of (here).
+//! relayed (`tee`), the queue that holds it for the writer and keeps only
+//! the newest copy of an object or list (`queue`), the writer thread that
+//! keeps disk I/O off every client's path and applies resourceVersion order,
+//! list reconciliation and watch events (`writer`), and the reads offline
+//! answers are made of (here).
 //! `agents` is who is cached, `key` where things live, `lists` the list
 //! shapes seen, `discovery` and `tokens` the hub's own records; the durable
 //! file operations are `crate::store`.
@@ -12,6 +14,7 @@ pub mod discovery;
 pub mod key;
 pub mod lists;
 mod plan;
+mod queue;
 mod tee;
 pub mod tokens;
 mod writer;
@@ -19,8 +22,7 @@ mod writer;
 use crate::budget::Reservation;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
@@ -34,8 +36,9 @@ use agents::Agents;
 use discovery::DocumentType;
 use key::Collection;
 use lists::{ListShape, ListType, PagedLists, ShapeIndex};
+use queue::WriteQueue;
 use tokens::{TokenOwner, TokenRecord};
-use writer::{MAX_QUEUED_OPS, Op};
+use writer::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS};
 
 pub use plan::shape_of;
 pub use tee::Tee;
@@ -48,6 +51,9 @@ pub struct CacheStats {
     pub stale_skipped: AtomicU64,
     pub write_errors: AtomicU64,
     pub dropped: AtomicU64,
+    /// Copies that never reached the writer because a newer copy of the
+    /// same object (or whole list of the same shape) took their place.
+    pub coalesced: AtomicU64,
     pub decode_errors: AtomicU64,
     pub tokens_stored: AtomicU64,
     pub tokens_expired: AtomicU64,
@@ -60,8 +66,7 @@ pub struct Cache {
     pub store: Store,
     pub agents: Agents,
     paged: PagedLists,
-    queue: SyncSender<Op>,
-    queued_bytes: AtomicUsize,
+    queue: WriteQueue,
     pub stats: CacheStats,
     last_drop_log: Mutex<Option<Instant>>,
 }
@@ -71,20 +76,18 @@ impl Cache {
     /// cache can be read at once; the scan cleans up in the background.
     pub fn start(root: &Path, agents: Agents) -> io::Result<Arc<Cache>> {
         let store = Store::open(root)?;
-        let (queue, ops) = sync_channel(MAX_QUEUED_OPS);
         let cache = Arc::new(Cache {
             store,
             agents,
             paged: PagedLists::default(),
-            queue,
-            queued_bytes: AtomicUsize::new(0),
+            queue: WriteQueue::new(MAX_QUEUED_OPS, MAX_QUEUED_BYTES),
             stats: CacheStats::default(),
             last_drop_log: Mutex::new(None),
         });
         let writer = cache.clone();
         thread::Builder::new()
             .name("yh-cache-writer".into())
-            .spawn(move || writer.write_loop(ops))?;
+            .spawn(move || writer.write_loop())?;
         let scanner = cache.clone();
         thread::Builder::new().name("yh-cache-scan".into()).spawn(move || {
             let started = Instant::now();

@@ -8,7 +8,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,9 +21,10 @@ use super::lists::{Gathered, ListShape, ListType, ShapeIndex};
 use super::tokens::{TokenOwner, TokenRecord};
 use super::{Cache, matches_shape};
 
-/// Bytes waiting for the writer; past it new work is dropped (and counted).
-/// Also the hub's worst extra memory under a flood of cacheable reads.
-const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes waiting for the writer (and being written); past it new work is
+/// dropped (and counted) unless it replaces a waiting copy of itself. Also
+/// the hub's worst extra memory under a flood of cacheable reads.
+pub(super) const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 pub(super) const MAX_QUEUED_OPS: usize = 4096;
 
 /// What a complete list says about itself.
@@ -114,7 +114,7 @@ pub(super) enum Op {
 }
 
 impl Op {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Op::Upsert { object, .. } | Op::Delete { object, .. } => object.len(),
             Op::List { body, .. } | Op::Discovery { body, .. } | Op::Token { body, .. } => {
@@ -127,21 +127,17 @@ impl Op {
 
 impl Cache {
     /// Hands work to the writer; false when it was dropped (and counted).
+    /// A copy that replaced a waiting one, or that a newer waiting one made
+    /// unnecessary, counts as coalesced: what it says reaches the disk.
     pub(super) fn enqueue(&self, op: Op) -> bool {
-        let len = op.len();
-        if self.queued_bytes.fetch_add(len, Ordering::SeqCst) + len > MAX_QUEUED_BYTES {
-            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
+        let queued = self.queue.push(op);
+        if queued.coalesced() {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        if !queued.is_kept() {
             self.dropped("the cache writer is behind");
-            return false;
         }
-        match self.queue.try_send(op) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
-                self.dropped("the cache writer is behind");
-                false
-            }
-        }
+        queued.is_kept()
     }
 
     pub(super) fn dropped(&self, why: &str) {
@@ -153,14 +149,13 @@ impl Cache {
         }
     }
 
-    pub(super) fn write_loop(&self, ops: Receiver<Op>) {
-        for op in ops {
-            let len = op.len();
+    pub(super) fn write_loop(&self) {
+        loop {
+            let op = self.queue.pop();
             if let Err(e) = self.apply(op) {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("cache write failed: {e}");
             }
-            self.queued_bytes.fetch_sub(len, Ordering::SeqCst);
         }
     }
 

@@ -7,6 +7,8 @@
 //!   balancing and health, the hub's own endpoints, bounds, flags and SIGTERM
 //! - `cache`: the offline cache: what fills it, what it answers offline,
 //!   offline starts and restarts, damaged files, kill -9 mid-watch
+//! - `cache_load`: the cache under a storm of reads of the same changing
+//!   objects: nothing dropped, the newest version kept and served offline
 //! - `cache_integrity`: what the cache must never hold or serve: dry runs,
 //!   names too long for a file, bad list items, misplaced files, symlinks
 //! - `protobuf`: kubelet's protobuf cached as the apiserver encoded it and
@@ -34,6 +36,7 @@ mod support;
 mod bounds;
 mod cache;
 mod cache_integrity;
+mod cache_load;
 mod certs;
 mod faults;
 mod hostile;
