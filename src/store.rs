@@ -283,6 +283,17 @@ impl Store {
         }
     }
 
+    /// The subdirectories of a directory (names, sorted), the hub's own
+    /// (`_`) left out; none when it is missing or reached through a link.
+    pub fn subdirs(&self, dir: &Path) -> Vec<String> {
+        self.entries(dir)
+            .into_iter()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('_'))
+            .collect()
+    }
+
     /// Every regular file under a directory (relative paths), depth first.
     pub fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();

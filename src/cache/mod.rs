@@ -3,14 +3,16 @@
 //! relayed (`tee`), the queue that holds it for the writer and keeps only
 //! the newest copy of an object or list (`queue`), the writer thread that
 //! keeps disk I/O off every client's path and applies resourceVersion order,
-//! list reconciliation and watch events (`writer`), and the reads offline
-//! answers are made of (here).
+//! list reconciliation and watch events (`writer`), the reads offline
+//! answers are made of (here), and the in-memory index of the directory
+//! lists are selected from (`index`).
 //! `agents` is who is cached, `key` where things live, `lists` the list
 //! shapes seen, `discovery` and `tokens` the hub's own records; the durable
 //! file operations are `crate::store`.
 
 pub mod agents;
 pub mod discovery;
+mod index;
 pub mod key;
 pub mod lists;
 mod plan;
@@ -34,6 +36,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::Store;
 use agents::Agents;
 use discovery::DocumentType;
+use index::Index;
 use key::Collection;
 use lists::{ListShape, ListType, PagedLists, ShapeIndex};
 use queue::WriteQueue;
@@ -67,6 +70,7 @@ pub struct Cache {
     pub agents: Agents,
     paged: PagedLists,
     queue: WriteQueue,
+    index: Index,
     pub stats: CacheStats,
     last_drop_log: Mutex<Option<Instant>>,
 }
@@ -81,6 +85,7 @@ impl Cache {
             agents,
             paged: PagedLists::default(),
             queue: WriteQueue::new(MAX_QUEUED_OPS, MAX_QUEUED_BYTES),
+            index: Index::default(),
             stats: CacheStats::default(),
             last_drop_log: Mutex::new(None),
         });
@@ -98,6 +103,12 @@ impl Cache {
                 report.files,
                 report.quarantined,
                 report.temp_files_removed,
+                started.elapsed()
+            );
+            let started = Instant::now();
+            let indexed = scanner.build_index();
+            log::info!(
+                "cache index: {indexed} objects in {:?}",
                 started.elapsed()
             );
         })?;
@@ -132,8 +143,12 @@ impl Cache {
         encoding: Encoding,
     ) -> Option<Vec<u8>> {
         let bytes = self.store.read(path).ok()??;
+        let set_aside = |why: &str| {
+            self.store.quarantine(path, why);
+            self.index.remove(&collection.dir(), encoding, path);
+        };
         let Ok(meta) = encoding.decode_meta(&bytes) else {
-            self.store.quarantine(path, "does not parse");
+            set_aside("does not parse");
             return None;
         };
         if collection
@@ -141,22 +156,16 @@ impl Cache {
             .as_deref()
             != Some(path)
         {
-            self.store.quarantine(
-                path,
-                &format!(
-                    "holds {:?} in namespace {:?}, not the object of its path",
-                    meta.name, meta.namespace
-                ),
-            );
+            set_aside(&format!(
+                "holds {:?} in namespace {:?}, not the object of its path",
+                meta.name, meta.namespace
+            ));
             return None;
         }
         if key::kind_is_foreign(&collection.resource_dir, &meta.kind)
             && !self.listed_item_kind(collection, &meta.kind)
         {
-            self.store.quarantine(
-                path,
-                &format!("holds a {}, not one of its resource", meta.kind),
-            );
+            set_aside(&format!("holds a {}, not one of its resource", meta.kind));
             return None;
         }
         Some(bytes)
@@ -187,7 +196,8 @@ impl Cache {
     }
 
     /// Cached objects of a collection matching a namespace and selectors,
-    /// with the highest resourceVersion among them.
+    /// with the highest resourceVersion among them: from the index once it
+    /// is complete, otherwise (and when it was given up) from the directory.
     pub fn select(
         &self,
         collection: &Collection,
@@ -198,6 +208,82 @@ impl Cache {
         held: &mut Reservation,
     ) -> Option<(Vec<Vec<u8>>, u64)> {
         let namespace = (!namespace.is_empty()).then_some(namespace);
+        let dir = collection.dir();
+        let paths = self
+            .store
+            .list_objects(&dir, namespace, encoding.extension());
+        match self.index.lookup(&dir, encoding, paths, labels, fields) {
+            Some(found) => self.select_indexed(collection, found, labels, fields, encoding, held),
+            None => {
+                self.select_from_directory(collection, namespace, labels, fields, encoding, held)
+            }
+        }
+    }
+
+    /// What the index selected: bytes from memory where it holds them (and
+    /// the selector on them decided by the index when it could), the rest
+    /// (and files it does not know) read from their files and matched as a
+    /// directory read would.
+    fn select_indexed(
+        &self,
+        collection: &Collection,
+        found: Vec<index::Found>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        encoding: Encoding,
+        held: &mut Reservation,
+    ) -> Option<(Vec<Vec<u8>>, u64)> {
+        let mut items = Vec::new();
+        let mut max_rv = 0;
+        let mut total = 0usize;
+        for found in found {
+            let (path, memory, decided) = match found {
+                index::Found::Selected(c) => {
+                    (c.path, c.bytes.map(|b| (b, c.resource_version)), c.decided)
+                }
+                index::Found::Unknown(path) => (path, None, false),
+            };
+            let (bytes, resource_version) = match memory {
+                Some((bytes, resource_version)) => {
+                    if !decided && !matches_shape(encoding, &bytes, labels, fields) {
+                        continue;
+                    }
+                    (bytes.to_vec(), resource_version)
+                }
+                None => {
+                    let Some(bytes) = self.read_intact(collection, &path, encoding) else {
+                        continue;
+                    };
+                    if !matches_shape(encoding, &bytes, labels, fields) {
+                        continue;
+                    }
+                    let resource_version = encoding
+                        .decode_meta(&bytes)
+                        .map(|m| m.resource_version)
+                        .unwrap_or(0);
+                    (bytes, resource_version)
+                }
+            };
+            total = total.saturating_add(bytes.len());
+            if !held.grow_or_oversize(total) {
+                return None;
+            }
+            max_rv = max_rv.max(resource_version);
+            items.push(bytes);
+        }
+        Some((items, max_rv))
+    }
+
+    /// The same, reading and parsing every file of the collection.
+    fn select_from_directory(
+        &self,
+        collection: &Collection,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        encoding: Encoding,
+        held: &mut Reservation,
+    ) -> Option<(Vec<Vec<u8>>, u64)> {
         let mut items = Vec::new();
         let mut max_rv = 0;
         let mut total = 0usize;
@@ -223,6 +309,68 @@ impl Cache {
             }
         }
         Some((items, max_rv))
+    }
+
+    /// Indexes every object file of the cache (the start-up scan's second
+    /// half); returns how many. Files are read as a list would read them
+    /// (one that is not the object of its path is set aside).
+    fn build_index(&self) -> usize {
+        /// Files read before they are handed to the index, to bound what
+        /// the build holds.
+        const BATCH: usize = 256;
+        self.index.begin_build();
+        let mut indexed = 0;
+        for component in self.store.subdirs(Path::new("")) {
+            for resource_dir in self.store.subdirs(Path::new(&component)) {
+                let collection = Collection {
+                    component: component.clone(),
+                    resource_dir,
+                };
+                let dir = collection.dir();
+                for encoding in [Encoding::Json, Encoding::Protobuf] {
+                    let paths = self.store.list_objects(&dir, None, encoding.extension());
+                    for batch in paths.chunks(BATCH) {
+                        let read: Vec<(std::path::PathBuf, Vec<u8>)> = batch
+                            .iter()
+                            .filter_map(|path| {
+                                let bytes = self.read_intact(&collection, path, encoding)?;
+                                Some((path.clone(), bytes))
+                            })
+                            .collect();
+                        indexed += read.len();
+                        self.index.add_built(&dir, encoding, read);
+                    }
+                }
+            }
+        }
+        self.index.finish_build();
+        indexed
+    }
+
+    /// Tells the index the writer wrote an object file. An object a list
+    /// would set aside (a kind certainly of another resource) is left out,
+    /// as a list would leave it.
+    fn index_written(
+        &self,
+        collection: &Collection,
+        encoding: Encoding,
+        path: &Path,
+        bytes: &[u8],
+    ) {
+        let foreign = encoding.decode_meta(bytes).is_ok_and(|meta| {
+            key::kind_is_foreign(&collection.resource_dir, &meta.kind)
+                && !self.listed_item_kind(collection, &meta.kind)
+        });
+        if foreign {
+            self.index.remove(&collection.dir(), encoding, path);
+        } else {
+            self.index.put(&collection.dir(), encoding, path, bytes);
+        }
+    }
+
+    /// Tells the index the writer removed an object file.
+    fn index_removed(&self, collection: &Collection, encoding: Encoding, path: &Path) {
+        self.index.remove(&collection.dir(), encoding, path);
     }
 
     /// A cached discovery document of one type.
@@ -284,6 +432,7 @@ fn is_intact(path: &Path, bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cache() -> (tempfile::TempDir, Arc<Cache>) {
         let dir = tempfile::tempdir().unwrap();
@@ -367,6 +516,173 @@ mod tests {
             .unwrap();
         assert_eq!(items.len(), 2, "p1 and p2");
         assert!(!dir.path().join("kubelet/pods/a/p7.json").exists());
+    }
+
+    fn pod(namespace: &str, name: &str, rv: u64, node: &str, app: &str, phase: &str) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"{namespace}","resourceVersion":"{rv}","labels":{{"app":"{app}"}}}},"spec":{{"nodeName":"{node}"}},"status":{{"phase":"{phase}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn pod_list(rv: u64, items: &[Vec<u8>]) -> Vec<u8> {
+        let items: Vec<String> = items
+            .iter()
+            .map(|i| String::from_utf8_lossy(i).into_owned())
+            .collect();
+        format!(
+            r#"{{"kind":"PodList","apiVersion":"v1","metadata":{{"resourceVersion":"{rv}"}},"items":[{}]}}"#,
+            items.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// Every (namespace, labels, fields) a table of lists asks, answered
+    /// through `select` (the index, once complete) and by a directory read.
+    fn both_ways(cache: &Cache) -> Vec<(Vec<Vec<u8>>, u64)> {
+        #[rustfmt::skip]
+        let shapes: &[(&str, &str, &str)] = &[
+            ("", "", ""),
+            ("a", "", ""),
+            ("b", "", ""),
+            ("", "app=web", ""),
+            ("a", "app!=web", ""),
+            ("", "", "spec.nodeName=edge-1"),
+            ("", "app=web", "spec.nodeName=edge-1,metadata.namespace=a"),
+            ("", "", "metadata.name=p3"),
+            ("", "", "status.phase=Running"),
+            ("a", "app", "status.phase!=Running,spec.nodeName!=edge-2"),
+        ];
+        let pods = collection("pods");
+        let mut answers = Vec::new();
+        for &(namespace, labels, fields) in shapes {
+            let labels = LabelSelector::parse(labels).unwrap();
+            let fields = FieldSelector::parse(fields).unwrap();
+            let budgets = [0, 1].map(|_| crate::budget::MemoryBudget::new(1 << 30));
+            let (mut held, mut direct) = (budgets[0].empty(), budgets[1].empty());
+            let indexed = cache
+                .select(
+                    &pods,
+                    namespace,
+                    &labels,
+                    &fields,
+                    Encoding::Json,
+                    &mut held,
+                )
+                .unwrap();
+            let namespace = (!namespace.is_empty()).then_some(namespace);
+            let read = cache
+                .select_from_directory(
+                    &pods,
+                    namespace,
+                    &labels,
+                    &fields,
+                    Encoding::Json,
+                    &mut direct,
+                )
+                .unwrap();
+            assert_eq!(indexed, read, "{namespace:?} {labels:?} {fields:?}");
+            assert_eq!(
+                budgets[0].used(),
+                budgets[1].used(),
+                "the same budget is held"
+            );
+            answers.push(indexed);
+        }
+        answers
+    }
+
+    #[test]
+    fn lists_answered_from_the_index_are_byte_for_byte_a_directory_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let upsert = |object: Vec<u8>| writer::Op::Upsert {
+            collection: collection("pods"),
+            encoding: Encoding::Json,
+            object,
+            member_of: None,
+        };
+        // Files of an earlier run, found by the build; then the writer's work.
+        {
+            let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+            assert!(cache.index.wait_ready(Duration::from_secs(10)));
+            for (ns, name, node, app, phase) in [
+                ("a", "p1", "edge-1", "web", "Running"),
+                ("a", "p2", "edge-2", "db", "Pending"),
+                ("b", "p3", "edge-1", "web", "Running"),
+                ("b", "p4", "edge-1", "db", "Failed"),
+            ] {
+                cache
+                    .apply(upsert(pod(ns, name, 5, node, app, phase)))
+                    .unwrap();
+            }
+        }
+        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        assert!(cache.index.wait_ready(Duration::from_secs(10)));
+        assert_eq!(
+            cache.index.sizes().0,
+            4,
+            "the build found the earlier files"
+        );
+        both_ways(&cache);
+        let ops = [
+            upsert(pod("a", "p1", 9, "edge-2", "web", "Running")),
+            upsert(pod("a", "p1", 7, "edge-1", "db", "Failed")),
+            upsert(pod("a", "p5", 14, "edge-1", "web", "Pending")),
+            writer::Op::Delete {
+                collection: collection("pods"),
+                encoding: Encoding::Json,
+                object: pod("b", "p4", 10, "edge-1", "db", "Failed"),
+            },
+            // A whole list of namespace b: p3 changes, p4 stays gone, p6 arrives.
+            writer::Op::List {
+                collection: collection("pods"),
+                encoding: Encoding::Json,
+                shape: ListShape {
+                    namespace: "b".into(),
+                    label_selector: String::new(),
+                    field_selector: String::new(),
+                },
+                request_continue: String::new(),
+                body: pod_list(
+                    12,
+                    &[
+                        pod("b", "p3", 11, "edge-2", "web", "Running"),
+                        pod("b", "p6", 12, "edge-1", "db", "Running"),
+                    ],
+                ),
+            },
+            // Namespace a's list without p2: reconciliation removes it.
+            writer::Op::List {
+                collection: collection("pods"),
+                encoding: Encoding::Json,
+                shape: ListShape {
+                    namespace: "a".into(),
+                    label_selector: String::new(),
+                    field_selector: String::new(),
+                },
+                request_continue: String::new(),
+                body: pod_list(13, &[pod("a", "p1", 9, "edge-2", "web", "Running")]),
+            },
+        ];
+        for op in ops {
+            cache.apply(op).unwrap();
+            both_ways(&cache);
+        }
+        assert_eq!(
+            cache.index.sizes().0,
+            4,
+            "p1, p3, p5 (newer than a's list), p6"
+        );
+        // Objects whose bytes are not kept are read from their files.
+        cache.index.set_bytes_cap(0);
+        cache
+            .apply(upsert(pod("a", "p7", 15, "edge-1", "web", "Running")))
+            .unwrap();
+        let before = both_ways(&cache);
+        drop(cache);
+        let restarted = Cache::start(dir.path(), Agents::new("")).unwrap();
+        assert!(restarted.index.wait_ready(Duration::from_secs(10)));
+        assert_eq!(both_ways(&restarted), before, "the same after a restart");
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl Cache {
         }
     }
 
-    fn apply(&self, op: Op) -> io::Result<()> {
+    pub(super) fn apply(&self, op: Op) -> io::Result<()> {
         match op {
             Op::Upsert {
                 collection,
@@ -263,6 +263,7 @@ impl Cache {
             .and_then(|target| {
                 if target.stored.as_deref() != Some(object) && !target.stored_is_newer {
                     self.store.write(&target.path, object)?;
+                    self.index_written(collection, encoding, &target.path, object);
                     self.stats.objects_written.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
@@ -279,6 +280,7 @@ impl Cache {
             && !target.stored_is_newer
             && self.store.remove(&target.path)?
         {
+            self.index_removed(collection, encoding, &target.path);
             self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -448,6 +450,7 @@ impl Cache {
             }
             match self.store.remove(&path) {
                 Ok(true) => {
+                    self.index_removed(collection, encoding, &path);
                     self.stats.objects_removed.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(false) => {}
