@@ -314,7 +314,7 @@ impl Metrics {
         );
         if let Some(cache) = cache {
             let stats = &cache.stats;
-            let series: [(&str, &str, u64); 11] = [
+            let series: [(&str, &str, u64); 12] = [
                 (
                     "node_yurthub_cache_objects_written_total",
                     "objects written to the cache",
@@ -334,6 +334,11 @@ impl Metrics {
                     "node_yurthub_cache_write_errors_total",
                     "failed cache writes",
                     stats.write_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "node_yurthub_cache_coalesced_total",
+                    "copies waiting for the writer replaced by a newer copy of the same object or list shape",
+                    stats.coalesced.load(Ordering::Relaxed),
                 ),
                 (
                     "node_yurthub_cache_dropped_total",
