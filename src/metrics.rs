@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::budget::MemoryBudget;
@@ -32,7 +32,9 @@ type ListenerSeries = (
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Read-locked to count (an atomic add); write-locked only for a new
+    /// series, so requests on many connections do not queue on one lock.
+    requests: Series<RequestKey>,
     pub in_flight: AtomicI64,
     pub long_running: AtomicI64,
     pub rejected_in_flight: AtomicU64,
@@ -41,11 +43,11 @@ pub struct Metrics {
     /// Streams relayed from an apiserver ended because it was marked unhealthy.
     pub streams_ended_unhealthy: AtomicU64,
     /// Writes answered offline, by component and verb (bounded like `requests`).
-    offline_writes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    offline_writes: Series<(String, &'static str)>,
     /// Requests answered offline because no apiserver could be reached, by how.
     unreachable: Mutex<BTreeMap<&'static str, u64>>,
     /// Components named in labels so far (at most `MAX_COMPONENTS`).
-    components: Mutex<std::collections::BTreeSet<String>>,
+    components: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl Metrics {
@@ -73,10 +75,15 @@ impl Metrics {
         if component == "other" {
             return component.to_string();
         }
-        let mut seen = self.components.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(component) {
+        if self
+            .components
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(component)
+        {
             return component.to_string();
         }
+        let mut seen = self.components.write().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_COMPONENTS {
             return "other".to_string();
         }
@@ -206,10 +213,11 @@ impl Metrics {
         );
         for ((component, verb, resource, code), count) in self
             .requests
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
+            let count = count.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "node_yurthub_requests_total{{component=\"{}\",verb=\"{verb}\",resource=\"{}\",code=\"{code}\"}} {count}",
@@ -274,10 +282,11 @@ impl Metrics {
         );
         for ((component, verb), count) in self
             .offline_writes
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
+            let count = count.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "node_yurthub_offline_writes_total{{component=\"{}\",verb=\"{verb}\"}} {count}",
@@ -387,15 +396,26 @@ impl Metrics {
 
 /// Counts one under `key`, or under `overflow()` once `MAX_REQUEST_SERIES`
 /// distinct series exist, so a misbehaving client cannot grow memory.
-fn count_capped<K: Ord>(series: &Mutex<BTreeMap<K, u64>>, key: K, overflow: impl FnOnce() -> K) {
-    let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+fn count_capped<K: Ord>(series: &Series<K>, key: K, overflow: impl FnOnce() -> K) {
+    if let Some(count) = series
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        count.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut series = series.write().unwrap_or_else(|e| e.into_inner());
     let key = if series.contains_key(&key) || series.len() < MAX_REQUEST_SERIES {
         key
     } else {
         overflow()
     };
-    *series.entry(key).or_default() += 1;
+    series.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
 }
+
+/// Counters by label values.
+type Series<K> = RwLock<BTreeMap<K, AtomicU64>>;
 
 /// A label value taken from a request, or `other` when it is too long.
 fn short_label(value: &str) -> &str {
@@ -454,7 +474,7 @@ mod tests {
         for i in 0..MAX_REQUEST_SERIES + 10 {
             metrics.record_request("kubelet", "get", &format!("r{i}"), 200);
         }
-        let n = metrics.requests.lock().unwrap().len();
+        let n = metrics.requests.read().unwrap().len();
         assert_eq!(n, MAX_REQUEST_SERIES + 1);
     }
 

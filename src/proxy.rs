@@ -469,6 +469,33 @@ impl Proxy {
     }
 }
 
+thread_local! {
+    /// The connection thread's relay buffer, kept between its requests:
+    /// allocating and clearing 32 KiB for every request showed in profiles.
+    static RELAY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The thread's relay buffer while a response is relayed; handed back to
+/// the thread when dropped, however the relay ends.
+struct RelayBuffer(Vec<u8>);
+
+impl RelayBuffer {
+    fn take(size: usize) -> RelayBuffer {
+        let mut buffer = RELAY.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        if buffer.len() < size {
+            buffer.resize(size, 0);
+        }
+        RelayBuffer(buffer)
+    }
+}
+
+impl Drop for RelayBuffer {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        RELAY.with(|cell| *cell.borrow_mut() = buffer);
+    }
+}
+
 /// What a request asks, as the offline answers need it.
 #[derive(Clone, Copy)]
 struct Asked<'a> {
@@ -521,9 +548,10 @@ fn relay<S: Stream>(
     } else {
         SMALL_RELAY_BUFFER
     };
-    let mut buffer = vec![0u8; size];
+    let mut pooled = RelayBuffer::take(size);
+    let buffer = &mut pooled.0[..size];
     loop {
-        match reader.read(&mut buffer) {
+        match reader.read(buffer) {
             Ok(0) => break,
             Ok(n) => {
                 // The client first: decoding for the cache must not delay it.

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,10 @@ pub struct Upstream {
     /// stream from an apiserver marked unhealthy ends within one heartbeat.
     stream_poll: Duration,
     /// Per server: when it last failed to connect (`None` once it answered).
-    unreachable: Vec<Mutex<Option<Instant>>>,
+    /// Per server: when it last failed to connect, in milliseconds since
+    /// `epoch` (0: it answered since). Atomic: every request notes it.
+    unreachable: Vec<AtomicU64>,
+    epoch: Instant,
     /// How long a connect failure counts as recent.
     unreachable_window: Duration,
 }
@@ -257,7 +260,8 @@ impl Upstream {
             roots,
             credential_problem: RwLock::new((!problems.is_empty()).then(|| problems.join("; "))),
             stream_poll: heartbeat.clamp(Duration::from_millis(100), MAX_STREAM_POLL),
-            unreachable: servers.iter().map(|_| Mutex::new(None)).collect(),
+            unreachable: servers.iter().map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
             unreachable_window: heartbeat + probe_timeout,
             servers,
         }
@@ -432,12 +436,14 @@ impl Upstream {
         result: Result<T, Error>,
         silence_is_unreachable: bool,
     ) -> Result<T, SendError> {
-        let mut last = self.unreachable[server]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let last = &self.unreachable[server];
         match result {
             Ok(value) => {
-                *last = None;
+                // Read first: a store on every request would bounce the line
+                // between cores for nothing.
+                if last.load(Ordering::Relaxed) != 0 {
+                    last.store(0, Ordering::Relaxed);
+                }
                 Ok(value)
             }
             Err(error) => {
@@ -446,7 +452,8 @@ impl Upstream {
                 // process, a link that drops packets) counts as unreachable;
                 // a slow answer to a request does not.
                 if error.is_connect_failure() || (silence_is_unreachable && error.is_timeout()) {
-                    *last = Some(Instant::now());
+                    let millis = self.epoch.elapsed().as_millis() as u64;
+                    last.store(millis.max(1), Ordering::Relaxed);
                 }
                 Err(error)
             }
@@ -458,10 +465,11 @@ impl Upstream {
     /// then a request is answered offline at once instead of paying the
     /// connect deadline again.
     pub fn recently_unreachable(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let window = self.unreachable_window.as_millis() as u64;
         self.unreachable.iter().all(|last| {
-            last.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|at| at.elapsed() <= self.unreachable_window)
+            let at = last.load(Ordering::Relaxed);
+            at != 0 && now.saturating_sub(at) <= window
         })
     }
 }

@@ -42,8 +42,6 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open.
     pub idle_timeout: Duration,
-    /// Longest wait for the next bytes of a request body.
-    pub body_read_timeout: Duration,
     /// Longest wait for a client to take response bytes.
     pub write_timeout: Duration,
 }
@@ -56,7 +54,6 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
-            body_read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
         }
     }

@@ -374,8 +374,9 @@ pub(crate) fn serve_connection<S: Stream, H: Handler<S>>(
         if let Some(tracked) = connection.tracked {
             tracked.set_waiting(false);
         }
+        // The body's reads keep the idle timeout; its total deadline is
+        // shorter (no system call for a request without a body).
         let socket = conn.stream.socket();
-        let _ = socket.set_read_timeout(Some(config.limits.body_read_timeout));
         socket.set_deadline(Some(Instant::now() + config.limits.body_timeout));
         let closing = connection.stopping.load(Ordering::SeqCst);
         let mut exchange = Exchange::new(&mut conn, head, closing);

@@ -79,7 +79,10 @@ impl Socket {
 
     /// The longest wait for any one read (never past the deadline).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.read_timeout.set(timeout);
+        // Unchanged (the usual case between keep-alive requests): no system call.
+        if self.read_timeout.replace(timeout) == timeout && !self.shortened.get() {
+            return Ok(());
+        }
         self.shortened.set(false);
         self.tcp.set_read_timeout(timeout)
     }
