@@ -386,7 +386,10 @@ def profiler(label, conns, pids, seconds, rep):
         cmd = ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p", pid,
                "-o", os.path.join(out, "strace.txt")]
     else:
-        cmd = ["perf", "record", "-F", "1999", "-g", "-p", pid, "-o", os.path.join(out, "perf.data"),
+        # BENCH_PROFILE_CALLGRAPH=dwarf gives callers in a release build (no frame pointers).
+        graph = os.environ.get("BENCH_PROFILE_CALLGRAPH")
+        how = ["--call-graph", "dwarf,16384", "-F", "499"] if graph == "dwarf" else ["-g", "-F", "1999"]
+        cmd = ["perf", "record", *how, "-p", pid, "-o", os.path.join(out, "perf.data"),
                "--", "sleep", str(seconds)]
     log(f"profiling {label} ({' '.join(cmd[:3])}) into {out}")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

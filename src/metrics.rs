@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Mutex, RwLock};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use crate::budget::MemoryBudget;
 use crate::cache::Cache;
@@ -397,11 +397,7 @@ impl Metrics {
 /// Counts one under `key`, or under `overflow()` once `MAX_REQUEST_SERIES`
 /// distinct series exist, so a misbehaving client cannot grow memory.
 fn count_capped<K: Ord>(series: &Series<K>, key: K, overflow: impl FnOnce() -> K) {
-    if let Some(count) = series
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
+    if let Some(count) = series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
         count.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -411,7 +407,10 @@ fn count_capped<K: Ord>(series: &Series<K>, key: K, overflow: impl FnOnce() -> K
     } else {
         overflow()
     };
-    series.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+    series
+        .entry(key)
+        .or_default()
+        .fetch_add(1, Ordering::Relaxed);
 }
 
 /// Counters by label values.

@@ -60,6 +60,9 @@ impl Default for Limits {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// A first piece of body up to this size is copied behind its head and sent
+/// in one write; a larger one follows the head in a second write.
+const COALESCED_BODY: usize = 16 * 1024;
 
 pub(crate) enum ReadHeadError {
     /// The head grew past `max_head_bytes`.
@@ -259,6 +262,9 @@ pub struct Exchange<'c, S> {
     response: ResponseState,
     close_after: bool,
     status: u16,
+    /// The head of a response of known length, sent with its first piece
+    /// of body: one write and one segment for a small answer, not two.
+    pending_head: Vec<u8>,
 }
 
 impl<'c, S: Read + Write> Exchange<'c, S> {
@@ -272,6 +278,7 @@ impl<'c, S: Read + Write> Exchange<'c, S> {
             response: ResponseState::NotStarted,
             close_after,
             status: 0,
+            pending_head: Vec::new(),
         }
     }
 
@@ -329,6 +336,12 @@ impl<'c, S: Read + Write> Exchange<'c, S> {
             ResponseBody::Length(n) => ResponseState::Fixed(n),
             ResponseBody::Chunked => ResponseState::Chunked,
         };
+        if matches!(self.response, ResponseState::Fixed(n) if n > 0) {
+            // Its body follows at once (a stream's head, of unknown length,
+            // goes out alone so the client sees it before the first event).
+            self.pending_head = head.to_bytes();
+            return Ok(());
+        }
         self.guard(|conn| conn.write_all_flush(&head.to_bytes()))
     }
 
@@ -347,7 +360,18 @@ impl<'c, S: Read + Write> Exchange<'c, S> {
                         "response body longer than its content-length",
                     ));
                 }
-                self.guard(|conn| conn.write_all_flush(data))?;
+                let mut head = std::mem::take(&mut self.pending_head);
+                self.guard(|conn| {
+                    if head.is_empty() {
+                        conn.write_all_flush(data)
+                    } else if data.len() <= COALESCED_BODY {
+                        head.extend_from_slice(data);
+                        conn.write_all_flush(&head)
+                    } else {
+                        conn.stream.write_all(&head)?;
+                        conn.write_all_flush(data)
+                    }
+                })?;
                 if left == n {
                     self.response = ResponseState::Finished;
                 }
@@ -496,6 +520,7 @@ mod tests {
     struct Outcome {
         reusable: bool,
         written: String,
+        writes: usize,
         unread: Vec<u8>,
     }
 
@@ -516,6 +541,7 @@ mod tests {
         Outcome {
             reusable,
             written: String::from_utf8_lossy(&conn.stream.output).into_owned(),
+            writes: conn.stream.writes,
             unread,
         }
     }
@@ -737,10 +763,22 @@ mod tests {
             exchange.start_response(200, &[], Some(2)).unwrap();
             assert!(exchange.write_body(b"too long").is_err());
         });
+        // The head waits for its body, so nothing of it went out.
         assert!(!outcome.reusable);
+        assert_eq!(outcome.written, "");
+    }
+
+    #[test]
+    fn a_small_answer_goes_out_in_one_write() {
+        let outcome = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], Some(2)).unwrap();
+            exchange.write_body(b"ok").unwrap();
+        });
+        assert!(outcome.reusable);
+        assert_eq!(outcome.writes, 1);
         assert_eq!(
             outcome.written,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         );
     }
 

@@ -17,6 +17,8 @@ pub(crate) struct Memory {
     at: usize,
     piece: usize,
     pub(crate) output: Vec<u8>,
+    /// How many writes the output took.
+    pub(crate) writes: usize,
     socket: Socket,
 }
 
@@ -31,6 +33,7 @@ impl Memory {
             at: 0,
             piece,
             output: Vec::new(),
+            writes: 0,
             socket: idle_socket(),
         }
     }
@@ -48,6 +51,7 @@ impl Read for Memory {
 impl Write for Memory {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.output.extend_from_slice(bytes);
+        self.writes += 1;
         Ok(bytes.len())
     }
 
