@@ -291,6 +291,18 @@ PROXY_BODY = """  upstream api {{ server 127.0.0.1:{up}; keepalive 64; keepalive
   server {{ listen 127.0.0.1:{watch_port}; location / {{ proxy_pass https://watchapi; proxy_read_timeout 120s; }} }}"""
 
 
+# The hub's own offline answers, saved to files and served by nginx as they
+# are: the baseline an answer from memory is measured against.
+STATIC_BODY = """  etag off;
+  types {{ }}
+  default_type application/json;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+{locations}
+    location / {{ return 404; }}
+  }}"""
+
+
 def start_nginx(children, name, work, body):
     d = os.path.join(work, name)
     for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -526,6 +538,7 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
             st, hd, body = http_get(port, path, {"User-Agent": ua})
             if st != 200 or body != ref[path] or not hd.get("content-type", "").startswith("application/json"):
                 raise Broken(f"{name} GET {path}: {st}, {len(body)} bytes (upstream: {len(ref[path])})")
+    static_files = {}
     offline_rows = [("GET  one ConfigMap, JSON", GET, "application/json", None),
                     ("GET  one ConfigMap, protobuf", GET, PB_ACCEPT, None),
                     ("LIST 100 ConfigMaps, JSON", LIST, "application/json", 100),
@@ -545,6 +558,23 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
                          f"content-type {hd.get('content-type')}: {body[:200]!r}")
         if label.startswith("GET  one ConfigMap, JSON"):
             sizes["offline-get"] = len(body)
+        if accept == "application/json":
+            static_files[path] = body
+
+    # The same bytes as static files behind nginx (plain HTTP, as the hub).
+    static_dir = os.path.join(work, "static")
+    os.makedirs(static_dir, exist_ok=True)
+    locations = []
+    for n, (path, body) in enumerate(static_files.items()):
+        name = os.path.join(static_dir, f"{n}.json")
+        with open(name, "wb") as f:
+            f.write(body)
+        locations.append(f"    location = {path.split('?')[0]} {{ alias {name}; }}")
+    static_port = free_ports(1)[0]
+    static_ng = start_nginx(children, "nginx-static", work,
+                            STATIC_BODY.format(port=static_port, locations="\n".join(locations)))
+    wait_for("static nginx", lambda: http_get(static_port, GET)[0] == 200, static_ng)
+    static_pids = [static_ng.pid] + children_of(static_ng.pid)
 
     # --- throughput and latency
     pass_targets = [("direct to upstream (wrk over TLS)", "direct", f"https://127.0.0.1:{up_port}", "bench/1.0", None),
@@ -569,6 +599,10 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
                 continue
             rows.append(("offline", "offline", label, path, conns, f"http://127.0.0.1:{hub_off['proxy']}{path}",
                          {"User-Agent": KUBELET, "Accept": accept}, [hub_off["pid"]]))
+            if accept == "application/json" and path != LIST:
+                rows.append(("offline", "static", "  the same bytes: nginx, static file", path, conns,
+                             f"http://127.0.0.1:{static_port}{path.split('?')[0]}", {"User-Agent": KUBELET},
+                             static_pids))
     if not quick:
         log("warm-up")
         for _, _, base, ua, _ in pass_targets:
@@ -739,6 +773,12 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
             if o and d:
                 out.append(f"{'ratio offline JSON / direct upstream, ' + pl:<{W}}{conns:>5}"
                            f"{'p50 ' + ratio(o, d, 0):>16}{'':>11}{'req/s ' + ratio(o, d, 1):>18}")
+    for pl, path in (("GET", GET), ("110-pod list", PODS)):
+        for conns in (1, 32):
+            o, s = summary.get(("offline", path, conns)), summary.get(("static", path, conns))
+            if o and s:
+                out.append(f"{'ratio offline JSON / nginx static, ' + pl:<{W}}{conns:>5}"
+                           f"{'p50 ' + ratio(o, s, 0):>16}{'':>11}{'req/s ' + ratio(o, s, 1):>18}")
     out.append("")
     out.append(f"3. WATCH RELAY  upstream write -> client read of one event; {watch_reps} stream(s) x "
                f"{watch_events} events, one per 20 ms; upstream: Python TLS server")
@@ -767,7 +807,7 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
           (f"nginx proxy RSS idle ({idle['nginx-proxy-procs']} processes, summed)", kib(idle["nginx-proxy"]), ""),
           ("nginx proxy RSS peak under load (summed)", kib(peaks["nginx"][0]), "")]
     for key, label in (("hub", "hub cloud"), ("hub-edge", "hub edge (caching)"), ("nginx", "nginx proxy"),
-                       ("offline", "hub offline")):
+                       ("offline", "hub offline"), ("static", "nginx static file")):
         for pl, path in (("GET", GET), ("LIST", LIST), ("pod list", PODS)):
             t, n = cpu.get((key, path), (0, 0))
             if n:

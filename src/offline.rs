@@ -727,6 +727,7 @@ mod tests {
             owner.record_path(&spec).unwrap().to_str().unwrap(),
             &record.encode(),
         );
+        cache.reindex();
         let health = Arc::new(HealthState::new(1));
         let offline = Offline {
             cache,
@@ -826,6 +827,7 @@ mod tests {
     fn kubelet_never_gets_an_empty_pod_list() {
         let (dir, offline) = offline();
         std::fs::remove_file(dir.path().join("kubelet/pods/default/p1.json")).unwrap();
+        offline.cache.reindex();
         for query in [
             "fieldSelector=spec.nodeName%3Dedge-1",
             "watch=true&sendInitialEvents=true&fieldSelector=spec.nodeName%3Dedge-1",

@@ -420,6 +420,14 @@ impl FieldSelector {
             .all(|r| (field_value(object, &r.field) == r.value.as_str()) == r.equal)
     }
 
+    /// Matches with each field's value read by `value` (a field the reader
+    /// does not have reads as the empty string, as on an object).
+    pub fn matches_values<'a>(&self, value: impl Fn(&str) -> &'a str) -> bool {
+        self.requirements
+            .iter()
+            .all(|r| (value(&r.field) == r.value.as_str()) == r.equal)
+    }
+
     /// The value required by `metadata.name=X` / `metadata.name==X`, if the selector has one.
     pub fn required_name(&self) -> Option<&str> {
         self.requirements
@@ -1042,5 +1050,36 @@ mod tests {
                 assert_eq!(FieldSelector::parse(text).unwrap(), selector);
             }
         });
+    }
+
+    #[test]
+    fn field_values_read_by_a_function_match_as_on_the_object() {
+        let object = serde_json::json!({
+            "metadata": {"name": "p1", "namespace": "a"},
+            "spec": {"nodeName": "edge-1"}
+        });
+        let value = |field: &str| match field {
+            "metadata.name" => "p1",
+            "metadata.namespace" => "a",
+            "spec.nodeName" => "edge-1",
+            _ => "",
+        };
+        for text in [
+            "",
+            "spec.nodeName=edge-1",
+            "spec.nodeName=edge-2",
+            "spec.nodeName!=edge-1",
+            "metadata.name=p1,metadata.namespace=a",
+            "metadata.name==p1,spec.nodeName!=x",
+            "status.phase=",
+            "status.phase!=Running",
+        ] {
+            let selector = FieldSelector::parse(text).unwrap();
+            assert_eq!(
+                selector.matches_values(value),
+                selector.matches(&object),
+                "{text}"
+            );
+        }
     }
 }

@@ -108,14 +108,6 @@ impl Default for State {
     }
 }
 
-/// What the index says of one file a directory read listed.
-pub(super) enum Found {
-    /// Known, and matching as far as the index can tell.
-    Selected(Candidate),
-    /// Not known to the index.
-    Unknown(PathBuf),
-}
-
 /// An object the index selected: its file, and its bytes when in memory.
 pub(super) struct Candidate {
     pub path: PathBuf,
@@ -178,19 +170,12 @@ fn matches(entry: &Entry, labels: &LabelSelector, fields: &FieldSelector) -> Opt
     let Some(values) = &entry.fields else {
         return Some(false);
     };
-    // The same values, where the selector looks for them.
-    let mut object = Value::Object(Default::default());
-    for (path, value) in INDEXED_FIELDS.iter().zip(values.iter()) {
-        let mut current = &mut object;
-        for name in path.split('.') {
-            current = current
-                .as_object_mut()
-                .map(|map| map.entry(name).or_insert(Value::Object(Default::default())))
-                .expect("built as objects");
-        }
-        *current = Value::String(value.to_string());
-    }
-    Some(fields.matches(&object))
+    Some(fields.matches_values(|field| {
+        INDEXED_FIELDS
+            .iter()
+            .position(|f| *f == field)
+            .map_or("", |i| &values[i])
+    }))
 }
 
 /// A file's place in its collection, if it is an object file of it.
@@ -212,8 +197,13 @@ fn file_key(collection_dir: &Path, path: &Path) -> Option<FileKey> {
 
 impl Index {
     /// Starts a build: from now on the writer's changes are remembered.
+    /// Starts from nothing: lists read the directory until the build ends.
     pub fn begin_build(&self) {
         let mut state = self.lock();
+        state.ready = false;
+        state.collections.clear();
+        state.bytes_held = 0;
+        state.cost = 0;
         state.touched = Some(HashSet::new());
     }
 
@@ -278,45 +268,50 @@ impl Index {
         }
     }
 
-    /// What the index says of the object files a directory read listed
-    /// (in that order): the ones it knows that match the labels (and the
-    /// fields when it can tell), and the ones it does not know (placed by
-    /// something else than the writer: read as a directory read would).
-    /// `None` while the index is not complete.
-    pub fn lookup(
+    /// Once the index is complete, the objects of a collection (of one
+    /// namespace, or all) the selectors may choose, in a directory read's
+    /// order, without reading the directory: lists are answered from
+    /// memory. A file put in the cache by hand while the hub runs is not
+    /// known here, so it is never served (a restart's scan judges it).
+    pub fn lookup_all(
         &self,
         collection_dir: &Path,
         encoding: Encoding,
-        paths: Vec<PathBuf>,
+        namespace: Option<&str>,
         labels: &LabelSelector,
         fields: &FieldSelector,
-    ) -> Option<Vec<Found>> {
+    ) -> Option<Vec<Candidate>> {
         let state = self.lock();
         if !state.ready {
             return None;
         }
-        let entries = state
+        let Some(entries) = state
             .collections
-            .get(&(collection_dir.to_path_buf(), encoding));
-        let mut out = Vec::with_capacity(paths.len());
-        for path in paths {
-            let entry = file_key(collection_dir, &path)
-                .and_then(|key| entries.and_then(|entries| entries.get(&key)));
-            let Some(entry) = entry else {
-                out.push(Found::Unknown(path));
+            .get(&(collection_dir.to_path_buf(), encoding))
+        else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for ((entry_namespace, file), entry) in entries {
+            if namespace.is_some() && entry_namespace.as_deref() != namespace {
                 continue;
-            };
+            }
             let decided = match matches(entry, labels, fields) {
                 Some(false) => continue,
                 Some(true) => true,
                 None => false,
             };
-            out.push(Found::Selected(Candidate {
+            let mut path = collection_dir.to_path_buf();
+            if let Some(entry_namespace) = entry_namespace {
+                path.push(entry_namespace);
+            }
+            path.push(file);
+            out.push(Candidate {
                 path,
                 resource_version: entry.resource_version,
                 bytes: entry.bytes.clone(),
                 decided,
-            }));
+            });
         }
         Some(out)
     }
@@ -529,10 +524,9 @@ mod tests {
         );
         let none = LabelSelector::default();
         let all = FieldSelector::default();
-        let paths = vec![dir.join("a/c2.json")];
         assert!(
             index
-                .lookup(dir, Encoding::Json, paths, &none, &all)
+                .lookup_all(dir, Encoding::Json, Some("a"), &none, &all)
                 .is_none()
         );
         assert_eq!(index.sizes(), (0, 0, 0));

@@ -142,7 +142,12 @@ impl Cache {
         path: &Path,
         encoding: Encoding,
     ) -> Option<Vec<u8>> {
-        let bytes = self.store.read(path).ok()??;
+        let Ok(Some(bytes)) = self.store.read(path) else {
+            // Gone, or refused (a link set aside by the store): not an
+            // object the index may list any more.
+            self.index.remove(&collection.dir(), encoding, path);
+            return None;
+        };
         let set_aside = |why: &str| {
             self.store.quarantine(path, why);
             self.index.remove(&collection.dir(), encoding, path);
@@ -209,10 +214,10 @@ impl Cache {
     ) -> Option<(Vec<Vec<u8>>, u64)> {
         let namespace = (!namespace.is_empty()).then_some(namespace);
         let dir = collection.dir();
-        let paths = self
-            .store
-            .list_objects(&dir, namespace, encoding.extension());
-        match self.index.lookup(&dir, encoding, paths, labels, fields) {
+        match self
+            .index
+            .lookup_all(&dir, encoding, namespace, labels, fields)
+        {
             Some(found) => self.select_indexed(collection, found, labels, fields, encoding, held),
             None => {
                 self.select_from_directory(collection, namespace, labels, fields, encoding, held)
@@ -227,7 +232,7 @@ impl Cache {
     fn select_indexed(
         &self,
         collection: &Collection,
-        found: Vec<index::Found>,
+        found: Vec<index::Candidate>,
         labels: &LabelSelector,
         fields: &FieldSelector,
         encoding: Encoding,
@@ -237,12 +242,11 @@ impl Cache {
         let mut max_rv = 0;
         let mut total = 0usize;
         for found in found {
-            let (path, memory, decided) = match found {
-                index::Found::Selected(c) => {
-                    (c.path, c.bytes.map(|b| (b, c.resource_version)), c.decided)
-                }
-                index::Found::Unknown(path) => (path, None, false),
-            };
+            let (path, memory, decided) = (
+                found.path,
+                found.bytes.map(|b| (b, found.resource_version)),
+                found.decided,
+            );
             let (bytes, resource_version) = match memory {
                 Some((bytes, resource_version)) => {
                     if !decided && !matches_shape(encoding, &bytes, labels, fields) {
@@ -345,6 +349,14 @@ impl Cache {
         }
         self.index.finish_build();
         indexed
+    }
+
+    /// For tests that put files in place themselves (as a restart would
+    /// find them): waits for the start-up build, then indexes the cache again.
+    #[cfg(test)]
+    pub fn reindex(&self) {
+        assert!(self.index.wait_ready(std::time::Duration::from_secs(10)));
+        self.build_index();
     }
 
     /// Tells the index the writer wrote an object file. An object a list
@@ -501,6 +513,7 @@ mod tests {
                 &object("Pod", "a", "p1"),
             )
             .unwrap();
+        cache.reindex();
         let labels = LabelSelector::parse("").unwrap();
         let fields = FieldSelector::parse("").unwrap();
         let mut held = crate::budget::MemoryBudget::new(1 << 30).empty();
