@@ -126,7 +126,7 @@ pub fn is_credential(info: &RequestInfo) -> bool {
 struct Selected {
     encoding: Encoding,
     list_type: ListType,
-    items: Vec<Vec<u8>>,
+    items: Vec<crate::cache::Item>,
     max_rv: u64,
     /// The items, and the list or events built from them, held against the
     /// memory budget while they are built.
@@ -137,7 +137,7 @@ impl Selected {
     /// Reserves room for what is built from the items (about their size
     /// again, plus framing), or refuses with 429.
     fn reserve_build(mut self) -> Result<Selected, Answer> {
-        let items: usize = self.items.iter().map(Vec::len).sum();
+        let items: usize = self.items.iter().map(|i| i.len()).sum();
         let framing = self.items.len().saturating_mul(64) + 4096;
         let total = items.saturating_mul(2).saturating_add(framing);
         if self.held.grow_or_oversize(total) {

@@ -110,6 +110,7 @@ impl Default for State {
 
 /// An object the index selected: its file, and its bytes when in memory.
 pub(super) struct Candidate {
+    /// The object's file; empty when its bytes are held here.
     pub path: PathBuf,
     pub resource_version: u64,
     pub bytes: Option<Arc<[u8]>>,
@@ -268,6 +269,22 @@ impl Index {
         }
     }
 
+    /// An object's bytes, when the index is complete and holds them (they
+    /// were checked when they were indexed).
+    pub fn get(&self, collection_dir: &Path, encoding: Encoding, path: &Path) -> Option<Arc<[u8]>> {
+        let key = file_key(collection_dir, path)?;
+        let state = self.lock();
+        if !state.ready {
+            return None;
+        }
+        state
+            .collections
+            .get(&(collection_dir.to_path_buf(), encoding))?
+            .get(&key)?
+            .bytes
+            .clone()
+    }
+
     /// Once the index is complete, the objects of a collection (of one
     /// namespace, or all) the selectors may choose, in a directory read's
     /// order, without reading the directory: lists are answered from
@@ -301,11 +318,15 @@ impl Index {
                 Some(true) => true,
                 None => false,
             };
-            let mut path = collection_dir.to_path_buf();
-            if let Some(entry_namespace) = entry_namespace {
-                path.push(entry_namespace);
+            // The file is only read when its bytes are not held here.
+            let mut path = PathBuf::new();
+            if entry.bytes.is_none() {
+                path.push(collection_dir);
+                if let Some(entry_namespace) = entry_namespace {
+                    path.push(entry_namespace);
+                }
+                path.push(file);
             }
-            path.push(file);
             out.push(Candidate {
                 path,
                 resource_version: entry.resource_version,

@@ -75,6 +75,10 @@ pub struct Cache {
     last_drop_log: Mutex<Option<Instant>>,
 }
 
+/// One object of a list answer: shared with the index when it holds the
+/// object's bytes, so a list is built without copying each object first.
+pub type Item = std::sync::Arc<[u8]>;
+
 impl Cache {
     /// Opens the cache root and starts the writer and the start-up scan. The
     /// cache can be read at once; the scan cleans up in the background.
@@ -129,6 +133,9 @@ impl Cache {
         encoding: Encoding,
     ) -> Option<Vec<u8>> {
         let path = collection.object_path(namespace, name, encoding)?;
+        if let Some(bytes) = self.index.get(&collection.dir(), encoding, &path) {
+            return Some(bytes.to_vec());
+        }
         self.read_intact(collection, &path, encoding)
     }
 
@@ -211,7 +218,7 @@ impl Cache {
         fields: &FieldSelector,
         encoding: Encoding,
         held: &mut Reservation,
-    ) -> Option<(Vec<Vec<u8>>, u64)> {
+    ) -> Option<(Vec<Item>, u64)> {
         let namespace = (!namespace.is_empty()).then_some(namespace);
         let dir = collection.dir();
         match self
@@ -237,7 +244,7 @@ impl Cache {
         fields: &FieldSelector,
         encoding: Encoding,
         held: &mut Reservation,
-    ) -> Option<(Vec<Vec<u8>>, u64)> {
+    ) -> Option<(Vec<Item>, u64)> {
         let mut items = Vec::new();
         let mut max_rv = 0;
         let mut total = 0usize;
@@ -252,7 +259,7 @@ impl Cache {
                     if !decided && !matches_shape(encoding, &bytes, labels, fields) {
                         continue;
                     }
-                    (bytes.to_vec(), resource_version)
+                    (bytes, resource_version)
                 }
                 None => {
                     let Some(bytes) = self.read_intact(collection, &path, encoding) else {
@@ -265,7 +272,7 @@ impl Cache {
                         .decode_meta(&bytes)
                         .map(|m| m.resource_version)
                         .unwrap_or(0);
-                    (bytes, resource_version)
+                    (Item::from(bytes), resource_version)
                 }
             };
             total = total.saturating_add(bytes.len());
@@ -287,7 +294,7 @@ impl Cache {
         fields: &FieldSelector,
         encoding: Encoding,
         held: &mut Reservation,
-    ) -> Option<(Vec<Vec<u8>>, u64)> {
+    ) -> Option<(Vec<Item>, u64)> {
         let mut items = Vec::new();
         let mut max_rv = 0;
         let mut total = 0usize;
@@ -309,7 +316,7 @@ impl Cache {
                         .map(|m| m.resource_version)
                         .unwrap_or(0),
                 );
-                items.push(bytes);
+                items.push(Item::from(bytes));
             }
         }
         Some((items, max_rv))
@@ -552,7 +559,7 @@ mod tests {
 
     /// Every (namespace, labels, fields) a table of lists asks, answered
     /// through `select` (the index, once complete) and by a directory read.
-    fn both_ways(cache: &Cache) -> Vec<(Vec<Vec<u8>>, u64)> {
+    fn both_ways(cache: &Cache) -> Vec<(Vec<Item>, u64)> {
         #[rustfmt::skip]
         let shapes: &[(&str, &str, &str)] = &[
             ("", "", ""),

@@ -104,7 +104,7 @@ pub fn encode_list(
     kind: &str,
     api_version: &str,
     resource_version: &str,
-    items: &[Vec<u8>],
+    items: &[impl AsRef<[u8]>],
 ) -> Vec<u8> {
     let head = serde_json::json!({
         "kind": kind,
@@ -112,7 +112,7 @@ pub fn encode_list(
         "metadata": { "resourceVersion": resource_version },
     })
     .to_string();
-    let total: usize = items.iter().map(|i| i.len() + 1).sum();
+    let total: usize = items.iter().map(|i| i.as_ref().len() + 1).sum();
     let mut out = Vec::with_capacity(head.len() + total + 16);
     out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     out.extend_from_slice(b",\"items\":[");
@@ -120,7 +120,7 @@ pub fn encode_list(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(item);
+        out.extend_from_slice(item.as_ref());
     }
     out.extend_from_slice(b"]}");
     out
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(value["metadata"]["resourceVersion"], "42");
         assert_eq!(value["items"][1]["metadata"]["name"], "p2");
         let empty: serde_json::Value =
-            serde_json::from_slice(&encode_list("PodList", "v1", "0", &[])).unwrap();
+            serde_json::from_slice(&encode_list("PodList", "v1", "0", &[] as &[Vec<u8>])).unwrap();
         assert_eq!(empty["items"], serde_json::json!([]));
     }
 

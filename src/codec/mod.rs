@@ -176,7 +176,7 @@ impl Encoding {
         kind: &str,
         api_version: &str,
         resource_version: &str,
-        items: &[Vec<u8>],
+        items: &[impl AsRef<[u8]>],
     ) -> Vec<u8> {
         match self {
             Encoding::Json => json::encode_list(kind, api_version, resource_version, items),

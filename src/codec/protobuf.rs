@@ -209,7 +209,7 @@ pub fn encode_list(
     kind: &str,
     api_version: &str,
     resource_version: &str,
-    items: &[Vec<u8>],
+    items: &[impl AsRef<[u8]>],
 ) -> Vec<u8> {
     let mut list_meta = Vec::new();
     put_bytes(&mut list_meta, 1, b"");
@@ -218,7 +218,7 @@ pub fn encode_list(
     let mut raw = Vec::new();
     put_bytes(&mut raw, 1, &list_meta);
     for item in items {
-        if let Ok(envelope) = open_envelope(item) {
+        if let Ok(envelope) = open_envelope(item.as_ref()) {
             put_bytes(&mut raw, 2, envelope.raw);
         }
     }
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn built_lists_match_the_apiserver_and_split_back() {
-        let empty = encode_list("ConfigMapList", "v1", "202", &[]);
+        let empty = encode_list("ConfigMapList", "v1", "202", &[] as &[Vec<u8>]);
         assert_eq!(
             empty,
             fixture("emptylist.pb"),
