@@ -29,8 +29,9 @@ use crate::codec::Encoding;
 use crate::selector::{FieldSelector, LabelSelector};
 
 /// Bytes of objects kept in memory (first come; the others are read from
-/// their file when selected).
-pub(super) const MAX_INDEXED_BYTES: usize = 16 * 1024 * 1024;
+/// their file when selected). Small: on an edge box memory is dearer than
+/// the speed of offline answers, which are rare and already fast from files.
+pub(super) const MAX_INDEXED_BYTES: usize = 4 * 1024 * 1024;
 /// What the entries themselves may take (names, labels, field values, by
 /// `Entry::cost`); past it the index is given up and lists read the
 /// directory, as before it existed. About 550 bytes an object (measured in
@@ -309,10 +310,19 @@ impl Index {
             return Some(Vec::new());
         };
         let mut out = Vec::new();
-        for ((entry_namespace, file), entry) in entries {
-            if namespace.is_some() && entry_namespace.as_deref() != namespace {
-                continue;
-            }
+        // One namespace is a range of the map (namespaces sort together),
+        // so a list of `default` does not walk the other namespaces' objects.
+        let selected: Box<dyn Iterator<Item = (&FileKey, &Entry)>> = match namespace {
+            Some(namespace) => Box::new(
+                entries
+                    .range((Some(namespace.to_string()), String::new())..)
+                    .take_while(move |((entry_namespace, _), _)| {
+                        entry_namespace.as_deref() == Some(namespace)
+                    }),
+            ),
+            None => Box::new(entries.iter()),
+        };
+        for ((entry_namespace, file), entry) in selected {
             let decided = match matches(entry, labels, fields) {
                 Some(false) => continue,
                 Some(true) => true,
