@@ -112,6 +112,15 @@ pub fn needs_body(info: &RequestInfo) -> bool {
     info.is_resource_request && info.verb == Verb::Create
 }
 
+/// Whether a request registers a node (kubelet's `POST /api/v1/nodes`).
+fn is_node_registration(info: &RequestInfo) -> bool {
+    info.is_resource_request
+        && info.api_group.is_empty()
+        && info.resource == "nodes"
+        && info.subresource.is_empty()
+        && info.verb == Verb::Create
+}
+
 /// Whether a request asks for credentials (Secrets, service-account tokens):
 /// what the secure port never answers from the cache, where no token can be
 /// checked.
@@ -178,6 +187,16 @@ impl Offline {
                 return refused(403, "delete request is not supported in local cache");
             }
             Verb::Create if tokens::is_token_request(info) => return self.token(request),
+            // kubelet takes a registration that succeeded for done and never
+            // registers again: a faked one would leave the node missing from
+            // the cloud for good. Refused, it is retried until the cloud
+            // answers (409 when the node already exists).
+            Verb::Create if is_node_registration(info) => {
+                return refused(
+                    503,
+                    "apiserver unreachable: a node registration is never answered locally; retry when the cloud returns",
+                );
+            }
             Verb::Create => {
                 return Answer::Echo {
                     content_type: request
@@ -779,6 +798,7 @@ mod tests {
             ("GET", "/api/v1/pods", streaming, "kubelet", json, "404"),
             ("GET", "/api/v1/namespaces/default/configmaps", &format!("{streaming}&fieldSelector=metadata.name%3Dcm1"), "kubelet", json, "200 Json 2 events"),
             ("POST", "/api/v1/namespaces/default/configmaps", "", "kubelet", json, "201 echo"),
+            ("POST", "/api/v1/nodes", "", "kubelet", json, "503"),
             ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "", "kubelet", json, "201 token Json"),
             ("POST", "/api/v1/namespaces/default/serviceaccounts/other/token", "", "kubelet", json, "503"),
             ("POST", "/api/v1/namespaces/default/serviceaccounts/default/token", "", "kubectl", json, "503"),

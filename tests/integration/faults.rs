@@ -403,6 +403,27 @@ fn with_every_apiserver_refusing_a_write_is_answered_locally_and_marked() {
 }
 
 #[test]
+fn a_node_registration_is_never_answered_locally() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let hub = hub_for(&[&fake], &pki, &[]);
+    hub.wait_server_health(&fake.url(), true, WAIT);
+    fake.stop();
+    hub.wait_server_health(&fake.url(), false, WAIT);
+    let node = br#"{"kind":"Node","apiVersion":"v1","metadata":{"name":"edge-1"}}"#;
+    let reply = kubelet(&hub, "POST", "/api/v1/nodes", node);
+    // kubelet takes a 201 for a finished registration and never registers
+    // again; a 503 it retries until the cloud answers.
+    assert_eq!(reply.0, 503, "{}", text(&reply.2));
+    assert_eq!(json(&reply.2)["kind"], "Status");
+    assert_eq!(header(&reply.1, OFFLINE), Some("true"));
+    // Other creates are still answered locally.
+    let created =
+        br#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm9","namespace":"a"}}"#;
+    assert_eq!(kubelet(&hub, "POST", CONFIGMAPS, created).0, 201);
+}
+
+#[test]
 fn a_write_to_an_apiserver_that_never_completes_the_handshake_is_answered_locally() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
