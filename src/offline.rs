@@ -188,10 +188,11 @@ impl Offline {
             }
             Verb::Create if tokens::is_token_request(info) => return self.token(request),
             // kubelet takes a registration that succeeded for done and never
-            // registers again: a faked one would leave the node missing from
-            // the cloud for good. Refused, it is retried until the cloud
-            // answers (409 when the node already exists).
-            Verb::Create if is_node_registration(info) => {
+            // registers again: a faked one for a node the cloud may not have
+            // would leave it missing for good. Answered locally only when the
+            // cache holds that node (it exists in the cloud: a reboot
+            // offline); else refused, and retried until the cloud answers.
+            Verb::Create if is_node_registration(info) && !self.holds_node(request) => {
                 return refused(
                     503,
                     "apiserver unreachable: a node registration is never answered locally; retry when the cloud returns",
@@ -400,6 +401,32 @@ impl Offline {
             self.health.wait_change(generation, left.min(CLIENT_CHECK));
         }
         let _ = exchange.finish();
+    }
+
+    /// Whether the cache holds the node a registration's body names.
+    fn holds_node(&self, request: &OfflineRequest<'_>) -> bool {
+        let encoding = request
+            .content_type
+            .and_then(Encoding::from_content_type)
+            .unwrap_or(Encoding::Json);
+        let Some(name) = request
+            .body
+            .and_then(|body| encoding.decode_meta(body).ok())
+            .map(|meta| meta.name)
+            .filter(|name| !name.is_empty())
+        else {
+            return false;
+        };
+        let Some(collection) = Collection::for_request(request.component, request.info) else {
+            return false;
+        };
+        [Encoding::Json, Encoding::Protobuf]
+            .into_iter()
+            .any(|encoding| {
+                self.cache
+                    .read_object(&collection, "", &name, encoding)
+                    .is_some()
+            })
     }
 
     fn object(&self, info: &RequestInfo, collection: &Collection, accepted: &[Encoding]) -> Answer {
@@ -900,6 +927,36 @@ mod tests {
         for (method, path, expected) in rows {
             let info = classify(method, path, &crate::request_info::Query::parse("")).unwrap();
             assert_eq!(is_credential(&info), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_node_registration_is_answered_locally_only_for_a_node_the_cache_holds() {
+        let (_dir, offline) = offline();
+        offline
+            .cache
+            .store
+            .write(
+                Path::new("kubelet/nodes/edge-1.json"),
+                br#"{"kind":"Node","apiVersion":"v1","metadata":{"name":"edge-1","resourceVersion":"7"}}"#,
+            )
+            .unwrap();
+        offline.cache.reindex();
+        let parsed = Query::parse("");
+        let info = classify("POST", "/api/v1/nodes", &parsed).unwrap();
+        for (name, expected) in [("edge-1", "201 echo"), ("edge-2", "503")] {
+            let body =
+                format!(r#"{{"kind":"Node","apiVersion":"v1","metadata":{{"name":"{name}"}}}}"#);
+            let request = OfflineRequest {
+                info: &info,
+                query: &parsed,
+                component: "kubelet",
+                edge_cache: false,
+                accept: None,
+                content_type: Some("application/json"),
+                body: Some(body.as_bytes()),
+            };
+            assert_eq!(summary(&offline.decide(&request)), expected, "{name}");
         }
     }
 }
