@@ -403,7 +403,7 @@ fn with_every_apiserver_refusing_a_write_is_answered_locally_and_marked() {
 }
 
 #[test]
-fn a_node_registration_is_never_answered_locally() {
+fn a_registration_of_a_node_the_cache_does_not_hold_is_never_answered_locally() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
     let hub = hub_for(&[&fake], &pki, &[]);
