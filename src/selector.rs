@@ -522,7 +522,9 @@ fn unescape(raw: &str) -> Result<String, String> {
     Ok(value)
 }
 
-fn field_value<'a>(object: &'a Value, path: &str) -> Cow<'a, str> {
+/// A field's value as `FieldSelector::matches` reads it: missing or null is
+/// empty, a string is itself, anything else its JSON text.
+pub fn field_value<'a>(object: &'a Value, path: &str) -> Cow<'a, str> {
     let mut current = object;
     for name in path.split('.') {
         match current.get(name) {

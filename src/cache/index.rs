@@ -18,15 +18,12 @@
 //! the files, in the same order. Not seen: a file replaced by hand under the
 //! same name while the hub runs (its indexed version is served).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde_json::Value;
-
 use crate::codec::Encoding;
-use crate::selector::{FieldSelector, LabelSelector};
+use crate::selector::{FieldSelector, LabelSelector, field_value};
 
 /// Bytes of objects kept in memory (first come; the others are read from
 /// their file when selected, which costs a list of 110 pods 30 times as
@@ -138,23 +135,6 @@ fn entry_for(encoding: Encoding, bytes: &[u8], keep_bytes: bool) -> Option<Entry
         fields,
         bytes: keep_bytes.then(|| Arc::from(bytes)),
     })
-}
-
-/// A field's value as `FieldSelector::matches` reads it: missing or null is
-/// empty, a string is itself, anything else its JSON text.
-fn field_value<'a>(object: &'a Value, path: &str) -> Cow<'a, str> {
-    let mut current = object;
-    for name in path.split('.') {
-        match current.get(name) {
-            Some(inner) => current = inner,
-            None => return Cow::Borrowed(""),
-        }
-    }
-    match current {
-        Value::String(text) => Cow::Borrowed(text),
-        Value::Null => Cow::Borrowed(""),
-        other => Cow::Owned(other.to_string()),
-    }
 }
 
 /// Whether an entry matches the selectors: `Some` when the index can tell
