@@ -234,8 +234,7 @@ impl Cache {
 
     /// What the index selected: bytes from memory where it holds them (and
     /// the selector on them decided by the index when it could), the rest
-    /// (and files it does not know) read from their files and matched as a
-    /// directory read would.
+    /// read from their files and matched as a directory read would.
     fn select_indexed(
         &self,
         collection: &Collection,
@@ -245,44 +244,12 @@ impl Cache {
         encoding: Encoding,
         held: &mut Reservation,
     ) -> Option<(Vec<Item>, u64)> {
-        let mut items = Vec::new();
-        let mut max_rv = 0;
-        let mut total = 0usize;
-        for found in found {
-            let (path, memory, decided) = (
-                found.path,
-                found.bytes.map(|b| (b, found.resource_version)),
-                found.decided,
-            );
-            let (bytes, resource_version) = match memory {
-                Some((bytes, resource_version)) => {
-                    if !decided && !matches_shape(encoding, &bytes, labels, fields) {
-                        continue;
-                    }
-                    (bytes, resource_version)
-                }
-                None => {
-                    let Some(bytes) = self.read_intact(collection, &path, encoding) else {
-                        continue;
-                    };
-                    if !matches_shape(encoding, &bytes, labels, fields) {
-                        continue;
-                    }
-                    let resource_version = encoding
-                        .decode_meta(&bytes)
-                        .map(|m| m.resource_version)
-                        .unwrap_or(0);
-                    (Item::from(bytes), resource_version)
-                }
-            };
-            total = total.saturating_add(bytes.len());
-            if !held.grow_or_oversize(total) {
-                return None;
-            }
-            max_rv = max_rv.max(resource_version);
-            items.push(bytes);
-        }
-        Some((items, max_rv))
+        let matching = found.into_iter().filter_map(|found| match found.bytes {
+            Some(bytes) => (found.decided || matches_shape(encoding, &bytes, labels, fields))
+                .then_some((bytes, found.resource_version)),
+            None => self.read_matching(collection, &found.path, labels, fields, encoding),
+        });
+        gather(matching, held)
     }
 
     /// The same, reading and parsing every file of the collection.
@@ -295,31 +262,34 @@ impl Cache {
         encoding: Encoding,
         held: &mut Reservation,
     ) -> Option<(Vec<Item>, u64)> {
-        let mut items = Vec::new();
-        let mut max_rv = 0;
-        let mut total = 0usize;
-        for path in self
+        let paths = self
             .store
-            .list_objects(&collection.dir(), namespace, encoding.extension())
-        {
-            let Some(bytes) = self.read_intact(collection, &path, encoding) else {
-                continue;
-            };
-            if matches_shape(encoding, &bytes, labels, fields) {
-                total = total.saturating_add(bytes.len());
-                if !held.grow_or_oversize(total) {
-                    return None;
-                }
-                max_rv = max_rv.max(
-                    encoding
-                        .decode_meta(&bytes)
-                        .map(|m| m.resource_version)
-                        .unwrap_or(0),
-                );
-                items.push(Item::from(bytes));
-            }
+            .list_objects(&collection.dir(), namespace, encoding.extension());
+        let matching = paths
+            .iter()
+            .filter_map(|path| self.read_matching(collection, path, labels, fields, encoding));
+        gather(matching, held)
+    }
+
+    /// An object file, if it is intact and matches the selectors, with its
+    /// resourceVersion.
+    fn read_matching(
+        &self,
+        collection: &Collection,
+        path: &Path,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        encoding: Encoding,
+    ) -> Option<(Item, u64)> {
+        let bytes = self.read_intact(collection, path, encoding)?;
+        if !matches_shape(encoding, &bytes, labels, fields) {
+            return None;
         }
-        Some((items, max_rv))
+        let resource_version = encoding
+            .decode_meta(&bytes)
+            .map(|m| m.resource_version)
+            .unwrap_or(0);
+        Some((Item::from(bytes), resource_version))
     }
 
     /// Indexes every object file of the cache (the start-up scan's second
@@ -417,6 +387,26 @@ impl Cache {
         }
         record.answer_for(spec, now, accepted)
     }
+}
+
+/// The items of a list and its highest resourceVersion, each item held
+/// against the memory budget as it is taken (`None` once it cannot be).
+fn gather(
+    matching: impl Iterator<Item = (Item, u64)>,
+    held: &mut Reservation,
+) -> Option<(Vec<Item>, u64)> {
+    let mut items = Vec::new();
+    let mut max_rv = 0;
+    let mut total = 0usize;
+    for (item, resource_version) in matching {
+        total = total.saturating_add(item.len());
+        if !held.grow_or_oversize(total) {
+            return None;
+        }
+        max_rv = max_rv.max(resource_version);
+        items.push(item);
+    }
+    Some((items, max_rv))
 }
 
 fn matches_shape(
