@@ -138,10 +138,12 @@ impl<S: Stream> Handler<S> for ProxyPort {
         // A request that is not a stream has the time it asks for (or the
         // default) to send its body, and that plus a grace to take its
         // answer: a slow client cannot hold the hub's memory for longer.
-        if let Deadline::Within(within) =
-            Deadline::for_request(false, query.timeout(), query.timeout_seconds())
-            && !info.is_long_running()
-        {
+        let deadline = Deadline::for_request(
+            info.is_long_running(),
+            query.timeout(),
+            query.timeout_seconds(),
+        );
+        if let Deadline::Within(within) = deadline {
             let now = std::time::Instant::now();
             if exchange.has_body() {
                 exchange.set_body_deadline(now + within);
@@ -153,6 +155,7 @@ impl<S: Stream> Handler<S> for ProxyPort {
             query: &query,
             component: &component,
             port: self.port,
+            deadline,
         };
         self.proxy.forward(exchange, &asked);
         metrics.record_request(
@@ -182,6 +185,7 @@ impl Proxy {
             info,
             query,
             component,
+            deadline,
             ..
         } = *asked;
         if exchange.head.header("upgrade").is_some() {
@@ -236,11 +240,6 @@ impl Proxy {
         if self.offline.is_some() && down_enough && self.upstream.recently_unreachable() {
             return self.answer_offline(exchange, asked, None, decided, Some("recent"));
         }
-        let deadline = Deadline::for_request(
-            info.is_long_running(),
-            query.timeout(),
-            query.timeout_seconds(),
-        );
         // A body is read first when its request may have to be sent twice or
         // answered offline: a TokenRequest the cache keeps (its spec decides
         // where the answer goes), a write in edge mode (it goes to whichever
@@ -438,6 +437,7 @@ impl Proxy {
             query,
             component,
             port,
+            ..
         } = *asked;
         let Some(offline) = &self.offline else {
             return;
@@ -503,6 +503,8 @@ struct Asked<'a> {
     query: &'a Query,
     component: &'a str,
     port: Port,
+    /// How long the request may take upstream (its own timeout, bounded).
+    deadline: Deadline,
 }
 
 /// Where a relayed stream comes from, to end it once that apiserver is
