@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::budget::{MemoryBudget, Reservation};
+use crate::cache::Item;
 use crate::cache::discovery::{self, DocumentType};
 use crate::cache::lists::ListType;
 use crate::cache::tokens;
 use crate::cache::{Cache, key::Collection, shape_of};
-use crate::codec::{self, Encoding, EventType};
+use crate::codec::{self, Encoding, Pieces};
 use crate::health::HealthState;
 use crate::http::{Exchange, Stream};
 use crate::request_info::{Query, RequestInfo, Verb};
@@ -26,8 +27,6 @@ pub const OFFLINE_HEADER: &str = "X-Yurthub-Offline";
 pub const MAX_OFFLINE_BODY: u64 = 3 * 1024 * 1024;
 /// How often a held watch checks that its client is still there.
 const CLIENT_CHECK: Duration = Duration::from_secs(1);
-/// Initial events are written in pieces of about this size.
-const EVENTS_PIECE: usize = 64 * 1024;
 
 /// What the request says, as far as an offline answer depends on it.
 pub struct OfflineRequest<'a> {
@@ -45,11 +44,19 @@ pub struct OfflineRequest<'a> {
 /// One offline answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// 200: a cached object, or a list built from the cache.
+    /// 200: a cached object.
     Found { encoding: Encoding, body: Vec<u8> },
+    /// 200: a list of cached objects, sent as they are held.
+    List {
+        encoding: Encoding,
+        body: Pieces<Item>,
+    },
     /// 200: a streaming list's initial events (every cached object of the
     /// shape as ADDED, then the annotated bookmark), then held as `Held`.
-    InitialEvents { encoding: Encoding, events: Vec<u8> },
+    InitialEvents {
+        encoding: Encoding,
+        events: Pieces<Item>,
+    },
     /// 200 with no events, held until `timeoutSeconds`, the cloud's return
     /// or the client leaving.
     Held { encoding: Encoding },
@@ -71,6 +78,7 @@ impl Answer {
         matches!(
             self,
             Answer::Found { .. }
+                | Answer::List { .. }
                 | Answer::InitialEvents { .. }
                 | Answer::Token { .. }
                 | Answer::Document { .. }
@@ -84,7 +92,7 @@ impl Answer {
             | Answer::Token { body, .. }
             | Answer::Echo { body, .. }
             | Answer::Document { body, .. } => body.len(),
-            Answer::InitialEvents { events, .. } => events.len(),
+            Answer::List { body, .. } | Answer::InitialEvents { events: body, .. } => body.len(),
             Answer::Held { .. } => 0,
             Answer::Refused { message, .. } => message.len(),
         }
@@ -143,12 +151,12 @@ struct Selected {
 }
 
 impl Selected {
-    /// Reserves room for what is built from the items (about their size
-    /// again, plus framing), or refuses with 429.
+    /// Reserves room for the framing the answer puts around the items (sent
+    /// as they are held, never copied), or refuses with 429.
     fn reserve_build(mut self) -> Result<Selected, Answer> {
         let items: usize = self.items.iter().map(|i| i.len()).sum();
         let framing = self.items.len().saturating_mul(64) + 4096;
-        let total = items.saturating_mul(2).saturating_add(framing);
+        let total = items.saturating_add(framing);
         if self.held.grow_or_oversize(total) {
             Ok(self)
         } else {
@@ -251,13 +259,13 @@ impl Offline {
                 .select_list(request, &collection, &accepted)
                 .and_then(Selected::reserve_build)
             {
-                Ok(selected) => Answer::Found {
+                Ok(selected) => Answer::List {
                     encoding: selected.encoding,
                     body: selected.encoding.encode_list(
                         &selected.list_type.kind,
                         &selected.list_type.api_version,
                         &selected.max_rv.to_string(),
-                        &selected.items,
+                        selected.items,
                     ),
                 },
                 Err(refused) => refused,
@@ -339,6 +347,16 @@ impl Offline {
             Answer::Found { encoding, body } | Answer::Token { encoding, body } => {
                 let _ = exchange.respond(code, &content_type(encoding.content_type()), &body);
             }
+            Answer::List { encoding, body } => {
+                let headers = content_type(encoding.content_type());
+                if exchange
+                    .start_response(code, &headers, Some(body.len() as u64))
+                    .is_ok()
+                    && exchange.write_body_pieces(body.slices()).is_ok()
+                {
+                    let _ = exchange.finish();
+                }
+            }
             Answer::Echo {
                 content_type: ct,
                 body,
@@ -367,10 +385,8 @@ impl Offline {
                 {
                     return;
                 }
-                for piece in pieces(&events, encoding) {
-                    if exchange.write_body(piece).is_err() {
-                        return;
-                    }
+                if exchange.write_body_pieces(events.slices()).is_err() {
+                    return;
                 }
                 // Sent: nothing of it is kept while the stream is held.
                 drop(events);
@@ -596,10 +612,6 @@ impl Offline {
 /// the bookmark carrying the highest resourceVersion and the annotation.
 fn initial_events(selected: Selected) -> Answer {
     let encoding = selected.encoding;
-    let mut events = Vec::with_capacity(selected.items.iter().map(|i| i.len() + 32).sum());
-    for item in &selected.items {
-        events.extend(encoding.encode_event(EventType::Added, item));
-    }
     let kind = selected
         .list_type
         .kind
@@ -611,34 +623,8 @@ fn initial_events(selected: Selected) -> Answer {
         &selected.list_type.api_version,
         &selected.max_rv.to_string(),
     );
-    events.extend(encoding.encode_event(EventType::Bookmark, &bookmark));
+    let events = encoding.encode_initial_events(selected.items, &bookmark);
     Answer::InitialEvents { encoding, events }
-}
-
-/// Splits a run of events into pieces of about `EVENTS_PIECE` bytes, each
-/// ending on an event boundary.
-fn pieces(events: &[u8], encoding: Encoding) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let (mut start, mut at) = (0, 0);
-    while at < events.len() {
-        let end = match encoding {
-            Encoding::Json => events[at..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(events.len(), |p| at + p + 1),
-            Encoding::Protobuf => events
-                .get(at..at + 4)
-                .map(|l| at + 4 + u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-                .unwrap_or(events.len())
-                .min(events.len()),
-        };
-        at = end;
-        if at - start >= EVENTS_PIECE || at == events.len() {
-            out.push(&events[start..at]);
-            start = at;
-        }
-    }
-    out
 }
 
 /// Reads a request body for an offline answer, at most `MAX_OFFLINE_BODY`.
@@ -787,9 +773,15 @@ mod tests {
     /// The answer in a few words: what kind, status, encoding or type.
     fn summary(answer: &Answer) -> String {
         match answer {
-            Answer::Found { encoding, .. } => format!("200 {encoding:?}"),
+            Answer::Found { encoding, .. } | Answer::List { encoding, .. } => {
+                format!("200 {encoding:?}")
+            }
             Answer::InitialEvents { encoding, events } => {
-                let n = encoding.watch_decoder().push(events).unwrap().len();
+                let n = encoding
+                    .watch_decoder()
+                    .push(&events.to_vec())
+                    .unwrap()
+                    .len();
                 format!("200 {encoding:?} {n} events")
             }
             Answer::Held { encoding } => format!("200 held {encoding:?}"),
@@ -891,22 +883,6 @@ mod tests {
                 body: None,
             };
             assert_eq!(summary(&offline.decide(&request)), "404", "{query}");
-        }
-    }
-
-    #[test]
-    fn initial_events_are_written_in_pieces_ending_on_event_boundaries() {
-        for encoding in [Encoding::Json, Encoding::Protobuf] {
-            let object = encoding.initial_events_end_bookmark("Pod", "v1", "1");
-            let one = encoding.encode_event(EventType::Added, &object);
-            let events: Vec<u8> = (0..2000).flat_map(|_| one.clone()).collect();
-            let pieces = pieces(&events, encoding);
-            assert!(pieces.len() > 1, "{encoding:?}");
-            assert_eq!(pieces.concat(), events);
-            for piece in &pieces {
-                assert_eq!(piece.len() % one.len(), 0, "{encoding:?}");
-            }
-            assert_eq!(super::pieces(&one, encoding), [one.as_slice()]);
         }
     }
 

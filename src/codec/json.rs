@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::pieces::Pieces;
 use super::{
     CodecError, EventType, ListParts, MAX_OBJECT_BYTES, ObjectMeta, WatchDecoder, WatchEvent,
 };
@@ -100,41 +101,48 @@ fn with_type_meta(item: &str, kind: &str, api_version: &str) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-pub fn encode_list(
+pub fn encode_list<T: AsRef<[u8]>>(
     kind: &str,
     api_version: &str,
     resource_version: &str,
-    items: &[impl AsRef<[u8]>],
-) -> Vec<u8> {
+    items: Vec<T>,
+) -> Pieces<T> {
     let head = serde_json::json!({
         "kind": kind,
         "apiVersion": api_version,
         "metadata": { "resourceVersion": resource_version },
     })
     .to_string();
-    let total: usize = items.iter().map(|i| i.as_ref().len() + 1).sum();
-    let mut out = Vec::with_capacity(head.len() + total + 16);
-    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    out.extend_from_slice(b",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut pieces = Pieces::new(items);
+    pieces.frame(&head.as_bytes()[..head.len() - 1]);
+    pieces.frame(b",\"items\":[");
+    for index in 0..pieces.items().len() {
+        if index > 0 {
+            pieces.frame(b",");
         }
-        out.extend_from_slice(item.as_ref());
+        let len = pieces.items()[index].as_ref().len();
+        pieces.item(index, 0..len);
     }
-    out.extend_from_slice(b"]}");
-    out
+    pieces.frame(b"]}");
+    pieces
 }
 
-/// `{"type":"ADDED","object":...}` and a newline, as kube-apiserver frames JSON watches.
+/// Appends item `index` as one event: `{"type":"ADDED","object":...}` and a
+/// newline, as kube-apiserver frames JSON watches.
+pub fn frame_event<T: AsRef<[u8]>>(pieces: &mut Pieces<T>, event_type: EventType, index: usize) {
+    pieces.frame(b"{\"type\":\"");
+    pieces.frame(event_type.as_str().as_bytes());
+    pieces.frame(b"\",\"object\":");
+    let len = pieces.items()[index].as_ref().len();
+    pieces.item(index, 0..len);
+    pieces.frame(b"}\n");
+}
+
+/// One event on its own.
 pub fn encode_event(event_type: EventType, object: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(object.len() + 32);
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(event_type.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"object\":");
-    out.extend_from_slice(object);
-    out.extend_from_slice(b"}\n");
-    out
+    let mut pieces = Pieces::new(vec![object]);
+    frame_event(&mut pieces, event_type, 0);
+    pieces.to_vec()
 }
 
 pub fn initial_events_end_bookmark(
@@ -272,12 +280,14 @@ mod tests {
             POD.as_bytes().to_vec(),
             POD.replace("p1", "p2").into_bytes(),
         ];
-        let list = encode_list("PodList", "v1", "42", &items);
+        let list = encode_list("PodList", "v1", "42", items.clone()).to_vec();
         let value: serde_json::Value = serde_json::from_slice(&list).unwrap();
         assert_eq!(value["metadata"]["resourceVersion"], "42");
         assert_eq!(value["items"][1]["metadata"]["name"], "p2");
-        let empty: serde_json::Value =
-            serde_json::from_slice(&encode_list("PodList", "v1", "0", &[] as &[Vec<u8>])).unwrap();
+        let empty: serde_json::Value = serde_json::from_slice(
+            &encode_list("PodList", "v1", "0", Vec::<Vec<u8>>::new()).to_vec(),
+        )
+        .unwrap();
         assert_eq!(empty["items"], serde_json::json!([]));
     }
 
@@ -321,7 +331,7 @@ mod tests {
     #[test]
     fn generated_documents_never_panic() {
         use crate::codec::{Encoding, accepted, time::parse_rfc3339, token};
-        let list = encode_list("PodList", "v1", "77", &[POD.as_bytes().to_vec()]);
+        let list = encode_list("PodList", "v1", "77", vec![POD.as_bytes()]).to_vec();
         let event = encode_event(EventType::Added, POD.as_bytes());
         let bookmark = initial_events_end_bookmark("Pod", "v1", "9223372036854775808");
         let token_request = br#"{"kind":"TokenRequest","spec":{"audiences":["a","b"],"expirationSeconds":3607,"boundObjectRef":{"kind":"Pod","name":"p","uid":"u"}},"status":{"token":"t","expirationTimestamp":"2031-03-04T00:00:00.5+01:30"}}"#;

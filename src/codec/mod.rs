@@ -5,6 +5,7 @@
 
 mod json;
 pub mod media;
+pub mod pieces;
 mod protobuf;
 pub mod time;
 pub mod token;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use media::MediaRange;
+pub use pieces::Pieces;
 
 /// What the cache reads from an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -171,17 +173,38 @@ impl Encoding {
         }
     }
 
-    pub fn encode_list(
+    /// A list of `items` (each an object on its own, as the cache holds
+    /// them), as pieces sent without gathering the items.
+    pub fn encode_list<T: AsRef<[u8]>>(
         self,
         kind: &str,
         api_version: &str,
         resource_version: &str,
-        items: &[impl AsRef<[u8]>],
-    ) -> Vec<u8> {
+        items: Vec<T>,
+    ) -> Pieces<T> {
         match self {
             Encoding::Json => json::encode_list(kind, api_version, resource_version, items),
             Encoding::Protobuf => protobuf::encode_list(kind, api_version, resource_version, items),
         }
+    }
+
+    /// A streaming list's initial events: each of `items` as ADDED, then a
+    /// BOOKMARK of `bookmark`, as pieces sent without gathering the items.
+    pub fn encode_initial_events<T: AsRef<[u8]>>(
+        self,
+        items: Vec<T>,
+        bookmark: &[u8],
+    ) -> Pieces<T> {
+        let frame_event = match self {
+            Encoding::Json => json::frame_event::<T>,
+            Encoding::Protobuf => protobuf::frame_event::<T>,
+        };
+        let mut pieces = Pieces::new(items);
+        for index in 0..pieces.items().len() {
+            frame_event(&mut pieces, EventType::Added, index);
+        }
+        pieces.frame(&self.encode_event(EventType::Bookmark, bookmark));
+        pieces
     }
 
     pub fn watch_decoder(self) -> Box<dyn WatchDecoder> {

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use super::pieces::{Pieces, range_within};
 use super::{
     CodecError, EventType, ListParts, MAX_OBJECT_BYTES, ObjectMeta, WatchDecoder, WatchEvent,
 };
@@ -116,10 +117,29 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+fn varint_len(mut value: u64) -> usize {
+    let mut len = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        len += 1;
+    }
+    len
+}
+
+/// The tag and length of a length-delimited field, its bytes to follow.
+fn put_prefix(out: &mut Vec<u8>, number: u64, len: usize) {
     put_varint(out, number << 3 | 2);
-    put_varint(out, bytes.len() as u64);
+    put_varint(out, len as u64);
+}
+
+fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    put_prefix(out, number, bytes.len());
     out.extend_from_slice(bytes);
+}
+
+/// Bytes of a length-delimited field of `len` bytes, tag and length included.
+fn field_len(number: u64, len: usize) -> usize {
+    varint_len(number << 3 | 2) + varint_len(len as u64) + len
 }
 
 /// The envelope of an object: type and the object's own message.
@@ -142,17 +162,31 @@ fn open_envelope(bytes: &[u8]) -> Result<Envelope<'_>, CodecError> {
     })
 }
 
-/// Wraps an object's message as the apiserver does for a get.
-fn seal_envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+/// What comes before an object's message of `raw_len` bytes in its envelope.
+fn envelope_head(api_version: &str, kind: &str, raw_len: usize) -> Vec<u8> {
     let mut type_meta = Vec::new();
     put_bytes(&mut type_meta, 1, api_version.as_bytes());
     put_bytes(&mut type_meta, 2, kind.as_bytes());
-    let mut out = Vec::with_capacity(raw.len() + type_meta.len() + 16);
+    let mut out = Vec::with_capacity(type_meta.len() + 32);
     out.extend_from_slice(MAGIC);
     put_bytes(&mut out, 1, &type_meta);
-    put_bytes(&mut out, 2, raw);
+    put_prefix(&mut out, 2, raw_len);
+    out
+}
+
+/// What follows the object's message: empty content encoding and type.
+fn envelope_tail() -> Vec<u8> {
+    let mut out = Vec::with_capacity(4);
     put_bytes(&mut out, 3, b"");
     put_bytes(&mut out, 4, b"");
+    out
+}
+
+/// Wraps an object's message as the apiserver does for a get.
+fn seal_envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+    let mut out = envelope_head(api_version, kind, raw.len());
+    out.extend_from_slice(raw);
+    out.extend_from_slice(&envelope_tail());
     out
 }
 
@@ -205,24 +239,47 @@ pub fn split_list(bytes: &[u8]) -> Result<ListParts, CodecError> {
 }
 
 /// A list built from enveloped items (items that cannot be opened are skipped).
-pub fn encode_list(
+pub fn encode_list<T: AsRef<[u8]>>(
     kind: &str,
     api_version: &str,
     resource_version: &str,
-    items: &[impl AsRef<[u8]>],
-) -> Vec<u8> {
+    items: Vec<T>,
+) -> Pieces<T> {
     let mut list_meta = Vec::new();
     put_bytes(&mut list_meta, 1, b"");
     put_bytes(&mut list_meta, 2, resource_version.as_bytes());
     put_bytes(&mut list_meta, 3, b"");
-    let mut raw = Vec::new();
-    put_bytes(&mut raw, 1, &list_meta);
-    for item in items {
-        if let Ok(envelope) = open_envelope(item.as_ref()) {
-            put_bytes(&mut raw, 2, envelope.raw);
-        }
+    // Each item's own message, bare, as the list holds it (an item that is
+    // not an enveloped object is left out).
+    let raws: Vec<_> = items
+        .iter()
+        .map(|item| {
+            let item = item.as_ref();
+            open_envelope(item)
+                .ok()
+                .map(|envelope| range_within(item, envelope.raw))
+        })
+        .collect();
+    let raw_len = field_len(1, list_meta.len())
+        + raws
+            .iter()
+            .flatten()
+            .map(|raw| field_len(2, raw.len()))
+            .sum::<usize>();
+    let mut pieces = Pieces::new(items);
+    pieces.frame(&envelope_head(api_version, kind, raw_len));
+    let mut prefix = Vec::with_capacity(16);
+    put_bytes(&mut prefix, 1, &list_meta);
+    pieces.frame(&prefix);
+    for (index, raw) in raws.into_iter().enumerate() {
+        let Some(raw) = raw else { continue };
+        prefix.clear();
+        put_prefix(&mut prefix, 2, raw.len());
+        pieces.frame(&prefix);
+        pieces.item(index, raw);
     }
-    seal_envelope(api_version, kind, &raw)
+    pieces.frame(&envelope_tail());
+    pieces
 }
 
 /// The fields a field selector can use from a protobuf object, as JSON:
@@ -330,16 +387,26 @@ pub fn initial_events_end_bookmark(
 }
 
 /// A watch frame: 4-byte big-endian length, then `WatchEvent{type, RawExtension{raw}}`.
+/// Appends item `index` (an enveloped object) as one watch frame.
+pub fn frame_event<T: AsRef<[u8]>>(pieces: &mut Pieces<T>, event_type: EventType, index: usize) {
+    let object_len = pieces.items()[index].as_ref().len();
+    let type_bytes = event_type.as_str().as_bytes();
+    let raw_extension_len = field_len(1, object_len);
+    let event_len = field_len(1, type_bytes.len()) + field_len(2, raw_extension_len);
+    let mut head = Vec::with_capacity(32);
+    head.extend_from_slice(&(event_len as u32).to_be_bytes());
+    put_bytes(&mut head, 1, type_bytes);
+    put_prefix(&mut head, 2, raw_extension_len);
+    put_prefix(&mut head, 1, object_len);
+    pieces.frame(&head);
+    pieces.item(index, 0..object_len);
+}
+
+/// One watch frame on its own.
 pub fn encode_event(event_type: EventType, object: &[u8]) -> Vec<u8> {
-    let mut raw_extension = Vec::with_capacity(object.len() + 8);
-    put_bytes(&mut raw_extension, 1, object);
-    let mut event = Vec::with_capacity(raw_extension.len() + 16);
-    put_bytes(&mut event, 1, event_type.as_str().as_bytes());
-    put_bytes(&mut event, 2, &raw_extension);
-    let mut out = Vec::with_capacity(event.len() + 4);
-    out.extend_from_slice(&(event.len() as u32).to_be_bytes());
-    out.extend_from_slice(&event);
-    out
+    let mut pieces = Pieces::new(vec![object]);
+    frame_event(&mut pieces, event_type, 0);
+    pieces.to_vec()
 }
 
 /// Frames of a protobuf watch stream.
@@ -430,13 +497,13 @@ mod tests {
 
     #[test]
     fn built_lists_match_the_apiserver_and_split_back() {
-        let empty = encode_list("ConfigMapList", "v1", "202", &[] as &[Vec<u8>]);
+        let empty = encode_list("ConfigMapList", "v1", "202", Vec::<Vec<u8>>::new()).to_vec();
         assert_eq!(
             empty,
             fixture("emptylist.pb"),
             "byte for byte the apiserver's empty list"
         );
-        let built = encode_list("ConfigMapList", "v1", "202", &[fixture("cm1.pb")]);
+        let built = encode_list("ConfigMapList", "v1", "202", vec![fixture("cm1.pb")]).to_vec();
         let parts = split_list(&built).unwrap();
         assert_eq!(parts.items, [fixture("cm1.pb")]);
         assert_eq!(parts.resource_version, "202");

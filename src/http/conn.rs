@@ -7,7 +7,7 @@
 //! Generic over the byte stream so the plain and the TLS listener share it,
 //! and unit tests can use bytes in memory.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
@@ -60,9 +60,10 @@ impl Default for Limits {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
-/// A first piece of body up to this size is copied behind its head and sent
-/// in one write; a larger one follows the head in a second write.
-const COALESCED_BODY: usize = 16 * 1024;
+/// Slices given to one vectored write: a response's pieces (a list's
+/// objects and the framing between them) go out in writes of at most this
+/// many, each flushed (so at most this many slices live on the stack).
+const SLICES_PER_WRITE: usize = 64;
 
 pub(crate) enum ReadHeadError {
     /// The head grew past `max_head_bytes`.
@@ -166,6 +167,37 @@ impl<S: Read + Write> Conn<S> {
 
     pub(crate) fn write_all_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// Writes `prefix`, every piece and `suffix`, in order, with as few
+    /// (vectored) writes as the stream takes, then flushes.
+    pub(crate) fn write_all_flush_framed(
+        &mut self,
+        prefix: &[u8],
+        pieces: &[&[u8]],
+        suffix: &[u8],
+    ) -> io::Result<()> {
+        debug_assert!(pieces.len() <= SLICES_PER_WRITE - 2);
+        let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+        let all = std::iter::once(prefix)
+            .chain(pieces.iter().copied())
+            .chain(std::iter::once(suffix));
+        let mut count = 0;
+        for (slot, slice) in slices.iter_mut().zip(all) {
+            *slot = IoSlice::new(slice);
+            count += 1;
+        }
+        let mut left = &mut slices[..count];
+        IoSlice::advance_slices(&mut left, 0);
+        while !left.is_empty() {
+            match self.stream.write_vectored(left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.stream.flush()
     }
 }
@@ -347,42 +379,57 @@ impl<'c, S: Read + Write> Exchange<'c, S> {
 
     /// Writes and flushes one piece of the response body.
     pub fn write_body(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
+        self.write_body_pieces([data])
+    }
+
+    /// Writes and flushes pieces of the response body as they are, with
+    /// vectored writes (the head still waiting goes out with the first
+    /// ones; under chunked framing each write is one chunk): no piece is
+    /// copied to be joined with another.
+    pub fn write_body_pieces<'p>(
+        &mut self,
+        pieces: impl IntoIterator<Item = &'p [u8]>,
+    ) -> io::Result<()> {
+        let mut pieces = pieces.into_iter().filter(|p| !p.is_empty()).peekable();
+        while pieces.peek().is_some() {
+            // Two places kept for the framing around the pieces.
+            let mut group = [&[][..]; SLICES_PER_WRITE - 2];
+            let mut count = 0;
+            for piece in pieces.by_ref().take(group.len()) {
+                group[count] = piece;
+                count += 1;
+            }
+            self.write_group(&group[..count])?;
         }
+        Ok(())
+    }
+
+    /// Writes one group of pieces, with the head still waiting or the
+    /// chunk's framing around them.
+    fn write_group(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
         match self.response {
             ResponseState::Fixed(left) => {
-                let n = (data.len() as u64).min(left);
-                self.response = ResponseState::Fixed(left - n);
-                if n < data.len() as u64 {
+                if len as u64 > left {
                     self.response = ResponseState::Broken;
                     return Err(io::Error::other(
                         "response body longer than its content-length",
                     ));
                 }
-                let mut head = std::mem::take(&mut self.pending_head);
-                self.guard(|conn| {
-                    if head.is_empty() {
-                        conn.write_all_flush(data)
-                    } else if data.len() <= COALESCED_BODY {
-                        head.extend_from_slice(data);
-                        conn.write_all_flush(&head)
-                    } else {
-                        conn.stream.write_all(&head)?;
-                        conn.write_all_flush(data)
-                    }
-                })?;
-                if left == n {
-                    self.response = ResponseState::Finished;
-                }
+                let head = std::mem::take(&mut self.pending_head);
+                self.guard(|conn| conn.write_all_flush_framed(&head, pieces, b""))?;
+                self.response = match left - len as u64 {
+                    0 => ResponseState::Finished,
+                    left => ResponseState::Fixed(left),
+                };
                 Ok(())
             }
             ResponseState::Chunked => {
-                let mut framed = Vec::with_capacity(data.len() + 16);
-                let _ = write!(framed, "{:x}\r\n", data.len());
-                framed.extend_from_slice(data);
-                framed.extend_from_slice(b"\r\n");
-                self.guard(|conn| conn.write_all_flush(&framed))
+                let mut size = [0u8; 20];
+                let mut cursor = io::Cursor::new(&mut size[..]);
+                let _ = write!(cursor, "{len:x}\r\n");
+                let size_len = cursor.position() as usize;
+                self.guard(|conn| conn.write_all_flush_framed(&size[..size_len], pieces, b"\r\n"))
             }
             ResponseState::Finished if self.head.method == "HEAD" => Ok(()),
             ResponseState::NotStarted => Err(io::Error::other("response not started")),
@@ -766,6 +813,47 @@ mod tests {
         // The head waits for its body, so nothing of it went out.
         assert!(!outcome.reusable);
         assert_eq!(outcome.written, "");
+    }
+
+    #[test]
+    fn pieces_go_out_as_they_are_in_a_few_writes_fixed_or_chunked() {
+        let pieces: Vec<Vec<u8>> = (0..150).map(|i| format!("<{i}>").into_bytes()).collect();
+        let joined = pieces.concat();
+        let length = joined.len() as u64;
+        let fixed = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], Some(length)).unwrap();
+            exchange
+                .write_body_pieces(pieces.iter().map(Vec::as_slice))
+                .unwrap();
+        });
+        assert!(fixed.reusable);
+        // 62 pieces per write (two places kept for framing): 150 take 3.
+        assert_eq!(fixed.writes, 3);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        assert_eq!(fixed.written, head + std::str::from_utf8(&joined).unwrap());
+
+        let chunked = exchange("GET / HTTP/1.1\r\n", NEXT, |exchange| {
+            exchange.start_response(200, &[], None).unwrap();
+            exchange
+                .write_body_pieces(pieces.iter().map(Vec::as_slice))
+                .unwrap();
+        });
+        assert!(chunked.reusable);
+        let body = chunked.written.split_once("\r\n\r\n").unwrap().1;
+        let mut chunks = Vec::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            chunks.push(&after[..size]);
+            assert_eq!(&after[size..size + 2], "\r\n");
+            rest = &after[size + 2..];
+        }
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat().as_bytes(), joined);
     }
 
     #[test]

@@ -55,6 +55,17 @@ impl Write for Memory {
         Ok(bytes.len())
     }
 
+    /// Takes every slice at once, as a socket with room does.
+    fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut n = 0;
+        for slice in slices {
+            self.output.extend_from_slice(slice);
+            n += slice.len();
+        }
+        self.writes += 1;
+        Ok(n)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

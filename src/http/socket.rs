@@ -142,6 +142,11 @@ impl Write for Socket {
         (&self.tcp).write(bytes)
     }
 
+    fn write_vectored(&mut self, slices: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.before_write()?;
+        (&self.tcp).write_vectored(slices)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         (&self.tcp).flush()
     }
