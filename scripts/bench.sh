@@ -52,7 +52,10 @@ fi
 export PATH="$PATH:/usr/sbin"
 export PYTHONDONTWRITEBYTECODE=1
 
-cargo build --release --locked --quiet
+# BENCH_BINARY measures another build of the hub (the shipped static musl
+# binary, for one), else the release build of this tree.
+binary=${BENCH_BINARY:-target/release/yurthub}
+if [ -z "${BENCH_BINARY:-}" ]; then cargo build --release --locked --quiet; fi
 
 mkdir -p "$(dirname "$out")"
 work=$(mktemp -d "${TMPDIR:-/tmp}/yurthub-bench.XXXXXX")
@@ -87,7 +90,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The driver runs in the background so that a signal reaches the trap at once.
-python3 scripts/bench_main.py --binary target/release/yurthub --work "$work" \
+python3 scripts/bench_main.py --binary "$binary" --work "$work" \
   --out "$out" --pidfile "$pidfile" "${args[@]}" &
 main_pid=$!
 status=0
