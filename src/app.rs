@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
 use crate::admin::Admin;
 use crate::bootstrap;
 use crate::budget::MemoryBudget;
-use crate::cache::{Cache, agents, agents::Agents};
+use crate::cache::{Cache, Upkeep, agents, agents::Agents};
 use crate::config::Config;
 use crate::config::WorkingMode;
 use crate::health::{self, HealthState, ProbeSettings};
@@ -224,7 +224,14 @@ fn install_panic_policy() {
 /// Opens the cache and starts following the cache-agents ConfigMap. A cache
 /// that cannot be opened is logged; the hub then proxies without one.
 fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> {
-    let cache = match Cache::start(&config.disk_cache_path, Agents::new(&config.cache_agents)) {
+    let upkeep = Upkeep {
+        node_name: config.node_name.clone(),
+        quota_bytes: config.disk_cache_max_bytes,
+        component_idle: config.gc_component_idle,
+        gc_period: Some(config.gc_period),
+    };
+    let agents = Agents::new(&config.cache_agents);
+    let cache = match Cache::start(&config.disk_cache_path, agents, upkeep) {
         Ok(cache) => cache,
         Err(e) => {
             log::error!(

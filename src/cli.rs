@@ -93,6 +93,23 @@ pub struct Cli {
     #[argh(option, default = "String::new()")]
     pub cache_agents: String,
 
+    /// minutes between garbage collections of the cache (pods no longer bound
+    /// here, events past their time, what the last list of a shape no longer
+    /// held, components unseen for --gc-component-idle-days)
+    #[argh(option, default = "120")]
+    pub gc_frequency: u64,
+
+    /// days a component that is neither a named cache agent nor a kubelet may
+    /// go unseen before its cache is removed
+    #[argh(option, default = "30")]
+    pub gc_component_idle_days: u64,
+
+    /// bytes of cached objects kept at most (0: no bound); past it the least
+    /// needed objects are removed first, a kubelet's node, pods and what
+    /// they use last of all
+    #[argh(option, default = "536870912")]
+    pub disk_cache_max_bytes: u64,
+
     /// seconds an offline watch is held when the client set no timeoutSeconds
     #[argh(option, default = "1800")]
     pub min_request_timeout: u64,
@@ -173,6 +190,7 @@ mod tests {
         assert_eq!(cli.max_requests_in_flight, 250);
         assert_eq!(cli.heartbeat_interval_seconds, 10);
         assert_eq!(cli.disk_cache_path, "/etc/kubernetes/cache/");
+        assert_eq!(cli.gc_frequency, 120);
     }
 
     #[test]

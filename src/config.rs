@@ -8,6 +8,13 @@ use std::time::Duration;
 use crate::balancer::LbMode;
 use crate::cli::Cli;
 
+/// The longest `--gc-frequency`: a week, in minutes.
+const MAX_GC_FREQUENCY_MINUTES: u64 = 7 * 24 * 60;
+/// The longest `--gc-component-idle-days`: ten years.
+const MAX_GC_COMPONENT_IDLE_DAYS: u64 = 3650;
+/// The smallest non-zero `--disk-cache-max-bytes`: 1 MiB.
+const MIN_DISK_CACHE_BYTES: u64 = 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkingMode {
     Edge,
@@ -41,6 +48,12 @@ pub struct Config {
     pub max_connections: u32,
     pub working_mode: WorkingMode,
     pub cache_agents: String,
+    /// How often garbage is collected.
+    pub gc_period: Duration,
+    /// How long a component nobody named may go unseen.
+    pub gc_component_idle: Duration,
+    /// Bytes of cached objects kept at most; 0: no bound.
+    pub disk_cache_max_bytes: u64,
     pub min_request_timeout: Duration,
     pub ca_file: PathBuf,
     /// The client certificate in use: kubelet's, or with a join token the
@@ -163,6 +176,26 @@ impl Config {
         if cli.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
+        if !(1..=MAX_GC_FREQUENCY_MINUTES).contains(&cli.gc_frequency) {
+            return Err(invalid(
+                "gc-frequency",
+                format!("must be 1 to {MAX_GC_FREQUENCY_MINUTES} minutes"),
+            ));
+        }
+        if !(1..=MAX_GC_COMPONENT_IDLE_DAYS).contains(&cli.gc_component_idle_days) {
+            return Err(invalid(
+                "gc-component-idle-days",
+                format!("must be 1 to {MAX_GC_COMPONENT_IDLE_DAYS} days"),
+            ));
+        }
+        if cli.disk_cache_max_bytes != 0 && cli.disk_cache_max_bytes < MIN_DISK_CACHE_BYTES {
+            return Err(invalid(
+                "disk-cache-max-bytes",
+                format!(
+                    "must be 0 (no bound) or at least {MIN_DISK_CACHE_BYTES} (a node's pods and what they use)"
+                ),
+            ));
+        }
         let join_token = match cli.join_token.trim() {
             "" => None,
             token if is_bootstrap_token(token) => Some(token.to_string()),
@@ -224,6 +257,9 @@ impl Config {
             max_connections: cli.max_connections,
             working_mode,
             cache_agents: cli.cache_agents.clone(),
+            gc_period: Duration::from_secs(cli.gc_frequency * 60),
+            gc_component_idle: Duration::from_secs(cli.gc_component_idle_days * 24 * 3600),
+            disk_cache_max_bytes: cli.disk_cache_max_bytes,
             min_request_timeout: Duration::from_secs(cli.min_request_timeout),
             ca_file: PathBuf::from(&cli.kubelet_ca_file),
             client_cert_file: if join_token.is_some() {
@@ -387,6 +423,18 @@ mod tests {
             (
                 &["--server-addr", "https://a", "--node-name", "a/b"][..],
                 "node-name",
+            ),
+            (
+                &["--server-addr", "https://a", "--gc-frequency", "0"][..],
+                "gc-frequency",
+            ),
+            (
+                &["--server-addr", "https://a", "--gc-component-idle-days", "0"][..],
+                "gc-component-idle-days",
+            ),
+            (
+                &["--server-addr", "https://a", "--disk-cache-max-bytes", "1000"][..],
+                "disk-cache-max-bytes",
             ),
         ] {
             let err = config(args).unwrap_err();

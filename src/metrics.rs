@@ -19,6 +19,9 @@ const MAX_COMPONENTS: usize = 64;
 /// Longest label value taken from a request (a User-Agent, a path segment);
 /// a longer one is counted as `other`, so `/metrics` stays small.
 const MAX_LABEL_BYTES: usize = 64;
+/// Component/resource pairs the autonomy gauges name; the JSON report at
+/// `/v1/autonomy` has every one.
+const MAX_AUTONOMY_RESOURCES: usize = 500;
 
 type RequestKey = (String, &'static str, String, u16);
 
@@ -389,8 +392,158 @@ impl Metrics {
                 header(&mut out, name, "counter", help);
                 let _ = writeln!(out, "{name} {value}");
             }
+            render_upkeep(&mut out, cache);
+            render_autonomy(&mut out, &cache.autonomy(health.any_healthy()));
         }
         out
+    }
+}
+
+/// Garbage collection's and the disk quota's counters.
+fn render_upkeep(out: &mut String, cache: &Cache) {
+    let stats = &cache.stats;
+    let counters = [
+        (
+            "node_yurthub_cache_collections_total",
+            "garbage collections run",
+            stats.collections.load(Ordering::Relaxed),
+        ),
+        (
+            "node_yurthub_cache_quota_evicted_total",
+            "objects removed to stay under --disk-cache-max-bytes (not kept)",
+            stats.quota_evicted.load(Ordering::Relaxed),
+        ),
+        (
+            "node_yurthub_cache_quota_evicted_bytes_total",
+            "bytes of objects removed to stay under --disk-cache-max-bytes",
+            stats.quota_evicted_bytes.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    header(
+        out,
+        "node_yurthub_cache_collected_total",
+        "counter",
+        "objects (components for idle_component) garbage collection removed, by rule",
+    );
+    for (rule, count) in crate::cache::COLLECTION_RULES.iter().zip(&stats.collected) {
+        let _ = writeln!(
+            out,
+            "node_yurthub_cache_collected_total{{rule=\"{rule}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// The autonomy report's gauges (the same figures as `/v1/autonomy`).
+fn render_autonomy(out: &mut String, report: &crate::cache::autonomy::Report) {
+    header(
+        out,
+        "node_yurthub_cache_disk_bytes",
+        "gauge",
+        "bytes of cached object files (used) against --disk-cache-max-bytes (limit, 0: none)",
+    );
+    let _ = writeln!(
+        out,
+        "node_yurthub_cache_disk_bytes{{state=\"used\"}} {}\nnode_yurthub_cache_disk_bytes{{state=\"limit\"}} {}",
+        report.disk.used_bytes, report.disk.quota_bytes
+    );
+    header(
+        out,
+        "node_yurthub_autonomy_ready",
+        "gauge",
+        "1 if the component can restart offline with what the cache holds (see /v1/autonomy)",
+    );
+    for component in report.components.iter().take(MAX_COMPONENTS) {
+        let _ = writeln!(
+            out,
+            "node_yurthub_autonomy_ready{{component=\"{}\"}} {}",
+            escape(short_label(&component.name)),
+            u8::from(component.ready)
+        );
+    }
+    let rows: Vec<(&str, &crate::cache::autonomy::ResourceReport)> = report
+        .components
+        .iter()
+        .take(MAX_COMPONENTS)
+        .flat_map(|c| c.resources.iter().map(move |r| (c.name.as_str(), r)))
+        .take(MAX_AUTONOMY_RESOURCES)
+        .collect();
+    let labels = |component: &str, resource: &str| {
+        format!(
+            "component=\"{}\",resource=\"{}\"",
+            escape(short_label(component)),
+            escape(short_label(resource))
+        )
+    };
+    header(
+        out,
+        "node_yurthub_cache_objects",
+        "gauge",
+        "objects cached, by component and resource",
+    );
+    for (component, resource) in &rows {
+        let _ = writeln!(
+            out,
+            "node_yurthub_cache_objects{{{}}} {}",
+            labels(component, &resource.resource),
+            resource.objects
+        );
+    }
+    header(
+        out,
+        "node_yurthub_cache_lists",
+        "gauge",
+        "list shapes whose complete list the cache holds (complete) or not (incomplete)",
+    );
+    for (component, resource) in &rows {
+        let complete = resource.lists.iter().filter(|l| l.complete).count();
+        let labels = labels(component, &resource.resource);
+        let _ = writeln!(
+            out,
+            "node_yurthub_cache_lists{{{labels},state=\"complete\"}} {complete}\nnode_yurthub_cache_lists{{{labels},state=\"incomplete\"}} {}",
+            resource.lists.len() - complete
+        );
+    }
+    header(
+        out,
+        "node_yurthub_cache_newest_list_age_seconds",
+        "gauge",
+        "seconds since the newest complete list of the resource was stored",
+    );
+    for (component, resource) in &rows {
+        let newest = resource
+            .lists
+            .iter()
+            .filter(|l| l.complete)
+            .filter_map(|l| l.age_seconds)
+            .min();
+        if let Some(age) = newest {
+            let _ = writeln!(
+                out,
+                "node_yurthub_cache_newest_list_age_seconds{{{}}} {age}",
+                labels(component, &resource.resource)
+            );
+        }
+    }
+    header(
+        out,
+        "node_yurthub_cache_last_write_error_age_seconds",
+        "gauge",
+        "seconds since the resource's last failed cache write (quota removals included); absent if none",
+    );
+    for (component, resource) in &rows {
+        if let Some(error) = &resource.last_write_error {
+            let _ = writeln!(
+                out,
+                "node_yurthub_cache_last_write_error_age_seconds{{{}}} {}",
+                labels(component, &resource.resource),
+                error.seconds_ago
+            );
+        }
     }
 }
 

@@ -479,7 +479,7 @@ impl Offline {
                 let mut list_type = self.cache.any_list_type(collection).unwrap_or(ListType {
                     kind: "List".into(),
                     api_version: "v1".into(),
-                    encodings: Default::default(),
+                    ..Default::default()
                 });
                 list_type.encodings = accepted.iter().map(|e| e.extension().to_string()).collect();
                 list_type
@@ -713,7 +713,7 @@ mod tests {
     /// `/api` only aggregated, and a token for `default/default` bound to p1.
     fn offline() -> (tempfile::TempDir, Offline) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let cache = Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
         let write = |path: &str, bytes: &[u8]| cache.store.write(Path::new(path), bytes).unwrap();
         write("kubelet/pods/default/p1.json", POD.as_bytes());
         write(
@@ -735,6 +735,7 @@ mod tests {
                 kind: "PodList".into(),
                 api_version: "v1".into(),
                 encodings: ["json".to_string()].into(),
+                ..Default::default()
             },
         );
         write("kubelet/pods/_lists.json", &index.encode());

@@ -192,6 +192,11 @@ impl Proxy {
             return refuse(exchange, &Refusal::UpgradeNotRelayed);
         }
         let edge_cache = offline::is_edge_cache(exchange);
+        if let Some(cache) = &self.cache
+            && cache.is_cached_component(component, edge_cache)
+        {
+            cache.saw_component(component);
+        }
         let health = &self.upstream.health;
         // The offline answer, decided once, when no apiserver is known healthy.
         let mut decided = None;

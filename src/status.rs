@@ -70,6 +70,9 @@ pub enum Refusal {
     MethodNotAllowed(String),
     /// A path the endpoint does not serve.
     NoSuchEndpoint(String),
+    /// The cache cannot do what was asked now (cloud mode, the index being
+    /// built, the writer behind), with the reason.
+    CacheUnavailable(String),
     /// An offline answer that is a refusal (the code is its table row's).
     Offline { code: u16, message: String },
 }
@@ -89,6 +92,7 @@ impl Refusal {
             Refusal::Upstream { .. } => 502,
             Refusal::MethodNotAllowed(_) => 405,
             Refusal::NoSuchEndpoint(_) => 404,
+            Refusal::CacheUnavailable(_) => 503,
             Refusal::Offline { code, .. } => *code,
         }
     }
@@ -97,6 +101,7 @@ impl Refusal {
         match self {
             Refusal::BadRequest(message)
             | Refusal::NoHealthyApiserver(message)
+            | Refusal::CacheUnavailable(message)
             | Refusal::Offline { message, .. } => message.clone(),
             Refusal::TooManyInFlight => "too many requests in flight at the hub, retry later".into(),
             Refusal::HeadTooLargeToForward(size, limit) => format!(
@@ -186,6 +191,7 @@ mod tests {
             (upstream(true), 504),
             (Refusal::MethodNotAllowed("GET".into()), 405),
             (Refusal::NoSuchEndpoint("/x".into()), 404),
+            (Refusal::CacheUnavailable("busy".into()), 503),
             (
                 Refusal::Offline {
                     code: 403,

@@ -208,6 +208,50 @@ impl Store {
         }
     }
 
+    /// When a file was last written (Unix seconds), if it is a regular file
+    /// reached without a symbolic link.
+    pub fn modified(&self, relative: &Path) -> Option<i64> {
+        let metadata = fs::symlink_metadata(self.checked(relative).ok()?).ok()?;
+        let modified = metadata.is_file().then(|| metadata.modified().ok())??;
+        let seconds = modified.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        i64::try_from(seconds).ok()
+    }
+
+    /// Removes a directory and everything in it, durably; returns how many
+    /// entries were removed. A symbolic link inside is removed itself, never
+    /// followed; a directory reached through one is refused.
+    pub fn remove_tree(&self, relative: &Path) -> io::Result<usize> {
+        let top = self.checked_dir(relative)?;
+        let mut dirs = vec![top.clone()];
+        let mut removed = 0;
+        let mut i = 0;
+        while i < dirs.len() {
+            let dir = dirs[i].clone();
+            i += 1;
+            for entry in read_dir_sorted(&dir) {
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(entry.path()),
+                    Ok(_) => {
+                        fs::remove_file(entry.path())?;
+                        removed += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for dir in dirs.iter().rev() {
+            match fs::remove_dir(dir) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(parent) = top.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(removed)
+    }
+
     /// Moves a damaged file aside, where it is never served, and counts it.
     /// A symbolic link is moved itself; its target is never touched.
     pub fn quarantine(&self, relative: &Path, why: &str) {

@@ -59,6 +59,17 @@ impl Agents {
             || configmap.contains(component)
     }
 
+    /// Whether a component is named as an agent (by the defaults, the flag
+    /// or the ConfigMap): `*` caches everyone but names nobody, so garbage
+    /// collection may still remove a component it alone caches.
+    pub fn is_named(&self, component: &str) -> bool {
+        let configmap = self
+            .from_configmap
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        component != "*" && (self.fixed.contains(component) || configmap.contains(component))
+    }
+
     /// Replaces the ConfigMap's contribution; returns whether it changed.
     pub fn set_from_configmap(&self, list: &str) -> bool {
         let parsed = parse_list(list);
@@ -148,8 +159,10 @@ mod tests {
     }
 
     #[test]
-    fn star_means_everyone() {
+    fn star_means_everyone_but_names_nobody() {
         assert!(Agents::new("*").is_agent("anything"));
+        assert!(!Agents::new("*").is_named("anything"));
+        assert!(Agents::new("*").is_named("kubelet"));
         let agents = Agents::new("");
         agents.set_from_configmap("*");
         assert!(agents.is_agent("anything"));

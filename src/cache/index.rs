@@ -4,7 +4,9 @@
 //! collection and encoding, per object file: its resourceVersion, labels and
 //! the values of the fields node components select on, and its bytes while
 //! the bytes of all of them fit `MAX_INDEXED_BYTES` (the rest is read from
-//! its file when selected).
+//! its file when selected). Its file's size and when it was written, too:
+//! garbage collection, the disk quota and the autonomy report are decided
+//! from here, never by walking the disk.
 //!
 //! It is built in the background at start; until it is complete, lists read
 //! the directory as before. The writer thread is the only writer of the cache
@@ -49,6 +51,11 @@ struct Entry {
     /// when the object cannot be read as fields (no field selector matches).
     fields: Option<[Box<str>; 3]>,
     bytes: Option<Arc<[u8]>>,
+    /// The file's length, for the disk quota.
+    size: u64,
+    /// When the file was written (Unix seconds; at start, its mtime): how
+    /// old an event is, and which objects the quota removes first.
+    written_at: i64,
 }
 
 impl Entry {
@@ -91,6 +98,8 @@ struct State {
     touched: Option<HashSet<PathBuf>>,
     bytes_held: usize,
     cost: usize,
+    /// The sum of the entries' `size`.
+    disk_bytes: u64,
 }
 
 impl Default for State {
@@ -103,6 +112,7 @@ impl Default for State {
             touched: None,
             bytes_held: 0,
             cost: 0,
+            disk_bytes: 0,
         }
     }
 }
@@ -123,8 +133,39 @@ pub(super) struct Index {
     ready: Condvar,
 }
 
+/// One indexed object file, as garbage collection, the disk quota and the
+/// autonomy report see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Indexed {
+    /// Its collection's directory (`{component}/{resource-dir}`).
+    pub dir: PathBuf,
+    pub encoding: Encoding,
+    /// Its namespace directory, `None` when cluster-scoped.
+    pub namespace: Option<String>,
+    /// Its file name.
+    pub file: String,
+    /// `metadata.name` and `spec.nodeName` (empty when it has none).
+    pub name: Box<str>,
+    pub node_name: Box<str>,
+    pub resource_version: u64,
+    pub size: u64,
+    pub written_at: i64,
+}
+
+impl Indexed {
+    /// Its file, relative to the cache root.
+    pub fn path(&self) -> PathBuf {
+        file_path(&self.dir, self.namespace.as_deref(), &self.file)
+    }
+}
+
 /// What an object file holds, as the index keeps it.
-fn entry_for(encoding: Encoding, bytes: &[u8], keep_bytes: bool) -> Option<Entry> {
+fn entry_for(
+    encoding: Encoding,
+    bytes: &[u8],
+    keep_bytes: bool,
+    written_at: i64,
+) -> Option<Entry> {
     let meta = encoding.decode_meta(bytes).ok()?;
     let fields = encoding.to_value(bytes).ok().map(|value| {
         INDEXED_FIELDS.map(|path| Box::<str>::from(field_value(&value, path).as_ref()))
@@ -134,6 +175,8 @@ fn entry_for(encoding: Encoding, bytes: &[u8], keep_bytes: bool) -> Option<Entry
         labels: meta.labels,
         fields,
         bytes: keep_bytes.then(|| Arc::from(bytes)),
+        size: bytes.len() as u64,
+        written_at,
     })
 }
 
@@ -190,23 +233,24 @@ impl Index {
         state.touched = Some(HashSet::new());
     }
 
-    /// Ends a build with what it read of one collection (in any order); a
-    /// file the writer touched meanwhile keeps what the writer said.
+    /// Adds what a build read of one collection (in any order): each file
+    /// with its bytes and when it was written; a file the writer touched
+    /// meanwhile keeps what the writer said.
     pub fn add_built(
         &self,
         collection_dir: &Path,
         encoding: Encoding,
-        built: Vec<(PathBuf, Vec<u8>)>,
+        built: Vec<(PathBuf, Vec<u8>, i64)>,
     ) {
         let mut state = self.lock();
-        for (path, bytes) in built {
+        for (path, bytes, written_at) in built {
             if state.given_up || state.touched.as_ref().is_some_and(|t| t.contains(&path)) {
                 continue;
             }
             let keep = state.bytes_held + bytes.len() <= state.bytes_cap;
             if let (Some(key), Some(entry)) = (
                 file_key(collection_dir, &path),
-                entry_for(encoding, &bytes, keep),
+                entry_for(encoding, &bytes, keep, written_at),
             ) {
                 state.insert(collection_dir, encoding, key, entry);
             }
@@ -223,6 +267,18 @@ impl Index {
 
     /// The writer wrote `bytes` to an object file of a collection.
     pub fn put(&self, collection_dir: &Path, encoding: Encoding, path: &Path, bytes: &[u8]) {
+        self.put_at(collection_dir, encoding, path, bytes, crate::codec::time::now_unix());
+    }
+
+    /// `put`, written at `written_at` (Unix seconds).
+    pub fn put_at(
+        &self,
+        collection_dir: &Path,
+        encoding: Encoding,
+        path: &Path,
+        bytes: &[u8],
+        written_at: i64,
+    ) {
         let mut state = self.lock();
         state.touch(path);
         let Some(key) = file_key(collection_dir, path) else {
@@ -235,7 +291,7 @@ impl Index {
             .and_then(|e| e.bytes.as_ref())
             .map_or(0, |b| b.len());
         let keep = state.bytes_held - held_now + bytes.len() <= state.bytes_cap;
-        match entry_for(encoding, bytes, keep) {
+        match entry_for(encoding, bytes, keep, written_at) {
             Some(entry) => state.insert(collection_dir, encoding, key, entry),
             // Nothing an offline answer could serve: as if it were absent.
             None => state.remove(collection_dir, encoding, &key),
@@ -248,6 +304,24 @@ impl Index {
         state.touch(path);
         if let Some(key) = file_key(collection_dir, path) {
             state.remove(collection_dir, encoding, &key);
+        }
+    }
+
+    /// Every collection under a directory (a component's) is gone.
+    pub fn remove_under(&self, dir: &Path) {
+        let mut state = self.lock();
+        let gone: Vec<CollectionKey> = state
+            .collections
+            .keys()
+            .filter(|(collection_dir, _)| collection_dir.starts_with(dir))
+            .cloned()
+            .collect();
+        for key in gone {
+            let files: Vec<FileKey> = state.collections[&key].keys().cloned().collect();
+            for file in files {
+                state.remove(&key.0, key.1, &file);
+            }
+            state.collections.remove(&key);
         }
     }
 
@@ -284,48 +358,107 @@ impl Index {
         if !state.ready {
             return None;
         }
-        let Some(entries) = state
-            .collections
-            .get(&(collection_dir.to_path_buf(), encoding))
-        else {
-            return Some(Vec::new());
-        };
-        let mut out = Vec::new();
-        // One namespace is a range of the map (namespaces sort together),
-        // so a list of `default` does not walk the other namespaces' objects.
-        let selected: Box<dyn Iterator<Item = (&FileKey, &Entry)>> = match namespace {
-            Some(namespace) => Box::new(
-                entries
-                    .range((Some(namespace.to_string()), String::new())..)
-                    .take_while(move |((entry_namespace, _), _)| {
-                        entry_namespace.as_deref() == Some(namespace)
-                    }),
-            ),
-            None => Box::new(entries.iter()),
-        };
-        for ((entry_namespace, file), entry) in selected {
-            let decided = match matches(entry, labels, fields) {
-                Some(false) => continue,
-                Some(true) => true,
-                None => false,
-            };
-            // The file is only read when its bytes are not held here.
-            let mut path = PathBuf::new();
-            if entry.bytes.is_none() {
-                path.push(collection_dir);
-                if let Some(entry_namespace) = entry_namespace {
-                    path.push(entry_namespace);
-                }
-                path.push(file);
+        let found = state.select(collection_dir, encoding, namespace, labels, fields);
+        Some(
+            found
+                .map(|((entry_namespace, file), entry, decided)| {
+                    // The file is only read when its bytes are not held here.
+                    let mut path = PathBuf::new();
+                    if entry.bytes.is_none() {
+                        path = file_path(collection_dir, entry_namespace.as_deref(), file);
+                    }
+                    Candidate {
+                        path,
+                        resource_version: entry.resource_version,
+                        bytes: entry.bytes.clone(),
+                        decided,
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Once the index is complete, the files of a collection a list of this
+    /// shape returns, each with its resourceVersion; a file whose match only
+    /// its bytes could decide is left out (`undecided` counts them).
+    pub fn shape_files(
+        &self,
+        collection_dir: &Path,
+        encoding: Encoding,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Option<ShapeFiles> {
+        let state = self.lock();
+        if !state.ready {
+            return None;
+        }
+        let mut out = ShapeFiles::default();
+        for ((entry_namespace, file), entry, decided) in
+            state.select(collection_dir, encoding, namespace, labels, fields)
+        {
+            if decided {
+                let path = file_path(collection_dir, entry_namespace.as_deref(), file);
+                out.files.push((path, entry.resource_version));
+            } else {
+                out.undecided += 1;
             }
-            out.push(Candidate {
-                path,
-                resource_version: entry.resource_version,
-                bytes: entry.bytes.clone(),
-                decided,
-            });
         }
         Some(out)
+    }
+
+    /// Whether an indexed file would be returned by a list of this shape:
+    /// `None` when the index does not hold it or cannot tell.
+    pub fn file_matches(
+        &self,
+        collection_dir: &Path,
+        encoding: Encoding,
+        path: &Path,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Option<bool> {
+        let key = file_key(collection_dir, path)?;
+        let state = self.lock();
+        let entry = state
+            .collections
+            .get(&(collection_dir.to_path_buf(), encoding))?
+            .get(&key)?;
+        matches(entry, labels, fields)
+    }
+
+    /// Once the index is complete, every object file it holds, and the sum
+    /// of their sizes.
+    pub fn objects(&self) -> Option<(Vec<Indexed>, u64)> {
+        let state = self.lock();
+        if !state.ready {
+            return None;
+        }
+        let mut out = Vec::new();
+        for ((dir, encoding), entries) in &state.collections {
+            for ((namespace, file), entry) in entries {
+                let field = |i: usize| -> Box<str> {
+                    entry.fields.as_ref().map_or_else(Box::default, |f| f[i].clone())
+                };
+                out.push(Indexed {
+                    dir: dir.clone(),
+                    encoding: *encoding,
+                    namespace: namespace.clone(),
+                    file: file.clone(),
+                    name: field(0),
+                    node_name: field(2),
+                    resource_version: entry.resource_version,
+                    size: entry.size,
+                    written_at: entry.written_at,
+                });
+            }
+        }
+        Some((out, state.disk_bytes))
+    }
+
+    /// The bytes of every indexed file, once the index is complete.
+    pub fn disk_bytes(&self) -> Option<u64> {
+        let state = self.lock();
+        state.ready.then_some(state.disk_bytes)
     }
 
     /// Waits (at most `timeout`) for the index to be complete.
@@ -358,7 +491,64 @@ impl Index {
     }
 }
 
+/// The file of an entry, relative to the cache root.
+fn file_path(collection_dir: &Path, namespace: Option<&str>, file: &str) -> PathBuf {
+    let mut path = collection_dir.to_path_buf();
+    if let Some(namespace) = namespace {
+        path.push(namespace);
+    }
+    path.push(file);
+    path
+}
+
+/// An entry a list may return, and whether the index decided the selector.
+type Selected<'a> = (&'a FileKey, &'a Entry, bool);
+
+/// The files an answer to a list selects, for a list's answer or its count.
+#[derive(Debug, Default)]
+pub(super) struct ShapeFiles {
+    pub files: Vec<(PathBuf, u64)>,
+    pub undecided: usize,
+}
+
 impl State {
+    /// The entries of a collection (of one namespace, or all) the selectors
+    /// may choose, in a directory read's order.
+    fn select<'a>(
+        &'a self,
+        collection_dir: &Path,
+        encoding: Encoding,
+        namespace: Option<&'a str>,
+        labels: &'a LabelSelector,
+        fields: &'a FieldSelector,
+    ) -> Box<dyn Iterator<Item = Selected<'a>> + 'a> {
+        let Some(entries) = self
+            .collections
+            .get(&(collection_dir.to_path_buf(), encoding))
+        else {
+            return Box::new(std::iter::empty());
+        };
+        // One namespace is a range of the map (namespaces sort together),
+        // so a list of `default` does not walk the other namespaces' objects.
+        let in_scope: Box<dyn Iterator<Item = (&FileKey, &Entry)>> = match namespace {
+            Some(namespace) => Box::new(
+                entries
+                    .range((Some(namespace.to_string()), String::new())..)
+                    .take_while(move |((entry_namespace, _), _)| {
+                        entry_namespace.as_deref() == Some(namespace)
+                    }),
+            ),
+            None => Box::new(entries.iter()),
+        };
+        Box::new(
+            in_scope.filter_map(move |(key, entry)| match matches(entry, labels, fields) {
+                Some(false) => None,
+                Some(true) => Some((key, entry, true)),
+                None => Some((key, entry, false)),
+            }),
+        )
+    }
+
     fn touch(&mut self, path: &Path) {
         if let Some(touched) = &mut self.touched {
             touched.insert(path.to_path_buf());
@@ -372,6 +562,7 @@ impl State {
         self.remove(collection_dir, encoding, &key);
         self.cost += entry.cost(&key);
         self.bytes_held += entry.bytes.as_ref().map_or(0, |b| b.len());
+        self.disk_bytes += entry.size;
         if self.cost > MAX_INDEX_COST {
             log::warn!(
                 "the cache index outgrew {MAX_INDEX_COST} bytes; offline lists read the directory"
@@ -400,6 +591,7 @@ impl State {
         if let Some(old) = entries.remove(key) {
             self.cost -= old.cost(key);
             self.bytes_held -= old.bytes.as_ref().map_or(0, |b| b.len());
+            self.disk_bytes -= old.size;
         }
     }
 }
@@ -433,7 +625,7 @@ mod tests {
         let none = LabelSelector::parse("").unwrap();
         for object in &objects {
             let bytes = serde_json::to_vec(object).unwrap();
-            let entry = entry_for(Encoding::Json, &bytes, false).unwrap();
+            let entry = entry_for(Encoding::Json, &bytes, false, 0).unwrap();
             for selector in selectors {
                 let Ok(fields) = FieldSelector::parse(selector) else {
                     continue;
@@ -447,7 +639,7 @@ mod tests {
         }
         let other = FieldSelector::parse("status.phase=Running").unwrap();
         let bytes = serde_json::to_vec(&objects[0]).unwrap();
-        let entry = entry_for(Encoding::Json, &bytes, false).unwrap();
+        let entry = entry_for(Encoding::Json, &bytes, false, 0).unwrap();
         assert_eq!(matches(&entry, &none, &other), None, "the bytes decide");
     }
 
@@ -460,7 +652,7 @@ mod tests {
         index.set_bytes_cap(0);
         index.begin_build();
         let dir = Path::new("kubelet/pods");
-        let built: Vec<(PathBuf, Vec<u8>)> = (0..10_000)
+        let built: Vec<(PathBuf, Vec<u8>, i64)> = (0..10_000)
             .map(|i| {
                 let name = format!("workload-{i:05}-5d8f7c9b4-abcdefghijklmnop");
                 let namespace = format!("team-{:02}", i % 40);
@@ -475,6 +667,7 @@ mod tests {
                 (
                     dir.join(&namespace).join(format!("{name}.json")),
                     serde_json::to_vec(&object).unwrap(),
+                    0,
                 )
             })
             .collect();

@@ -178,8 +178,13 @@ impl Collection {
 
     /// The list-shape index of this collection.
     pub fn lists_path(&self) -> PathBuf {
-        self.dir().join("_lists.json")
+        lists_path_in(&self.dir())
     }
+}
+
+/// The list-shape index of a collection directory.
+pub fn lists_path_in(collection_dir: &std::path::Path) -> PathBuf {
+    collection_dir.join("_lists.json")
 }
 
 /// The file of a cached discovery document (`/version`, `/api`, `/apis/apps/v1`, ...).

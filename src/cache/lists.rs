@@ -2,11 +2,15 @@
 //! component has made of a collection, so that offline a list is answered only
 //! in a shape that was really listed, and so that a fresh list can remove the
 //! objects the same shape no longer returns. Kept per collection in
-//! `_lists.json`; also the bookkeeping of multi-page lists.
+//! `_lists.json`, and in memory (`Listings`) for garbage collection and the
+//! autonomy report, which must not read the disk; also the bookkeeping of
+//! multi-page lists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::codec::Encoding;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,17 +30,35 @@ impl ListShape {
     pub fn key(&self) -> String {
         serde_json::json!([self.namespace, self.label_selector, self.field_selector]).to_string()
     }
+
+    /// The shape an index key stands for.
+    pub fn from_key(key: &str) -> Option<ListShape> {
+        let [namespace, label_selector, field_selector] =
+            serde_json::from_str::<[String; 3]>(key).ok()?;
+        Some(ListShape {
+            namespace,
+            label_selector,
+            field_selector,
+        })
+    }
 }
 
 /// The type of the list a shape returned, to answer it again offline, and the
 /// encodings (file extensions) it was listed in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListType {
     pub kind: String,
     #[serde(rename = "apiVersion")]
     pub api_version: String,
     #[serde(default)]
     pub encodings: std::collections::BTreeSet<String>,
+    /// When the last complete list of the shape was stored (Unix seconds;
+    /// 0: recorded by a version that did not keep it).
+    #[serde(default, rename = "listedAt")]
+    pub listed_at: i64,
+    /// That list's resourceVersion (0: unknown).
+    #[serde(default, rename = "resourceVersion")]
+    pub resource_version: u64,
 }
 
 /// `_lists.json`: every shape listed, with its list type.
@@ -57,6 +79,124 @@ impl ShapeIndex {
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What the hub knows of one shape's lists, in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRecord {
+    /// Whether the cache holds a complete list of the shape (the last one
+    /// stored whole, and none of its objects removed since by the quota).
+    pub complete: bool,
+    /// When the last complete list was stored (Unix seconds; 0: unknown).
+    pub listed_at: i64,
+    pub resource_version: u64,
+    /// The encodings (file extensions) it was listed in.
+    pub encodings: BTreeSet<String>,
+    /// The files of the last complete list, in the encoding it came in:
+    /// known for lists stored since the start only (not kept on disk).
+    pub members: Option<(Encoding, Arc<BTreeSet<PathBuf>>)>,
+}
+
+impl ListRecord {
+    fn from_type(list_type: &ListType) -> ListRecord {
+        ListRecord {
+            complete: true,
+            listed_at: list_type.listed_at,
+            resource_version: list_type.resource_version,
+            encodings: list_type.encodings.clone(),
+            members: None,
+        }
+    }
+}
+
+/// Every collection's shapes, by collection directory.
+pub type ShapeBook = BTreeMap<PathBuf, BTreeMap<ListShape, ListRecord>>;
+
+/// The list shapes of every collection, in memory: loaded from the
+/// `_lists.json` files by the start-up scan, then kept by the writer, so
+/// that upkeep and the report never read them from disk.
+#[derive(Default)]
+pub struct Listings {
+    book: Mutex<ShapeBook>,
+}
+
+impl Listings {
+    /// What a collection's `_lists.json` says (the start-up scan).
+    pub fn load(&self, collection_dir: &Path, index: &ShapeIndex) {
+        let shapes = index
+            .shapes
+            .iter()
+            .filter_map(|(key, list_type)| {
+                Some((ListShape::from_key(key)?, ListRecord::from_type(list_type)))
+            })
+            .collect();
+        self.lock().insert(collection_dir.to_path_buf(), shapes);
+    }
+
+    /// A complete list of a shape was stored, with its objects' files.
+    pub fn stored(
+        &self,
+        collection_dir: &Path,
+        shape: &ListShape,
+        list_type: &ListType,
+        members: (Encoding, Arc<BTreeSet<PathBuf>>),
+    ) {
+        let mut record = ListRecord::from_type(list_type);
+        record.members = Some(members);
+        self.lock()
+            .entry(collection_dir.to_path_buf())
+            .or_default()
+            .insert(shape.clone(), record);
+    }
+
+    /// A list of a shape arrived but not all of its objects could be stored.
+    pub fn incomplete(&self, collection_dir: &Path, shape: &ListShape) {
+        let mut book = self.lock();
+        let shapes = book.entry(collection_dir.to_path_buf()).or_default();
+        match shapes.get_mut(shape) {
+            Some(record) => record.complete = false,
+            None => {
+                shapes.insert(
+                    shape.clone(),
+                    ListRecord {
+                        complete: false,
+                        listed_at: 0,
+                        resource_version: 0,
+                        encodings: BTreeSet::new(),
+                        members: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Shapes of a collection that no longer answer offline.
+    pub fn forget(&self, collection_dir: &Path, shapes: &[ListShape]) {
+        if let Some(known) = self.lock().get_mut(collection_dir) {
+            for shape in shapes {
+                known.remove(shape);
+            }
+        }
+    }
+
+    /// Every collection under a directory (a component's) is gone.
+    pub fn forget_under(&self, dir: &Path) {
+        self.lock().retain(|collection_dir, _| !collection_dir.starts_with(dir));
+    }
+
+    /// The shapes of one collection.
+    pub fn of(&self, collection_dir: &Path) -> BTreeMap<ListShape, ListRecord> {
+        self.lock().get(collection_dir).cloned().unwrap_or_default()
+    }
+
+    /// Everything, as it is now (members are shared, not copied).
+    pub fn snapshot(&self) -> ShapeBook {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ShapeBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -239,9 +379,25 @@ mod tests {
                 kind: "PodList".into(),
                 api_version: "v1".into(),
                 encodings: ["pb".to_string()].into(),
+                listed_at: 1_700_000_000,
+                resource_version: 42,
             },
         );
         assert_eq!(ShapeIndex::parse(&index.encode()), Some(index));
+        // A file of an earlier version (no time, no resourceVersion) still reads.
+        let older = br#"{"version":1,"shapes":{"[\"\",\"\",\"\"]":{"kind":"PodList","apiVersion":"v1"}}}"#;
+        let parsed = ShapeIndex::parse(older).unwrap();
+        assert_eq!(parsed.shapes.values().next().unwrap().listed_at, 0);
+        assert_eq!(
+            ListShape::from_key(parsed.shapes.keys().next().unwrap()),
+            Some(ListShape {
+                namespace: String::new(),
+                label_selector: String::new(),
+                field_selector: String::new(),
+            })
+        );
+        assert_eq!(ListShape::from_key(&shape().key()), Some(shape()));
+        assert_eq!(ListShape::from_key("garbage"), None);
         assert_eq!(ShapeIndex::parse(br#"{"version":99,"shapes":{}}"#), None);
         assert_eq!(ShapeIndex::parse(b"garbage"), None);
     }

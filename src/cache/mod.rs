@@ -8,10 +8,15 @@
 //! lists are selected from (`index`).
 //! `agents` is who is cached, `key` where things live, `lists` the list
 //! shapes seen, `discovery` and `tokens` the hub's own records; the durable
-//! file operations are `crate::store`.
+//! file operations are `crate::store`. Over time: `gc` decides what garbage
+//! collection and the disk quota remove (pure), `upkeep` applies it on the
+//! writer thread, `autonomy` reports what the cache holds for each
+//! component and whether it can restart offline.
 
 pub mod agents;
+pub mod autonomy;
 pub mod discovery;
+mod gc;
 mod index;
 pub mod key;
 pub mod lists;
@@ -19,15 +24,17 @@ mod plan;
 mod queue;
 mod tee;
 pub mod tokens;
+mod upkeep;
 mod writer;
 
 use crate::budget::Reservation;
 use std::io;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::codec::Encoding;
 use crate::codec::time::now_unix;
@@ -38,13 +45,58 @@ use agents::Agents;
 use discovery::DocumentType;
 use index::Index;
 use key::Collection;
-use lists::{ListShape, ListType, PagedLists, ShapeIndex};
+use lists::{ListShape, ListType, Listings, PagedLists, ShapeIndex};
 use queue::WriteQueue;
-use tokens::{TokenOwner, TokenRecord};
+use tokens::{TokenBook, TokenOwner, TokenRecord};
 use writer::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS};
 
 pub use plan::shape_of;
 pub use tee::Tee;
+pub use upkeep::CollectionSummary;
+
+/// Garbage collection's rules as metric labels, in `CacheStats::collected`'s order.
+pub const COLLECTION_RULES: [&str; 4] = [
+    gc::Rule::ALL[0].name(),
+    gc::Rule::ALL[1].name(),
+    gc::Rule::ALL[2].name(),
+    gc::Rule::ALL[3].name(),
+];
+
+/// Components whose last request is remembered (the rest are judged by
+/// their newest file), and collections whose last write error is.
+const MAX_REMEMBERED: usize = 4096;
+
+/// How the cache is kept over months: the node it serves, its disk quota,
+/// when a component nobody named is idle, how often garbage is collected.
+#[derive(Debug, Clone)]
+pub struct Upkeep {
+    pub node_name: String,
+    /// Bytes of object files the cache may hold; 0: no bound.
+    pub quota_bytes: u64,
+    /// A component neither named as an agent nor a kubelet, unseen this
+    /// long, leaves the cache.
+    pub component_idle: Duration,
+    /// `None`: garbage is collected only when asked (`POST /v1/gc`).
+    pub gc_period: Option<Duration>,
+}
+
+impl Default for Upkeep {
+    fn default() -> Upkeep {
+        Upkeep {
+            node_name: String::new(),
+            quota_bytes: 0,
+            component_idle: Duration::from_secs(30 * 24 * 3600),
+            gc_period: None,
+        }
+    }
+}
+
+/// The last failed write of a collection: when (Unix seconds) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteError {
+    pub at: i64,
+    pub message: String,
+}
 
 /// Counters for the metrics.
 #[derive(Default)]
@@ -63,6 +115,12 @@ pub struct CacheStats {
     /// Streaming lists whose initial events were stored and reconciled as a
     /// complete list.
     pub streamed_lists: AtomicU64,
+    /// Objects garbage collection removed, by `gc::Rule::ALL`'s order.
+    pub collected: [AtomicU64; 4],
+    pub collections: AtomicU64,
+    /// Objects (and their bytes) removed to stay under the disk quota.
+    pub quota_evicted: AtomicU64,
+    pub quota_evicted_bytes: AtomicU64,
 }
 
 pub struct Cache {
@@ -73,6 +131,17 @@ pub struct Cache {
     index: Index,
     pub stats: CacheStats,
     last_drop_log: Mutex<Option<Instant>>,
+    pub upkeep: Upkeep,
+    /// Every collection's list shapes, in memory.
+    listings: Listings,
+    /// The token records kept, in memory.
+    tokens_kept: TokenBook,
+    /// When each component's last cached request arrived (Unix seconds).
+    seen: Mutex<BTreeMap<String, i64>>,
+    /// Each collection's last failed write.
+    write_errors: Mutex<BTreeMap<PathBuf, WriteError>>,
+    last_collection: Mutex<Option<CollectionSummary>>,
+    last_quota_log: Mutex<Option<Instant>>,
 }
 
 /// One object of a list answer: shared with the index when it holds the
@@ -80,10 +149,12 @@ pub struct Cache {
 pub type Item = std::sync::Arc<[u8]>;
 
 impl Cache {
-    /// Opens the cache root and starts the writer and the start-up scan. The
-    /// cache can be read at once; the scan cleans up in the background.
-    pub fn start(root: &Path, agents: Agents) -> io::Result<Arc<Cache>> {
+    /// Opens the cache root and starts the writer, the start-up scan and
+    /// (with a period) garbage collection. The cache can be read at once;
+    /// the scan cleans up in the background.
+    pub fn start(root: &Path, agents: Agents, upkeep: Upkeep) -> io::Result<Arc<Cache>> {
         let store = Store::open(root)?;
+        let gc_period = upkeep.gc_period;
         let cache = Arc::new(Cache {
             store,
             agents,
@@ -92,6 +163,13 @@ impl Cache {
             index: Index::default(),
             stats: CacheStats::default(),
             last_drop_log: Mutex::new(None),
+            upkeep,
+            listings: Listings::default(),
+            tokens_kept: TokenBook::default(),
+            seen: Mutex::new(BTreeMap::new()),
+            write_errors: Mutex::new(BTreeMap::new()),
+            last_collection: Mutex::new(None),
+            last_quota_log: Mutex::new(None),
         });
         let writer = cache.clone();
         thread::Builder::new()
@@ -115,8 +193,53 @@ impl Cache {
                 "cache index: {indexed} objects in {:?}",
                 started.elapsed()
             );
+            // A cache over its quota (a smaller one was set) shrinks now.
+            scanner.enqueue(writer::Op::Upkeep {
+                collect: false,
+                done: None,
+            });
         })?;
+        if let Some(period) = gc_period {
+            let collector = cache.clone();
+            thread::Builder::new()
+                .name("yh-cache-gc".into())
+                .spawn(move || {
+                    loop {
+                        thread::sleep(period);
+                        collector.enqueue(writer::Op::Upkeep {
+                            collect: true,
+                            done: None,
+                        });
+                    }
+                })?;
+        }
         Ok(cache)
+    }
+
+    /// A cached component made a request now: it is not idle.
+    pub fn saw_component(&self, component: &str) {
+        let now = now_unix();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let name = key::stored_segment(component);
+        if let Some(at) = seen.get_mut(name.as_ref()) {
+            *at = now;
+        } else if seen.len() < MAX_REMEMBERED {
+            seen.insert(name.into_owned(), now);
+        }
+    }
+
+    /// Remembers a collection's failed write (for the autonomy report).
+    fn note_write_error(&self, collection_dir: &Path, message: String) {
+        let mut errors = self.write_errors.lock().unwrap_or_else(|e| e.into_inner());
+        if errors.len() < MAX_REMEMBERED || errors.contains_key(collection_dir) {
+            errors.insert(
+                collection_dir.to_path_buf(),
+                WriteError {
+                    at: now_unix(),
+                    message,
+                },
+            );
+        }
     }
 
     /// Whether a component's requests are cached (an agent, or `Edge-Cache: true`).
@@ -308,14 +431,24 @@ impl Cache {
                     resource_dir,
                 };
                 let dir = collection.dir();
+                if let Some(shapes) = self
+                    .store
+                    .read(&collection.lists_path())
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| ShapeIndex::parse(&bytes))
+                {
+                    self.listings.load(&dir, &shapes);
+                }
                 for encoding in [Encoding::Json, Encoding::Protobuf] {
                     let paths = self.store.list_objects(&dir, None, encoding.extension());
                     for batch in paths.chunks(BATCH) {
-                        let read: Vec<(std::path::PathBuf, Vec<u8>)> = batch
+                        let read: Vec<(PathBuf, Vec<u8>, i64)> = batch
                             .iter()
                             .filter_map(|path| {
                                 let bytes = self.read_intact(&collection, path, encoding)?;
-                                Some((path.clone(), bytes))
+                                let written_at = self.store.modified(path).unwrap_or(0);
+                                Some((path.clone(), bytes, written_at))
                             })
                             .collect();
                         indexed += read.len();
@@ -383,6 +516,7 @@ impl Cache {
             if self.store.remove(&path).unwrap_or(false) {
                 self.stats.tokens_expired.fetch_add(1, Ordering::Relaxed);
             }
+            self.tokens_kept.gone(&path);
             return None;
         }
         record.answer_for(spec, now, accepted)
@@ -445,7 +579,7 @@ mod tests {
 
     fn cache() -> (tempfile::TempDir, Arc<Cache>) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let cache = Cache::start(dir.path(), Agents::new(""), Upkeep::default()).unwrap();
         (dir, cache)
     }
 
@@ -613,7 +747,7 @@ mod tests {
         };
         // Files of an earlier run, found by the build; then the writer's work.
         {
-            let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+            let cache = Cache::start(dir.path(), Agents::new(""), Upkeep::default()).unwrap();
             assert!(cache.index.wait_ready(Duration::from_secs(10)));
             for (ns, name, node, app, phase) in [
                 ("a", "p1", "edge-1", "web", "Running"),
@@ -626,7 +760,7 @@ mod tests {
                     .unwrap();
             }
         }
-        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let cache = Cache::start(dir.path(), Agents::new(""), Upkeep::default()).unwrap();
         assert!(cache.index.wait_ready(Duration::from_secs(10)));
         assert_eq!(
             cache.index.sizes().0,
@@ -690,7 +824,7 @@ mod tests {
             .unwrap();
         let before = both_ways(&cache);
         drop(cache);
-        let restarted = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let restarted = Cache::start(dir.path(), Agents::new(""), Upkeep::default()).unwrap();
         assert!(restarted.index.wait_ready(Duration::from_secs(10)));
         assert_eq!(both_ways(&restarted), before, "the same after a restart");
     }
@@ -713,7 +847,7 @@ mod tests {
             ListType {
                 kind: "PersonList".into(),
                 api_version: "example.com/v1".into(),
-                encodings: Default::default(),
+                ..Default::default()
             },
         );
         cache

@@ -8,7 +8,9 @@
 //! holding the spec it answers, its expiry and the answer as the cloud sent it
 //! (hex, since protobuf answers are binary). Pure except the clock passed in.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +129,7 @@ impl TokenRecord {
     }
 
     pub fn is_expired(&self, now: i64) -> bool {
-        self.expires - MIN_VALIDITY_LEFT <= now
+        expired(self.expires, now)
     }
 
     /// The stored answer, if it answers `spec` at `now` in an encoding the
@@ -143,6 +145,53 @@ impl TokenRecord {
         }
         let encoding = *accepted.iter().find(|e| e.extension() == self.encoding)?;
         Some((encoding, from_hex(&self.answer)?))
+    }
+}
+
+/// Whether a token expiring at `expires` is no longer handed out at `now`.
+fn expired(expires: i64, now: i64) -> bool {
+    expires - MIN_VALIDITY_LEFT <= now
+}
+
+/// The records kept, in memory (file -> expiry), so the autonomy report
+/// counts them without reading the disk. Kept by whoever writes or removes
+/// a record (the writer, the start-up scan, an expired record's reader).
+#[derive(Default)]
+pub struct TokenBook {
+    records: Mutex<BTreeMap<PathBuf, i64>>,
+}
+
+impl TokenBook {
+    pub fn kept(&self, path: &Path, expires: i64) {
+        self.lock().insert(path.to_path_buf(), expires);
+    }
+
+    pub fn gone(&self, path: &Path) {
+        self.lock().remove(path);
+    }
+
+    /// Every record under a directory is gone.
+    pub fn forget_under(&self, dir: &Path) {
+        self.lock().retain(|path, _| !path.starts_with(dir));
+    }
+
+    /// Records still valid at `now`, by component directory.
+    pub fn valid_by_component(&self, now: i64) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (path, expires) in self.lock().iter() {
+            if expired(*expires, now) {
+                continue;
+            }
+            let component = path.components().nth(1);
+            if let Some(component) = component.and_then(|c| c.as_os_str().to_str()) {
+                *out.entry(component.to_string()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, i64>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

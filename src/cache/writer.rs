@@ -19,7 +19,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use super::key::Collection;
 use super::lists::{Gathered, ListShape, ListType, ShapeIndex};
 use super::tokens::{TokenOwner, TokenRecord};
-use super::{Cache, matches_shape};
+use super::{Cache, CollectionSummary, matches_shape};
 
 /// Bytes waiting for the writer (and being written); past it new work is
 /// dropped (and counted) unless it replaces a waiting copy of itself. Also
@@ -111,6 +111,12 @@ pub(super) enum Op {
         encoding: Encoding,
         body: Vec<u8>,
     },
+    /// Keep the cache under its quota and, with `collect`, collect garbage
+    /// (the summary goes to `done`; `None` while the index is not built).
+    Upkeep {
+        collect: bool,
+        done: Option<std::sync::mpsc::Sender<Option<CollectionSummary>>>,
+    },
 }
 
 impl Op {
@@ -120,7 +126,18 @@ impl Op {
             Op::List { body, .. } | Op::Discovery { body, .. } | Op::Token { body, .. } => {
                 body.len()
             }
-            Op::StreamedListEnd { .. } => 0,
+            Op::StreamedListEnd { .. } | Op::Upkeep { .. } => 0,
+        }
+    }
+
+    /// The collection the op writes to, if one.
+    fn collection(&self) -> Option<&Collection> {
+        match self {
+            Op::Upsert { collection, .. }
+            | Op::Delete { collection, .. }
+            | Op::List { collection, .. }
+            | Op::StreamedListEnd { collection, .. } => Some(collection),
+            Op::Discovery { .. } | Op::Token { .. } | Op::Upkeep { .. } => None,
         }
     }
 }
@@ -152,10 +169,15 @@ impl Cache {
     pub(super) fn write_loop(&self) {
         loop {
             let op = self.queue.pop();
+            let collection_dir = op.collection().map(Collection::dir);
             if let Err(e) = self.apply(op) {
                 self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("cache write failed: {e}");
+                if let Some(dir) = collection_dir {
+                    self.note_write_error(&dir, e.to_string());
+                }
             }
+            self.enforce_quota();
         }
     }
 
@@ -212,6 +234,16 @@ impl Cache {
                 encoding,
                 body,
             } => self.store_token(&owner, &spec, encoding, &body),
+            Op::Upkeep { collect, done } => {
+                self.enforce_quota();
+                if collect {
+                    let summary = self.collect_garbage();
+                    if let Some(done) = done {
+                        let _ = done.send(summary);
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -233,6 +265,7 @@ impl Cache {
         };
         if !record.is_expired(now_unix()) {
             self.store.write(&path, &record.encode())?;
+            self.tokens_kept.kept(&path, expires);
             self.stats.tokens_stored.fetch_add(1, Ordering::Relaxed);
         }
         self.remove_expired_tokens(&dir);
@@ -243,12 +276,18 @@ impl Cache {
     pub(super) fn remove_expired_tokens(&self, dir: &Path) {
         let now = now_unix();
         for path in self.store.files_under(dir) {
-            let expired = match self.store.read(&path) {
-                Ok(Some(bytes)) => TokenRecord::parse(&bytes).is_none_or(|r| r.is_expired(now)),
-                _ => false,
+            let record = match self.store.read(&path) {
+                Ok(Some(bytes)) => TokenRecord::parse(&bytes).filter(|r| !r.is_expired(now)),
+                _ => continue,
             };
-            if expired && self.store.remove(&path).unwrap_or(false) {
-                self.stats.tokens_expired.fetch_add(1, Ordering::Relaxed);
+            match record {
+                Some(record) => self.tokens_kept.kept(&path, record.expires),
+                None => {
+                    if self.store.remove(&path).unwrap_or(false) {
+                        self.stats.tokens_expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.tokens_kept.gone(&path);
+                }
             }
         }
     }
@@ -468,6 +507,7 @@ impl Cache {
         // An object left in place because its removal failed is the lesser
         // harm (what any offline answer risks) and does not stop the record.
         if complete.failed {
+            self.listings.incomplete(&collection.dir(), shape);
             return first_error.map_or(Ok(()), Err);
         }
         let index_path = collection.lists_path();
@@ -483,6 +523,8 @@ impl Cache {
             kind: list.kind,
             api_version: list.api_version,
             encodings: [encoding.extension().to_string()].into(),
+            listed_at: now_unix(),
+            resource_version: list.resource_version,
         };
         let known = index.shapes.get(&shape.key());
         if let Some(known) =
@@ -491,9 +533,12 @@ impl Cache {
             list_type.encodings.extend(known.encodings.iter().cloned());
         }
         if known != Some(&list_type) {
-            index.shapes.insert(shape.key(), list_type);
+            index.shapes.insert(shape.key(), list_type.clone());
             self.store.write(&index_path, &index.encode())?;
         }
+        let members = (encoding, Arc::new(complete.files.clone()));
+        self.listings
+            .stored(&collection.dir(), shape, &list_type, members);
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -506,7 +551,7 @@ mod tests {
 
     fn cache() -> (tempfile::TempDir, Arc<Cache>) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::start(dir.path(), Agents::new("")).unwrap();
+        let cache = Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
         (dir, cache)
     }
 
