@@ -108,8 +108,7 @@ impl<S: Stream> Handler<S> for Admin {
             (_, "/v1/gc") => refuse(exchange, &Refusal::MethodNotAllowed("POST".into())),
             (
                 _,
-                "/v1/healthz" | "/healthz" | "/v1/readyz" | "/readyz" | "/metrics"
-                | "/v1/autonomy",
+                "/v1/healthz" | "/healthz" | "/v1/readyz" | "/readyz" | "/metrics" | "/v1/autonomy",
             ) => {
                 refuse(exchange, &Refusal::MethodNotAllowed("GET".into()));
             }

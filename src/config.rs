@@ -429,11 +429,21 @@ mod tests {
                 "gc-frequency",
             ),
             (
-                &["--server-addr", "https://a", "--gc-component-idle-days", "0"][..],
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--gc-component-idle-days",
+                    "0",
+                ][..],
                 "gc-component-idle-days",
             ),
             (
-                &["--server-addr", "https://a", "--disk-cache-max-bytes", "1000"][..],
+                &[
+                    "--server-addr",
+                    "https://a",
+                    "--disk-cache-max-bytes",
+                    "1000",
+                ][..],
                 "disk-cache-max-bytes",
             ),
         ] {

@@ -713,7 +713,8 @@ mod tests {
     /// `/api` only aggregated, and a token for `default/default` bound to p1.
     fn offline() -> (tempfile::TempDir, Offline) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
+        let cache =
+            Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
         let write = |path: &str, bytes: &[u8]| cache.store.write(Path::new(path), bytes).unwrap();
         write("kubelet/pods/default/p1.json", POD.as_bytes());
         write(

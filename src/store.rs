@@ -222,6 +222,9 @@ impl Store {
     /// followed; a directory reached through one is refused.
     pub fn remove_tree(&self, relative: &Path) -> io::Result<usize> {
         let top = self.checked_dir(relative)?;
+        if !top.is_dir() {
+            return Ok(0);
+        }
         let mut dirs = vec![top.clone()];
         let mut removed = 0;
         let mut i = 0;
@@ -482,6 +485,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("cache")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_tree_is_removed_whole_without_following_a_link_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.write(Path::new("c/r/a/o.json"), b"{}").unwrap();
+        store.write(Path::new("c/r/_lists.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("c/r/link")).unwrap();
+        assert_eq!(store.remove_tree(Path::new("c")).unwrap(), 6);
+        assert!(!dir.path().join("c").exists());
+        assert!(
+            outside.path().join("keep").exists(),
+            "the link's target stays"
+        );
+        assert_eq!(store.remove_tree(Path::new("missing/x")).unwrap(), 0);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).unwrap();
+        assert!(store.remove_tree(Path::new("linked")).is_err());
+        assert!(outside.path().join("keep").exists());
     }
 
     #[test]

@@ -314,15 +314,15 @@ pub(super) fn report(facts: &Facts) -> Report {
                         holding.incomplete.push(resource.to_string());
                     }
                     if resource == "pods" && is_node_pod_list(shape, node) {
-                        holding.pod_list = Some(holding.pod_list.unwrap_or(false) || record.complete);
+                        holding.pod_list =
+                            Some(holding.pod_list.unwrap_or(false) || record.complete);
                     }
                     lists.push(ListReport {
                         namespace: shape.namespace.clone(),
                         label_selector: shape.label_selector.clone(),
                         field_selector: shape.field_selector.clone(),
                         complete: record.complete,
-                        age_seconds: (record.listed_at > 0)
-                            .then(|| facts.now - record.listed_at),
+                        age_seconds: (record.listed_at > 0).then(|| facts.now - record.listed_at),
                         objects: facts
                             .shape_objects
                             .get(&(dir.to_path_buf(), shape.clone()))
@@ -346,7 +346,10 @@ pub(super) fn report(facts: &Facts) -> Report {
             let (ready, verdict) = if index_ready {
                 verdict(&holding)
             } else {
-                (false, "not known yet: the cache index is being built".into())
+                (
+                    false,
+                    "not known yet: the cache index is being built".into(),
+                )
             };
             ComponentReport {
                 name: name.to_string(),
@@ -390,9 +393,9 @@ fn size(bytes: u64) -> String {
 pub fn text(report: &Report, now: i64) -> String {
     let mut out = String::new();
     let link = if report.online {
-        "cloud reachable"
+        "an apiserver is healthy"
     } else {
-        "cloud unreachable, answering from the cache"
+        "no apiserver is healthy, the cache answers"
     };
     let quota = match report.disk.quota_bytes {
         0 => "no quota".to_string(),
@@ -455,9 +458,12 @@ pub fn text(report: &Report, now: i64) -> String {
             .filter_map(|l| l.age_seconds)
             .min()
             .map_or_else(|| "-".to_string(), ago);
-        let error = resource.last_write_error.as_ref().map_or(String::new(), |e| {
-            format!("{} ago: {}", ago(e.seconds_ago), e.message)
-        });
+        let error = resource
+            .last_write_error
+            .as_ref()
+            .map_or(String::new(), |e| {
+                format!("{} ago: {}", ago(e.seconds_ago), e.message)
+            });
         let _ = writeln!(
             out,
             "{name:width$}  {:>7}  {:>9}  {newest:>11}  {error}",
@@ -678,7 +684,11 @@ mod tests {
             disk_bytes: 60,
             quota_bytes: 0,
             book,
-            shape_objects: [(("kubemark/pods".into(), shape("", "spec.nodeName=edge-1")), 1)].into(),
+            shape_objects: [(
+                ("kubemark/pods".into(), shape("", "spec.nodeName=edge-1")),
+                1,
+            )]
+            .into(),
             components,
             tokens: [("kubemark".to_string(), 2)].into(),
             write_errors: [(
@@ -710,7 +720,10 @@ mod tests {
         let proxy = &report.components[0];
         assert_eq!(
             (proxy.ready, proxy.verdict.as_str()),
-            (false, "not ready to restart offline: incomplete lists of services")
+            (
+                false,
+                "not ready to restart offline: incomplete lists of services"
+            )
         );
         assert_eq!(
             proxy.resources[0].last_write_error,
@@ -720,13 +733,22 @@ mod tests {
             })
         );
         let text = text(&report, now);
-        assert!(text.starts_with("node edge-1: cloud unreachable"), "{text}");
-        assert!(text.contains("\nkubemark    ready to restart offline: node, 1 pod"), "{text}");
+        assert!(
+            text.starts_with("node edge-1: no apiserver is healthy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nkubemark    ready to restart offline: node, 1 pod"),
+            "{text}"
+        );
         assert!(text.contains("kube-proxy/services"), "{text}");
         assert!(text.contains("10 s ago: disk full"), "{text}");
         assert!(text.lines().count() < 25, "{text}");
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["components"][1]["resources"][2]["lists"][0]["complete"], true);
+        assert_eq!(
+            json["components"][1]["resources"][2]["lists"][0]["complete"],
+            true
+        );
         assert_eq!(json["components"][1]["serviceAccountTokens"], 2);
 
         let building = Facts {

@@ -257,7 +257,11 @@ pub fn collect(
             }
             _ => None,
         }
-        .or_else(|| not_in_last_list.contains(&object.path()).then_some(Rule::NotInLastList));
+        .or_else(|| {
+            not_in_last_list
+                .contains(&object.path())
+                .then_some(Rule::NotInLastList)
+        });
         if let Some(rule) = rule {
             decision.objects.push((i, rule));
         }
@@ -396,7 +400,12 @@ mod tests {
             object("kubelet/pods/a/gone.pb", "edge-2", NOW, 1),
             object("kubelet/nodes/edge-1.pb", "", NOW - 90 * DAY, 1),
             object("kubelet/configmaps/a/c1.pb", "", NOW - 90 * DAY, 1),
-            object("kubelet/events/a/old.pb", "", NOW - EVENT_TTL_SECONDS - 1, 1),
+            object(
+                "kubelet/events/a/old.pb",
+                "",
+                NOW - EVENT_TTL_SECONDS - 1,
+                1,
+            ),
             object("kubelet/events/a/new.pb", "", NOW - EVENT_TTL_SECONDS, 1),
             object("kube-proxy/services/a/deleted.json", "", NOW, 1),
             object("kube-proxy/services/a/kept.json", "", NOW - 90 * DAY, 1),

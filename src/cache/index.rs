@@ -160,12 +160,7 @@ impl Indexed {
 }
 
 /// What an object file holds, as the index keeps it.
-fn entry_for(
-    encoding: Encoding,
-    bytes: &[u8],
-    keep_bytes: bool,
-    written_at: i64,
-) -> Option<Entry> {
+fn entry_for(encoding: Encoding, bytes: &[u8], keep_bytes: bool, written_at: i64) -> Option<Entry> {
     let meta = encoding.decode_meta(bytes).ok()?;
     let fields = encoding.to_value(bytes).ok().map(|value| {
         INDEXED_FIELDS.map(|path| Box::<str>::from(field_value(&value, path).as_ref()))
@@ -267,7 +262,13 @@ impl Index {
 
     /// The writer wrote `bytes` to an object file of a collection.
     pub fn put(&self, collection_dir: &Path, encoding: Encoding, path: &Path, bytes: &[u8]) {
-        self.put_at(collection_dir, encoding, path, bytes, crate::codec::time::now_unix());
+        self.put_at(
+            collection_dir,
+            encoding,
+            path,
+            bytes,
+            crate::codec::time::now_unix(),
+        );
     }
 
     /// `put`, written at `written_at` (Unix seconds).
@@ -437,7 +438,10 @@ impl Index {
         for ((dir, encoding), entries) in &state.collections {
             for ((namespace, file), entry) in entries {
                 let field = |i: usize| -> Box<str> {
-                    entry.fields.as_ref().map_or_else(Box::default, |f| f[i].clone())
+                    entry
+                        .fields
+                        .as_ref()
+                        .map_or_else(Box::default, |f| f[i].clone())
                 };
                 out.push(Indexed {
                     dir: dir.clone(),

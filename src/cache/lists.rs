@@ -171,18 +171,10 @@ impl Listings {
         }
     }
 
-    /// Shapes of a collection that no longer answer offline.
-    pub fn forget(&self, collection_dir: &Path, shapes: &[ListShape]) {
-        if let Some(known) = self.lock().get_mut(collection_dir) {
-            for shape in shapes {
-                known.remove(shape);
-            }
-        }
-    }
-
     /// Every collection under a directory (a component's) is gone.
     pub fn forget_under(&self, dir: &Path) {
-        self.lock().retain(|collection_dir, _| !collection_dir.starts_with(dir));
+        self.lock()
+            .retain(|collection_dir, _| !collection_dir.starts_with(dir));
     }
 
     /// The shapes of one collection.
@@ -385,7 +377,8 @@ mod tests {
         );
         assert_eq!(ShapeIndex::parse(&index.encode()), Some(index));
         // A file of an earlier version (no time, no resourceVersion) still reads.
-        let older = br#"{"version":1,"shapes":{"[\"\",\"\",\"\"]":{"kind":"PodList","apiVersion":"v1"}}}"#;
+        let older =
+            br#"{"version":1,"shapes":{"[\"\",\"\",\"\"]":{"kind":"PodList","apiVersion":"v1"}}}"#;
         let parsed = ShapeIndex::parse(older).unwrap();
         assert_eq!(parsed.shapes.values().next().unwrap().listed_at, 0);
         assert_eq!(

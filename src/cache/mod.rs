@@ -28,8 +28,8 @@ mod upkeep;
 mod writer;
 
 use crate::budget::Reservation;
-use std::io;
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

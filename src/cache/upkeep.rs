@@ -3,8 +3,9 @@
 //! durably, the index and the list shapes told at once, so they never
 //! disagree with the disk. A removal that leaves a list shape without one
 //! of its objects (the quota's, a pod bound elsewhere) also forgets that
-//! shape, on disk and in memory: offline, a list of it is then refused
-//! rather than answered without the object.
+//! shape on disk, so that offline a list of it is refused rather than
+//! answered without the object, and marks it incomplete in memory, so that
+//! the report says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -180,10 +181,7 @@ impl Cache {
                         ),
                     );
                 }
-                Err(e) => log::warn!(
-                    "disk quota: cannot remove {}: {e}",
-                    object.path().display()
-                ),
+                Err(e) => log::warn!("disk quota: cannot remove {}: {e}", object.path().display()),
             }
         }
         self.stats
@@ -192,7 +190,10 @@ impl Cache {
         self.stats
             .quota_evicted_bytes
             .fetch_add(bytes, Ordering::Relaxed);
-        let mut last = self.last_quota_log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .last_quota_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some((path, class)) = first
             && last.is_none_or(|t| t.elapsed() > QUOTA_LOG_INTERVAL)
         {
@@ -228,8 +229,7 @@ impl Cache {
         for (dir, shapes) in book {
             let (component, resource) = gc::component_and_resource(dir);
             let selectors = shapes.keys().map(|s| s.field_selector.as_str());
-            if resource == "pods" && gc::is_kubelet(component, selectors, &self.upkeep.node_name)
-            {
+            if resource == "pods" && gc::is_kubelet(component, selectors, &self.upkeep.node_name) {
                 kubelets.insert(component.to_string());
             }
         }
@@ -285,23 +285,30 @@ impl Cache {
     }
 
     /// Forgets the shapes of an object's collection a list of which returns
-    /// it, in `_lists.json` and in memory.
+    /// it in `_lists.json`, and marks them incomplete in memory.
     fn forget_shapes_of(&self, object: &Indexed, path: &Path) -> io::Result<()> {
         let affected: Vec<ListShape> = self
             .listings
             .of(&object.dir)
-            .into_keys()
+            .into_iter()
+            .filter(|(_, record)| record.complete)
+            .map(|(shape, _)| shape)
             .filter(|shape| {
                 let in_namespace = shape.namespace.is_empty()
-                    || object.namespace.as_deref() == Some(stored_segment(&shape.namespace).as_ref());
+                    || object.namespace.as_deref()
+                        == Some(stored_segment(&shape.namespace).as_ref());
                 let selected = match (
                     LabelSelector::parse(&shape.label_selector),
                     FieldSelector::parse(&shape.field_selector),
                 ) {
                     (Ok(labels), Ok(fields)) => {
-                        self.index
-                            .file_matches(&object.dir, object.encoding, path, &labels, &fields)
-                            != Some(false)
+                        self.index.file_matches(
+                            &object.dir,
+                            object.encoding,
+                            path,
+                            &labels,
+                            &fields,
+                        ) != Some(false)
                     }
                     _ => true,
                 };
@@ -311,7 +318,9 @@ impl Cache {
         if affected.is_empty() {
             return Ok(());
         }
-        self.listings.forget(&object.dir, &affected);
+        for shape in &affected {
+            self.listings.incomplete(&object.dir, shape);
+        }
         let lists_path = lists_path_in(&object.dir);
         if let Some(mut index) = self
             .store
@@ -422,9 +431,13 @@ mod tests {
             .apply(list("kubelet", all_pods(), &[pod("p1", "edge-1", 10)]))
             .unwrap();
         // Came back later with a version older than the list: gone upstream.
-        cache.apply(upsert("kubelet", pod("old", "edge-1", 5))).unwrap();
+        cache
+            .apply(upsert("kubelet", pod("old", "edge-1", 5)))
+            .unwrap();
         // Newer than the list: from a watch, kept.
-        cache.apply(upsert("kubelet", pod("new", "edge-1", 30))).unwrap();
+        cache
+            .apply(upsert("kubelet", pod("new", "edge-1", 30)))
+            .unwrap();
         cache
             .apply(upsert("kubelet", pod("moved", "edge-2", 40)))
             .unwrap();
@@ -435,7 +448,7 @@ mod tests {
         assert!(file("p1").exists() && file("new").exists());
         assert!(!file("old").exists() && !file("moved").exists());
         assert!(
-            cache.listings.of(Path::new("kubelet/pods")).is_empty(),
+            !cache.listings.of(Path::new("kubelet/pods"))[&all_pods()].complete,
             "the list of every pod returned `moved`: no longer whole"
         );
         assert!(cache.listed_shape(&pods("kubelet"), &all_pods()).is_none());
@@ -449,22 +462,42 @@ mod tests {
             field_selector: "spec.nodeName=edge-1".into(),
             ..all_pods()
         };
-        let mine: Vec<Vec<u8>> = (0..5).map(|i| pod(&format!("p{i:02}"), "edge-1", 1)).collect();
-        cache.apply(list("kubelet", kubelet_pods.clone(), &mine)).unwrap();
+        let mine: Vec<Vec<u8>> = (0..5)
+            .map(|i| pod(&format!("p{i:02}"), "edge-1", 1))
+            .collect();
+        cache
+            .apply(list("kubelet", kubelet_pods.clone(), &mine))
+            .unwrap();
         for i in 0..8 {
             let name = format!("x{i:02}");
-            cache.apply(upsert("kubectl", pod(&name, "edge-1", 1))).unwrap();
+            cache
+                .apply(upsert("kubectl", pod(&name, "edge-1", 1)))
+                .unwrap();
             cache.enforce_quota();
         }
         let used = cache.index.disk_bytes().unwrap();
         assert!(used <= 10 * one, "{used}");
         for i in 0..5 {
-            assert!(dir.path().join(format!("kubelet/pods/a/p{i:02}.json")).exists());
+            assert!(
+                dir.path()
+                    .join(format!("kubelet/pods/a/p{i:02}.json"))
+                    .exists()
+            );
         }
-        assert!(dir.path().join("kubectl/pods/a/x07.json").exists(), "the newest stays");
-        assert!(!dir.path().join("kubectl/pods/a/x00.json").exists(), "the oldest goes");
+        assert!(
+            dir.path().join("kubectl/pods/a/x07.json").exists(),
+            "the newest stays"
+        );
+        assert!(
+            !dir.path().join("kubectl/pods/a/x00.json").exists(),
+            "the oldest goes"
+        );
         assert!(cache.stats.quota_evicted.load(Ordering::Relaxed) >= 3);
-        assert!(cache.listed_shape(&pods("kubelet"), &kubelet_pods).is_some());
+        assert!(
+            cache
+                .listed_shape(&pods("kubelet"), &kubelet_pods)
+                .is_some()
+        );
         assert!(
             cache.write_errors.lock().unwrap()[Path::new("kubectl/pods")]
                 .message

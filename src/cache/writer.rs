@@ -551,7 +551,8 @@ mod tests {
 
     fn cache() -> (tempfile::TempDir, Arc<Cache>) {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
+        let cache =
+            Cache::start(dir.path(), Agents::new(""), crate::cache::Upkeep::default()).unwrap();
         (dir, cache)
     }
 

@@ -25,6 +25,8 @@
 //!   up `/metrics`
 //! - `bounds`: numbers in a request URL the apiserver would refuse are
 //!   refused with a `Status`; huge valid ones are served, bounded
+//! - `upkeep`: the cache over months: garbage collection's rules, the disk
+//!   quota's order, the autonomy report
 //! - `support_selftest`: the fake apiserver and the wire helpers checked on
 //!   their own, without the hub
 //!
@@ -44,3 +46,4 @@ mod modern;
 mod protobuf;
 mod proxy;
 mod support_selftest;
+mod upkeep;
