@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::key::{is_safe_segment, stored_segment};
 use crate::codec::Encoding;
 use crate::selector::{FieldSelector, LabelSelector, field_value};
 
@@ -533,16 +534,27 @@ impl State {
             return Box::new(std::iter::empty());
         };
         // One namespace is a range of the map (namespaces sort together),
-        // so a list of `default` does not walk the other namespaces' objects.
-        let in_scope: Box<dyn Iterator<Item = (&FileKey, &Entry)>> = match namespace {
-            Some(namespace) => Box::new(
+        // so a list of `default` does not walk the other namespaces' objects;
+        // one name in one namespace (how kubelet lists what its pods use) is
+        // one entry.
+        let one_name = fields.required_name().filter(|name| is_safe_segment(name));
+        let in_scope: Box<dyn Iterator<Item = (&FileKey, &Entry)>> = match (namespace, one_name) {
+            (Some(namespace), Some(name)) => {
+                let file = format!("{}.{}", stored_segment(name), encoding.extension());
+                Box::new(
+                    entries
+                        .get_key_value(&(Some(namespace.to_string()), file))
+                        .into_iter(),
+                )
+            }
+            (Some(namespace), None) => Box::new(
                 entries
                     .range((Some(namespace.to_string()), String::new())..)
                     .take_while(move |((entry_namespace, _), _)| {
                         entry_namespace.as_deref() == Some(namespace)
                     }),
             ),
-            None => Box::new(entries.iter()),
+            (None, _) => Box::new(entries.iter()),
         };
         Box::new(
             in_scope.filter_map(move |(key, entry)| match matches(entry, labels, fields) {
