@@ -464,12 +464,12 @@ pub fn text(report: &Report, now: i64) -> String {
             .map_or(String::new(), |e| {
                 format!("{} ago: {}", ago(e.seconds_ago), e.message)
             });
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{name:width$}  {:>7}  {:>9}  {newest:>11}  {error}",
             resource.objects,
             format!("{complete}/{}", resource.lists.len()),
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     if rows.len() > TEXT_MAX_RESOURCE_LINES {
         let _ = writeln!(

@@ -17,7 +17,8 @@
 //!   apiserver's answers) and offline (the hub's cache, a held watch, an echoed create)
 //! - a silent outage (kube-apiserver stopped with SIGSTOP): a watch relayed through the hub
 //!   ends once the hub marks the apiserver unhealthy, and is then answered offline
-//! - autonomy: a hollow kubelet restarted while every apiserver is down keeps its pods
+//! - autonomy: once the hub's report says the hollow kubelet is ready to restart offline, it is:
+//!   restarted while every apiserver is down, it keeps its pods
 //! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
 //!   hub; a pod's service-account token over the secure port
 //! - a hub and a hollow kubelet started together against a just-started kube-apiserver (ready,
@@ -654,6 +655,41 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
             .collect::<Vec<_>>()
     );
 
+    // Before the link is cut, the hub's report says kubelet would come back.
+    let autonomy = |format: &str| {
+        let url = format!("{}/v1/autonomy?format={format}", hub.serve_url());
+        let (status, _, body) = support::client::get(&url);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    let kubemark_verdict = || {
+        let report: serde_json::Value = serde_json::from_str(&autonomy("json")).unwrap();
+        report["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "kubemark")
+            .map(|c| {
+                (
+                    c["ready"] == true,
+                    c["kubelet"] == true,
+                    c["verdict"].to_string(),
+                )
+            })
+    };
+    assert!(
+        wait_until(WAIT, || kubemark_verdict().is_some_and(
+            |(ready, kubelet, verdict)| {
+                ready && kubelet && verdict.contains("ready to restart offline: node, 2 pods")
+            }
+        )),
+        "the report does not say the hollow kubelet is ready:\n{}",
+        autonomy("text")
+    );
+    let report_text = autonomy("text");
+    eprintln!("--- GET /v1/autonomy before the cloud goes away ---\n{report_text}--- end ---");
+    std::fs::write(bed.dir().join("autonomy-report.txt"), &report_text).unwrap();
+
     // The cloud goes away, and the node reboots while offline.
     bed.stop_apiserver(0);
     hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
@@ -679,6 +715,16 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
         failures.join("\n")
     );
     eprintln!("--- hollow kubelet while offline ---\n{offline_log}\n--- end ---");
+    // And while offline, the report (from memory) still says so.
+    assert!(
+        kubemark_verdict().is_some_and(|(ready, _, _)| ready),
+        "{}",
+        autonomy("text")
+    );
+    eprintln!(
+        "--- GET /v1/autonomy offline ---\n{}--- end ---",
+        autonomy("text")
+    );
 
     // The cloud returns: lease and node status resume, the pods are the same.
     bed.start_apiserver(0);
