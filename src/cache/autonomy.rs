@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::codec::Encoding;
 use crate::codec::time::now_unix;
-use crate::selector::{FieldSelector, LabelSelector};
 
 use super::gc::{self, Component};
 use super::index::Indexed;
@@ -498,18 +497,10 @@ impl Cache {
         let mut shape_objects = BTreeMap::new();
         for (dir, shapes) in &book {
             for (shape, record) in shapes {
-                let (Ok(labels), Ok(fields)) = (
-                    LabelSelector::parse(&shape.label_selector),
-                    FieldSelector::parse(&shape.field_selector),
-                ) else {
-                    continue;
-                };
-                let namespace = stored_segment(&shape.namespace);
-                let namespace = (!namespace.is_empty()).then_some(namespace.as_ref());
                 let count = [Encoding::Json, Encoding::Protobuf]
                     .into_iter()
                     .filter(|e| record.encodings.contains(e.extension()))
-                    .filter_map(|e| self.index.shape_files(dir, e, namespace, &labels, &fields))
+                    .filter_map(|e| self.files_of_shape(dir, e, shape))
                     .map(|found| found.files.len() + found.undecided)
                     .max()
                     .unwrap_or(0);

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::codec::Encoding;
+use crate::selector::{FieldSelector, LabelSelector};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,14 @@ impl ListShape {
     /// The shape as one index key.
     pub fn key(&self) -> String {
         serde_json::json!([self.namespace, self.label_selector, self.field_selector]).to_string()
+    }
+
+    /// Its selectors, if both parse.
+    pub fn selectors(&self) -> Option<(LabelSelector, FieldSelector)> {
+        Some((
+            LabelSelector::parse(&self.label_selector).ok()?,
+            FieldSelector::parse(&self.field_selector).ok()?,
+        ))
     }
 
     /// The shape an index key stands for.

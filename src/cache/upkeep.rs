@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::codec::Encoding;
 use crate::codec::time::now_unix;
-use crate::selector::{FieldSelector, LabelSelector};
 
 use super::Cache;
 use super::gc::{self, Class, Component, Rule};
-use super::index::Indexed;
+use super::index::{Indexed, ShapeFiles};
 use super::key::{lists_path_in, stored_segment};
 use super::lists::{ListShape, ShapeBook, ShapeIndex};
 use super::tokens::TOKENS_DIR;
@@ -246,18 +246,7 @@ impl Cache {
                 else {
                     continue;
                 };
-                let (Ok(labels), Ok(fields)) = (
-                    LabelSelector::parse(&shape.label_selector),
-                    FieldSelector::parse(&shape.field_selector),
-                ) else {
-                    continue;
-                };
-                let namespace = stored_segment(&shape.namespace);
-                let namespace = (!namespace.is_empty()).then_some(namespace.as_ref());
-                if let Some(found) = self
-                    .index
-                    .shape_files(dir, *encoding, namespace, &labels, &fields)
-                {
+                if let Some(found) = self.files_of_shape(dir, *encoding, shape) {
                     stale.extend(gc::not_in_last_list(
                         &found.files,
                         record.resource_version,
@@ -267,6 +256,21 @@ impl Cache {
             }
         }
         stale
+    }
+
+    /// The files a list of `shape` returns now, from the index; `None`
+    /// while it is being built, or when the shape's selectors do not parse.
+    pub(super) fn files_of_shape(
+        &self,
+        collection_dir: &Path,
+        encoding: Encoding,
+        shape: &ListShape,
+    ) -> Option<ShapeFiles> {
+        let (labels, fields) = shape.selectors()?;
+        let namespace = stored_segment(&shape.namespace);
+        let namespace = (!namespace.is_empty()).then_some(namespace.as_ref());
+        self.index
+            .shape_files(collection_dir, encoding, namespace, &labels, &fields)
     }
 
     /// Removes one indexed object's file; with `forget_shapes`, the list
@@ -297,21 +301,11 @@ impl Cache {
                 let in_namespace = shape.namespace.is_empty()
                     || object.namespace.as_deref()
                         == Some(stored_segment(&shape.namespace).as_ref());
-                let selected = match (
-                    LabelSelector::parse(&shape.label_selector),
-                    FieldSelector::parse(&shape.field_selector),
-                ) {
-                    (Ok(labels), Ok(fields)) => {
-                        self.index.file_matches(
-                            &object.dir,
-                            object.encoding,
-                            path,
-                            &labels,
-                            &fields,
-                        ) != Some(false)
-                    }
-                    _ => true,
-                };
+                let selected = shape.selectors().is_none_or(|(labels, fields)| {
+                    self.index
+                        .file_matches(&object.dir, object.encoding, path, &labels, &fields)
+                        != Some(false)
+                });
                 in_namespace && selected
             })
             .collect();
@@ -356,11 +350,10 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Upkeep;
     use crate::cache::agents::Agents;
     use crate::cache::key::Collection;
     use crate::cache::writer::Op;
-    use crate::cache::{Upkeep, lists::ListShape};
-    use crate::codec::Encoding;
     use std::sync::Arc;
 
     fn cache(quota_bytes: u64) -> (tempfile::TempDir, Arc<Cache>) {

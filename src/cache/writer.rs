@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use crate::codec::Encoding;
 use crate::codec::time::now_unix;
 use crate::codec::token::{self, TokenSpec};
-use crate::selector::{FieldSelector, LabelSelector};
 
 use super::key::Collection;
 use super::lists::{Gathered, ListShape, ListType, ShapeIndex};
@@ -446,12 +445,8 @@ impl Cache {
         complete: &Gathered,
         list: ListHead,
     ) -> io::Result<()> {
-        let (labels, fields) = match (
-            LabelSelector::parse(&shape.label_selector),
-            FieldSelector::parse(&shape.field_selector),
-        ) {
-            (Ok(labels), Ok(fields)) => (labels, fields),
-            _ => return Ok(()),
+        let Some((labels, fields)) = shape.selectors() else {
+            return Ok(());
         };
         // A field this encoding cannot read would make every object look like
         // a mismatch: then nothing is removed.
@@ -548,6 +543,7 @@ mod tests {
     use super::*;
     use crate::cache::agents::Agents;
     use crate::codec::token::BoundObject;
+    use crate::selector::{FieldSelector, LabelSelector};
 
     fn cache() -> (tempfile::TempDir, Arc<Cache>) {
         let dir = tempfile::tempdir().unwrap();

@@ -70,6 +70,32 @@ fn ask(
     )
 }
 
+/// A fake with node edge-1 and its pods p1 and p2 (listed at 20).
+fn fake_with_node_and_pods(pki: &TestPki) -> FakeApiserver {
+    let fake = FakeApiserver::start(pki);
+    let pods = pod_list(20, &[pod("p1", "edge-1", 10), pod("p2", "edge-1", 11)]);
+    fake.route("GET", "/api/v1/pods", Behaviour::ok_json(&pods));
+    fake.route("GET", "/api/v1/nodes/edge-1", Behaviour::ok_json(&node()));
+    fake
+}
+
+/// A list of namespace `a`'s configmaps: its status and how many items.
+fn list_configmaps(hub: &Hub, agent: &str, extra: &[(&str, &str)]) -> (u16, usize) {
+    let (status, _, body) = ask(
+        hub,
+        "GET",
+        "/api/v1/namespaces/a/configmaps",
+        agent,
+        extra,
+        "",
+    );
+    let items = match status {
+        200 => json(&body)["items"].as_array().map_or(0, Vec::len),
+        _ => 0,
+    };
+    (status, items)
+}
+
 fn hub_with(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> Hub {
     let mut args = Hub::args_for(&[fake], pki);
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -143,15 +169,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 #[test]
 fn garbage_collection_applies_each_rule_online_and_offline_and_keeps_what_kubelet_needs() {
     let pki = TestPki::new();
-    let fake = FakeApiserver::start(&pki);
-    fake.route(
-        "GET",
-        "/api/v1/pods",
-        Behaviour::ok_json(&pod_list(
-            20,
-            &[pod("p1", "edge-1", 10), pod("p2", "edge-1", 11)],
-        )),
-    );
+    let fake = fake_with_node_and_pods(&pki);
     // A replica that lags behind answers a pod deleted before the list.
     fake.route(
         "GET",
@@ -163,7 +181,6 @@ fn garbage_collection_applies_each_rule_online_and_offline_and_keeps_what_kubele
         "/api/v1/namespaces/a/pods/moved",
         Behaviour::ok_json(&pod("moved", "edge-2", 30)),
     );
-    fake.route("GET", "/api/v1/nodes/edge-1", Behaviour::ok_json(&node()));
     let cm1 = configmap("a", "cm1", 5, "");
     fake.route(
         "GET",
@@ -367,31 +384,9 @@ fn past_its_quota_the_cache_drops_unnamed_components_first_and_kubelets_pods_las
         .join("kubelet/nodes/edge-1.json")
         .exists()));
     // About 1.5 MiB more than fits: every answer still reaches its client.
-    let (status, _, body) = ask(
-        &hub,
-        "GET",
-        "/api/v1/namespaces/a/configmaps",
-        PROXY,
-        &[],
-        "",
-    );
-    assert_eq!(
-        (status, json(&body)["items"].as_array().unwrap().len()),
-        (200, 300)
-    );
+    assert_eq!(list_configmaps(&hub, PROXY, &[]), (200, 300));
     let edge_cache = [("Edge-Cache", "true")];
-    let (status, _, body) = ask(
-        &hub,
-        "GET",
-        "/api/v1/namespaces/a/configmaps",
-        "custom/1.0",
-        &edge_cache,
-        "",
-    );
-    assert_eq!(
-        (status, json(&body)["items"].as_array().unwrap().len()),
-        (200, 600)
-    );
+    assert_eq!(list_configmaps(&hub, "custom/1.0", &edge_cache), (200, 600));
     assert!(
         wait_until(WAIT, || hub
             .metric("node_yurthub_cache_quota_evicted_total")
@@ -437,42 +432,18 @@ fn past_its_quota_the_cache_drops_unnamed_components_first_and_kubelets_pods_las
 
     // Offline, what was evicted is not listed as if whole.
     go_offline(&hub, &fake);
-    let (status, _, _) = ask(
-        &hub,
-        "GET",
-        "/api/v1/namespaces/a/configmaps",
-        "custom/1.0",
-        &edge_cache,
-        "",
-    );
-    assert_eq!(status, 404, "the evicted shape is not answered partly");
-    let (status, _, body) = ask(
-        &hub,
-        "GET",
-        "/api/v1/namespaces/a/configmaps",
-        PROXY,
-        &[],
-        "",
-    );
     assert_eq!(
-        (status, json(&body)["items"].as_array().unwrap().len()),
-        (200, 300)
+        list_configmaps(&hub, "custom/1.0", &edge_cache),
+        (404, 0),
+        "the evicted shape is not answered partly"
     );
+    assert_eq!(list_configmaps(&hub, PROXY, &[]), (200, 300));
 }
 
 #[test]
 fn the_autonomy_report_tells_what_each_component_holds_and_whether_it_can_restart_offline() {
     let pki = TestPki::new();
-    let fake = FakeApiserver::start(&pki);
-    fake.route(
-        "GET",
-        "/api/v1/pods",
-        Behaviour::ok_json(&pod_list(
-            20,
-            &[pod("p1", "edge-1", 10), pod("p2", "edge-1", 11)],
-        )),
-    );
-    fake.route("GET", "/api/v1/nodes/edge-1", Behaviour::ok_json(&node()));
+    let fake = fake_with_node_and_pods(&pki);
     let cm1 = configmap("a", "cm1", 5, "");
     fake.route(
         "GET",
