@@ -49,7 +49,12 @@ impl Cache {
     /// index is still being built.
     pub(super) fn collect_garbage(&self) -> Option<CollectionSummary> {
         let started = Instant::now();
-        let (objects, _) = self.index.objects()?;
+        let Some((objects, _)) = self.index.objects() else {
+            log::info!(
+                "garbage collection skipped: the cache index is being built, or was given up"
+            );
+            return None;
+        };
         let now = now_unix();
         let book = self.listings.snapshot();
         let components = self.component_facts(&objects, &book);
