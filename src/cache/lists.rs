@@ -131,16 +131,19 @@ pub struct Listings {
 }
 
 impl Listings {
-    /// What a collection's `_lists.json` says (the start-up scan).
+    /// What a collection's `_lists.json` says (the start-up scan). A shape
+    /// the writer recorded meanwhile keeps what the writer said: the scan
+    /// may have read the file before that write.
     pub fn load(&self, collection_dir: &Path, index: &ShapeIndex) {
-        let shapes = index
-            .shapes
-            .iter()
-            .filter_map(|(key, list_type)| {
-                Some((ListShape::from_key(key)?, ListRecord::from_type(list_type)))
-            })
-            .collect();
-        self.lock().insert(collection_dir.to_path_buf(), shapes);
+        let mut book = self.lock();
+        let known = book.entry(collection_dir.to_path_buf()).or_default();
+        for (key, list_type) in &index.shapes {
+            if let Some(shape) = ListShape::from_key(key) {
+                known
+                    .entry(shape)
+                    .or_insert_with(|| ListRecord::from_type(list_type));
+            }
+        }
     }
 
     /// A complete list of a shape was stored, with its objects' files.
@@ -366,6 +369,40 @@ mod tests {
                 .page(&collection(), &shape(), "t1", "", files(&["b"]))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_start_up_load_never_overwrites_what_the_writer_recorded() {
+        let listings = Listings::default();
+        let dir = Path::new("kubelet/pods");
+        let newer = ListType {
+            kind: "PodList".into(),
+            api_version: "v1".into(),
+            listed_at: 200,
+            ..ListType::default()
+        };
+        let members = (Encoding::Json, Arc::new(BTreeSet::new()));
+        listings.stored(dir, &shape(), &newer, members);
+        let mut on_disk = ShapeIndex {
+            version: ShapeIndex::VERSION,
+            ..Default::default()
+        };
+        let older = ListType {
+            listed_at: 100,
+            ..newer.clone()
+        };
+        let other = ListShape {
+            namespace: "a".into(),
+            ..shape()
+        };
+        on_disk.shapes.insert(shape().key(), older.clone());
+        on_disk.shapes.insert(other.key(), older);
+        listings.load(dir, &on_disk);
+        let known = listings.of(dir);
+        assert_eq!(known[&shape()].listed_at, 200, "the writer's record stands");
+        assert!(known[&shape()].members.is_some());
+        assert_eq!(known[&other].listed_at, 100);
+        assert!(known[&other].complete && known[&other].members.is_none());
     }
 
     #[test]
