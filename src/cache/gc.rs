@@ -231,14 +231,14 @@ pub fn collect(
     not_in_last_list: &BTreeSet<PathBuf>,
     settings: Settings<'_>,
 ) -> Decision {
-    let idle: BTreeSet<&String> = components
+    let idle: BTreeSet<&str> = components
         .iter()
         .filter(|(_, c)| {
             !c.named_agent
                 && !c.kubelet
                 && settings.now - c.last_seen > settings.component_idle_seconds
         })
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.as_str())
         .collect();
     let mut decision = Decision {
         components: idle.iter().map(|name| name.to_string()).collect(),
@@ -246,7 +246,7 @@ pub fn collect(
     };
     for (i, object) in objects.iter().enumerate() {
         let (name, _) = component_and_resource(&object.dir);
-        if idle.contains(&name.to_string()) {
+        if idle.contains(name) {
             continue;
         }
         let component = components.get(name).copied().unwrap_or_default();
