@@ -150,7 +150,7 @@ impl Admin {
             return refuse(exchange, &no_cache());
         };
         let Some(summary) = cache.collect_now(COLLECT_TIMEOUT) else {
-            let why = "garbage collection did not run: the cache index is being built or the cache writer is behind; retry later";
+            let why = "garbage collection did not run: the cache index is being built or was given up, the cache writer is behind, or another collection is running; retry later";
             return refuse(exchange, &Refusal::CacheUnavailable(why.into()));
         };
         let mut body = serde_json::to_vec_pretty(&summary).unwrap_or_default();

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -24,16 +25,21 @@ use super::{Cache, CollectionSummary, WriteError};
 /// Resource lines of the text form, so that it fits a screen (the JSON
 /// form has every one).
 pub const TEXT_MAX_RESOURCE_LINES: usize = 30;
+/// How long a report is reused (`Cache::autonomy`).
+pub const REPORT_REUSE: Duration = Duration::from_secs(1);
 
 /// What the report is made of, gathered from memory.
 pub(super) struct Facts {
     pub node_name: String,
     pub now: i64,
     pub online: bool,
-    /// `None` while the index is being built.
+    /// `None` while the index is being built, or once it was given up.
     pub objects: Option<Vec<Indexed>>,
+    pub index_given_up: bool,
     pub disk_bytes: u64,
     pub quota_bytes: u64,
+    /// Bytes over the quota its last pass could not free.
+    pub quota_overrun_bytes: u64,
     pub book: ShapeBook,
     /// How many objects a list of each shape returns now.
     pub shape_objects: BTreeMap<(PathBuf, ListShape), usize>,
@@ -52,6 +58,10 @@ pub struct Report {
     pub online: bool,
     /// Whether the cache index is built (until then nothing is known).
     pub index_ready: bool,
+    /// Whether the cache index was given up (too many objects): nothing is
+    /// known, and neither garbage collection nor the quota runs, until the
+    /// hub restarts with fewer objects cached.
+    pub index_given_up: bool,
     pub disk: Disk,
     pub last_collection: Option<CollectionSummary>,
     pub components: Vec<ComponentReport>,
@@ -64,6 +74,9 @@ pub struct Disk {
     pub used_bytes: u64,
     /// `--disk-cache-max-bytes` (0: no bound).
     pub quota_bytes: u64,
+    /// Bytes over the quota kept because they are a kubelet's own Node and
+    /// pods, which the quota never removes.
+    pub over_quota_kept_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -224,9 +237,21 @@ pub fn ago(seconds: i64) -> String {
     }
 }
 
-/// Whether a shape is a kubelet's list of the pods bound to this node.
-fn is_node_pod_list(shape: &ListShape, node_name: &str) -> bool {
-    shape.namespace.is_empty() && gc::selects_node_pods(&shape.field_selector, node_name)
+/// The node a kubelet's list of the pods bound to one of its nodes asks
+/// for, if the shape is one.
+fn node_pod_list<'a>(shape: &'a ListShape, nodes: &BTreeSet<String>) -> Option<&'a str> {
+    if !shape.namespace.is_empty() {
+        return None;
+    }
+    gc::selected_node(&shape.field_selector)
+        .filter(|node| nodes.iter().any(|n| n.eq_ignore_ascii_case(node)))
+}
+
+/// Whether a name (or a Node's file name) is one of a kubelet's nodes.
+fn is_own(name: &str, nodes: &BTreeSet<String>) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name) || stored_segment(n).eq_ignore_ascii_case(name))
 }
 
 /// Objects of one collection: distinct names (an object cached in JSON and
@@ -235,13 +260,14 @@ fn is_node_pod_list(shape: &ListShape, node_name: &str) -> bool {
 struct Held {
     names: BTreeSet<(Option<String>, String)>,
     bytes: u64,
-    /// Distinct names bound to this node (pods).
+    /// Distinct names bound to its kubelet's own node (pods).
     bound: BTreeSet<(Option<String>, String)>,
 }
 
 /// The report, decided from the facts.
 pub(super) fn report(facts: &Facts) -> Report {
     let node = facts.node_name.as_str();
+    let no_nodes = BTreeSet::new();
     let mut held: BTreeMap<&Path, Held> = BTreeMap::new();
     for object in facts.objects.iter().flatten() {
         let entry = held.entry(object.dir.as_path()).or_default();
@@ -250,7 +276,13 @@ pub(super) fn report(facts: &Facts) -> Report {
             .rsplit_once('.')
             .map_or(object.file.as_str(), |(stem, _)| stem);
         let key = (object.namespace.clone(), stem.to_string());
-        if &*object.node_name == node {
+        let (component, _) = gc::component_and_resource(&object.dir);
+        let nodes = facts
+            .components
+            .get(component)
+            .and_then(|c| c.kubelet.as_ref())
+            .unwrap_or(&no_nodes);
+        if is_own(&object.node_name, nodes) {
             entry.bound.insert(key.clone());
         }
         entry.names.insert(key);
@@ -271,13 +303,24 @@ pub(super) fn report(facts: &Facts) -> Report {
         dirs.entry(name.as_str()).or_default();
     }
     let index_ready = facts.objects.is_some();
+    let unknown = Component::default();
     let components = dirs
         .into_iter()
         .map(|(name, dirs)| {
-            let facts_of = facts.components.get(name).copied().unwrap_or_default();
+            let facts_of = facts.components.get(name).unwrap_or(&unknown);
+            let nodes = facts_of.kubelet.as_ref().unwrap_or(&no_nodes);
+            // The node it listed the pods of, else the hub's.
+            let own_node = facts
+                .book
+                .get(Path::new(name).join("pods").as_path())
+                .into_iter()
+                .flat_map(|shapes| shapes.keys())
+                .find_map(|shape| node_pod_list(shape, nodes))
+                .unwrap_or(node)
+                .to_string();
             let mut holding = Holding {
-                node_name: node,
-                kubelet: facts_of.kubelet,
+                node_name: &own_node,
+                kubelet: facts_of.is_kubelet(),
                 tokens: facts.tokens.get(name).copied().unwrap_or(0),
                 ..Holding::default()
             };
@@ -297,7 +340,9 @@ pub(super) fn report(facts: &Facts) -> Report {
                     "secrets" => holding.secrets = count,
                     "nodes" => {
                         holding.node_held = here.is_some_and(|h| {
-                            h.names.contains(&(None, stored_segment(node).into_owned()))
+                            h.names
+                                .iter()
+                                .any(|(ns, name)| ns.is_none() && is_own(name, nodes))
                         })
                     }
                     _ => {}
@@ -312,7 +357,7 @@ pub(super) fn report(facts: &Facts) -> Report {
                     } else if !holding.incomplete.iter().any(|r| r == resource) {
                         holding.incomplete.push(resource.to_string());
                     }
-                    if resource == "pods" && is_node_pod_list(shape, node) {
+                    if resource == "pods" && node_pod_list(shape, nodes).is_some() {
                         holding.pod_list =
                             Some(holding.pod_list.unwrap_or(false) || record.complete);
                     }
@@ -344,6 +389,11 @@ pub(super) fn report(facts: &Facts) -> Report {
             holding.newest_list_age = newest_list.map(|at| facts.now - at);
             let (ready, verdict) = if index_ready {
                 verdict(&holding)
+            } else if facts.index_given_up {
+                (
+                    false,
+                    "not known: the cache index was given up (too many objects cached)".into(),
+                )
             } else {
                 (
                     false,
@@ -353,7 +403,7 @@ pub(super) fn report(facts: &Facts) -> Report {
             ComponentReport {
                 name: name.to_string(),
                 agent: facts_of.named_agent,
-                kubelet: facts_of.kubelet,
+                kubelet: facts_of.is_kubelet(),
                 last_seen_seconds_ago: (facts_of.last_seen > 0)
                     .then(|| facts.now - facts_of.last_seen),
                 objects,
@@ -369,9 +419,11 @@ pub(super) fn report(facts: &Facts) -> Report {
         node: facts.node_name.clone(),
         online: facts.online,
         index_ready,
+        index_given_up: facts.index_given_up,
         disk: Disk {
             used_bytes: facts.disk_bytes,
             quota_bytes: facts.quota_bytes,
+            over_quota_kept_bytes: facts.quota_overrun_bytes,
         },
         last_collection: facts.last_collection.clone(),
         components,
@@ -418,8 +470,17 @@ pub fn text(report: &Report, now: i64) -> String {
         }
         None => out.push('\n'),
     }
-    if !report.index_ready {
+    if report.index_given_up {
+        out.push_str("the cache index was given up (too many objects cached): nothing is known, garbage collection and the quota do not run until the hub restarts with fewer\n");
+    } else if !report.index_ready {
         out.push_str("the cache index is being built: nothing is known yet\n");
+    }
+    if report.disk.over_quota_kept_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "{} over the quota kept: a kubelet's own Node and pods are never removed",
+            size(report.disk.over_quota_kept_bytes)
+        );
     }
     let width = report
         .components
@@ -481,8 +542,25 @@ pub fn text(report: &Report, now: i64) -> String {
 }
 
 impl Cache {
-    /// The autonomy report, from memory only.
+    /// The autonomy report, from memory only. One made within the last
+    /// `REPORT_REUSE` with the same link state is reused, so that polling
+    /// `/v1/autonomy` and `/metrics` does not copy the index each time.
     pub fn autonomy(&self, online: bool) -> Report {
+        let mut last = self.last_report.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, was_online, report)) = &*last
+            && *was_online == online
+            && at.elapsed() < REPORT_REUSE
+        {
+            return report.clone();
+        }
+        let fresh = report(&self.autonomy_facts(online));
+        *last = Some((Instant::now(), online, fresh.clone()));
+        fresh
+    }
+
+    /// The autonomy report made now.
+    #[cfg(test)]
+    pub fn autonomy_now(&self, online: bool) -> Report {
         report(&self.autonomy_facts(online))
     }
 
@@ -512,8 +590,13 @@ impl Cache {
             now,
             online,
             objects,
+            index_given_up: self.index.given_up(),
             disk_bytes,
             quota_bytes: self.upkeep.quota_bytes,
+            quota_overrun_bytes: self
+                .stats
+                .quota_overrun_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
             book,
             shape_objects,
             components,
@@ -653,7 +736,7 @@ mod tests {
                 "kubemark".to_string(),
                 Component {
                     named_agent: true,
-                    kubelet: true,
+                    kubelet: Some(["edge-1".to_string()].into()),
                     last_seen: 990,
                 },
             ),
@@ -661,7 +744,7 @@ mod tests {
                 "kube-proxy".to_string(),
                 Component {
                     named_agent: true,
-                    kubelet: false,
+                    kubelet: None,
                     last_seen: 0,
                 },
             ),
@@ -672,8 +755,10 @@ mod tests {
             now,
             online: false,
             objects: Some(objects),
+            index_given_up: false,
             disk_bytes: 60,
             quota_bytes: 0,
+            quota_overrun_bytes: 0,
             book,
             shape_objects: [(
                 ("kubemark/pods".into(), shape("", "spec.nodeName=edge-1")),

@@ -4,7 +4,8 @@
 //! collection and encoding, per object file: its resourceVersion, labels and
 //! the values of the fields node components select on, and its bytes while
 //! the bytes of all of them fit `MAX_INDEXED_BYTES` (the rest is read from
-//! its file when selected). Its file's size and when it was written, too:
+//! its file when selected). The disk its file takes (whole 4 KiB blocks) and
+//! when it was written, too:
 //! garbage collection, the disk quota and the autonomy report are decided
 //! from here, never by walking the disk.
 //!
@@ -52,7 +53,8 @@ struct Entry {
     /// when the object cannot be read as fields (no field selector matches).
     fields: Option<[Box<str>; 3]>,
     bytes: Option<Arc<[u8]>>,
-    /// The file's length, for the disk quota.
+    /// The disk the file takes, in whole blocks (`gc::disk_size`), for the
+    /// disk quota.
     size: u64,
     /// When the file was written (Unix seconds; at start, its mtime): how
     /// old an event is, and which objects the quota removes first.
@@ -149,6 +151,7 @@ pub(super) struct Indexed {
     pub name: Box<str>,
     pub node_name: Box<str>,
     pub resource_version: u64,
+    /// The disk its file takes, in whole blocks.
     pub size: u64,
     pub written_at: i64,
 }
@@ -171,7 +174,7 @@ fn entry_for(encoding: Encoding, bytes: &[u8], keep_bytes: bool, written_at: i64
         labels: meta.labels,
         fields,
         bytes: keep_bytes.then(|| Arc::from(bytes)),
-        size: bytes.len() as u64,
+        size: super::gc::disk_size(bytes.len() as u64),
         written_at,
     })
 }
@@ -409,6 +412,22 @@ impl Index {
         Some(out)
     }
 
+    /// Whether the index holds a file: `None` until it is complete (or once
+    /// it is given up), when only the disk can tell.
+    pub fn holds(&self, collection_dir: &Path, encoding: Encoding, path: &Path) -> Option<bool> {
+        let key = file_key(collection_dir, path)?;
+        let state = self.lock();
+        if !state.ready {
+            return None;
+        }
+        Some(
+            state
+                .collections
+                .get(&(collection_dir.to_path_buf(), encoding))
+                .is_some_and(|entries| entries.contains_key(&key)),
+        )
+    }
+
     /// Whether an indexed file would be returned by a list of this shape:
     /// `None` when the index does not hold it or cannot tell.
     pub fn file_matches(
@@ -458,6 +477,12 @@ impl Index {
             }
         }
         Some((out, state.disk_bytes))
+    }
+
+    /// Whether the index was given up (it outgrew `MAX_INDEX_COST`): until
+    /// the hub restarts, lists read the directory and upkeep cannot run.
+    pub fn given_up(&self) -> bool {
+        self.lock().given_up
     }
 
     /// The bytes of every indexed file, once the index is complete.

@@ -75,6 +75,13 @@ pub struct ListType {
 pub struct ShapeIndex {
     pub version: u32,
     pub shapes: BTreeMap<String, ListType>,
+    /// Shapes listed once whose complete list the cache no longer holds
+    /// (the quota or a collection removed one of their objects): offline
+    /// they answer as never listed, but who listed them is remembered
+    /// across restarts (a kubelet stays a kubelet, and not ready). A
+    /// version that does not know this field ignores it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub incomplete: BTreeMap<String, ListType>,
 }
 
 impl ShapeIndex {
@@ -88,6 +95,19 @@ impl ShapeIndex {
 
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Moves shapes to `incomplete`; whether anything changed.
+    pub fn break_shapes<'a>(&mut self, shapes: impl Iterator<Item = &'a ListShape>) -> bool {
+        let mut changed = false;
+        for shape in shapes {
+            let key = shape.key();
+            if let Some(list_type) = self.shapes.remove(&key) {
+                self.incomplete.insert(key, list_type);
+                changed = true;
+            }
+        }
+        changed
     }
 }
 
@@ -142,6 +162,14 @@ impl Listings {
                 known
                     .entry(shape)
                     .or_insert_with(|| ListRecord::from_type(list_type));
+            }
+        }
+        for (key, list_type) in &index.incomplete {
+            if let Some(shape) = ListShape::from_key(key) {
+                known.entry(shape).or_insert_with(|| ListRecord {
+                    complete: false,
+                    ..ListRecord::from_type(list_type)
+                });
             }
         }
     }

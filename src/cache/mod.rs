@@ -55,11 +55,10 @@ pub use tee::Tee;
 pub use upkeep::CollectionSummary;
 
 /// Garbage collection's rules as metric labels, in `CacheStats::collected`'s order.
-pub const COLLECTION_RULES: [&str; 4] = [
+pub const COLLECTION_RULES: [&str; 3] = [
     gc::Rule::ALL[0].name(),
     gc::Rule::ALL[1].name(),
     gc::Rule::ALL[2].name(),
-    gc::Rule::ALL[3].name(),
 ];
 
 /// Components whose last request is remembered (the rest are judged by
@@ -116,11 +115,14 @@ pub struct CacheStats {
     /// complete list.
     pub streamed_lists: AtomicU64,
     /// Objects garbage collection removed, by `gc::Rule::ALL`'s order.
-    pub collected: [AtomicU64; 4],
+    pub collected: [AtomicU64; 3],
     pub collections: AtomicU64,
     /// Objects (and their bytes) removed to stay under the disk quota.
     pub quota_evicted: AtomicU64,
     pub quota_evicted_bytes: AtomicU64,
+    /// Bytes over the quota its last pass could not free (a kubelet's own
+    /// Node and pods are never removed).
+    pub quota_overrun_bytes: AtomicU64,
 }
 
 pub struct Cache {
@@ -140,8 +142,13 @@ pub struct Cache {
     seen: Mutex<BTreeMap<String, i64>>,
     /// Each collection's last failed write.
     write_errors: Mutex<BTreeMap<PathBuf, WriteError>>,
-    last_collection: Mutex<Option<CollectionSummary>>,
+    /// The last garbage collection: when it ended, and what it removed.
+    last_collection: Mutex<Option<(Instant, CollectionSummary)>>,
+    /// Held while a collection asked for by `POST /v1/gc` runs.
+    collect_on_demand: Mutex<()>,
     last_quota_log: Mutex<Option<Instant>>,
+    /// The last autonomy report, reused for `AUTONOMY_REUSE`.
+    last_report: Mutex<Option<(Instant, bool, autonomy::Report)>>,
 }
 
 /// One object of a list answer: shared with the index when it holds the
@@ -169,7 +176,9 @@ impl Cache {
             seen: Mutex::new(BTreeMap::new()),
             write_errors: Mutex::new(BTreeMap::new()),
             last_collection: Mutex::new(None),
+            collect_on_demand: Mutex::new(()),
             last_quota_log: Mutex::new(None),
+            last_report: Mutex::new(None),
         });
         let writer = cache.clone();
         thread::Builder::new()
@@ -218,6 +227,11 @@ impl Cache {
 
     /// A cached component made a request now: it is not idle.
     pub fn saw_component(&self, component: &str) {
+        // Only a name that can be a component's directory: never one of
+        // the cache's own (`_tokens`), which a collection would remove.
+        if !key::is_safe_segment(component) {
+            return;
+        }
         let now = now_unix();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let name = key::stored_segment(component);
@@ -447,7 +461,9 @@ impl Cache {
                             .iter()
                             .filter_map(|path| {
                                 let bytes = self.read_intact(&collection, path, encoding)?;
-                                let written_at = self.store.modified(path).unwrap_or(0);
+                                // A clock set back since: not newer than now.
+                                let written_at =
+                                    self.store.modified(path).map_or(0, |at| at.min(now_unix()));
                                 Some((path.clone(), bytes, written_at))
                             })
                             .collect();
@@ -491,6 +507,13 @@ impl Cache {
     }
 
     /// Tells the index the writer removed an object file.
+    /// Whether an object file is in the cache: the index says so, or else
+    /// the disk.
+    fn holds_file(&self, collection_dir: &Path, encoding: Encoding, path: &Path) -> bool {
+        self.index.holds(collection_dir, encoding, path) == Some(true)
+            || self.store.modified(path).is_some()
+    }
+
     fn index_removed(&self, collection: &Collection, encoding: Encoding, path: &Path) {
         self.index.remove(&collection.dir(), encoding, path);
     }

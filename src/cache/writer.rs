@@ -501,10 +501,12 @@ impl Cache {
         // whose name can never be a file does not count: no list could).
         // An object left in place because its removal failed is the lesser
         // harm (what any offline answer risks) and does not stop the record.
-        if complete.failed {
-            self.listings.incomplete(&collection.dir(), shape);
-            return first_error.map_or(Ok(()), Err);
-        }
+        // The quota may have removed an object of an earlier page or event
+        // of this list while it was arriving: then it is not whole either.
+        let evicted = complete
+            .files
+            .iter()
+            .find(|path| !self.holds_file(&collection.dir(), encoding, path));
         let index_path = collection.lists_path();
         let mut index = self
             .store
@@ -521,13 +523,32 @@ impl Cache {
             listed_at: now_unix(),
             resource_version: list.resource_version,
         };
+        if complete.failed || evicted.is_some() {
+            if let Some(path) = evicted {
+                log::warn!(
+                    "a list of {} is not recorded: {} was removed while it arrived (disk quota)",
+                    collection.dir().display(),
+                    path.display()
+                );
+            }
+            self.listings.incomplete(&collection.dir(), shape);
+            // Who listed it is remembered (a kubelet stays one after a
+            // restart), as never listed offline.
+            let key = shape.key();
+            if !index.shapes.contains_key(&key) && !index.incomplete.contains_key(&key) {
+                index.incomplete.insert(key, list_type);
+                self.store.write(&index_path, &index.encode())?;
+            }
+            return first_error.map_or(Ok(()), Err);
+        }
         let known = index.shapes.get(&shape.key());
         if let Some(known) =
             known.filter(|k| k.kind == list_type.kind && k.api_version == list_type.api_version)
         {
             list_type.encodings.extend(known.encodings.iter().cloned());
         }
-        if known != Some(&list_type) {
+        let was_broken = index.incomplete.remove(&shape.key()).is_some();
+        if was_broken || index.shapes.get(&shape.key()) != Some(&list_type) {
             index.shapes.insert(shape.key(), list_type.clone());
             self.store.write(&index_path, &index.encode())?;
         }
