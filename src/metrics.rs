@@ -444,12 +444,23 @@ fn render_autonomy(out: &mut String, report: &crate::cache::autonomy::Report) {
         out,
         "node_yurthub_cache_disk_bytes",
         "gauge",
-        "bytes of cached object files (used) against --disk-cache-max-bytes (limit, 0: none)",
+        "disk taken by cached object files in 4 KiB blocks (used) against --disk-cache-max-bytes (limit, 0: none), and the bytes over it kept because a kubelet needs them (over_limit_kept)",
     );
     let _ = writeln!(
         out,
-        "node_yurthub_cache_disk_bytes{{state=\"used\"}} {}\nnode_yurthub_cache_disk_bytes{{state=\"limit\"}} {}",
-        report.disk.used_bytes, report.disk.quota_bytes
+        "node_yurthub_cache_disk_bytes{{state=\"used\"}} {}\nnode_yurthub_cache_disk_bytes{{state=\"limit\"}} {}\nnode_yurthub_cache_disk_bytes{{state=\"over_limit_kept\"}} {}",
+        report.disk.used_bytes, report.disk.quota_bytes, report.disk.over_quota_kept_bytes
+    );
+    header(
+        out,
+        "node_yurthub_cache_index_given_up",
+        "gauge",
+        "1 if the cache index was given up (too many objects): garbage collection, the quota and the report stop until a restart",
+    );
+    let _ = writeln!(
+        out,
+        "node_yurthub_cache_index_given_up {}",
+        u8::from(report.index_given_up)
     );
     header(
         out,
@@ -457,7 +468,12 @@ fn render_autonomy(out: &mut String, report: &crate::cache::autonomy::Report) {
         "gauge",
         "1 if the component can restart offline with what the cache holds (see /v1/autonomy)",
     );
-    for component in report.components.iter().take(MAX_COMPONENTS) {
+    // Kubelets and named agents first: components a local client invents
+    // cannot push them out of the first `MAX_COMPONENTS`.
+    let mut components: Vec<&crate::cache::autonomy::ComponentReport> =
+        report.components.iter().collect();
+    components.sort_by_key(|c| (!c.kubelet, !c.agent));
+    for component in components.iter().take(MAX_COMPONENTS) {
         let _ = writeln!(
             out,
             "node_yurthub_autonomy_ready{{component=\"{}\"}} {}",
@@ -465,8 +481,7 @@ fn render_autonomy(out: &mut String, report: &crate::cache::autonomy::Report) {
             u8::from(component.ready)
         );
     }
-    let rows: Vec<(&str, &crate::cache::autonomy::ResourceReport)> = report
-        .components
+    let rows: Vec<(&str, &crate::cache::autonomy::ResourceReport)> = components
         .iter()
         .take(MAX_COMPONENTS)
         .flat_map(|c| c.resources.iter().map(move |r| (c.name.as_str(), r)))
