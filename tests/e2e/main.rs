@@ -693,6 +693,21 @@ fn hollow_kubelet_restarted_offline_gets_everything_from_the_hub_and_keeps_its_p
     // The cloud goes away, and the node reboots while offline.
     bed.stop_apiserver(0);
     hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
+    // A garbage collection offline takes nothing the hollow kubelet needs.
+    let (status, _, body) =
+        support::client::request("POST", &format!("{}/v1/gc", hub.serve_url()), &[], &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    eprintln!(
+        "--- POST /v1/gc offline ---\n{}--- end ---",
+        String::from_utf8_lossy(&body)
+    );
+    let gone: Vec<&String> = wanted.iter().filter(|f| !cache.join(f).exists()).collect();
+    assert!(gone.is_empty(), "collected offline: {gone:?}");
+    assert!(
+        kubemark_verdict().is_some_and(|(ready, kubelet, _)| ready && kubelet),
+        "not ready after a collection offline:\n{}",
+        autonomy("text")
+    );
     bed.script_ok(&["stop-kubemark", &bed.dir().display().to_string()]);
     let offline_from = bed.read("logs/kubemark.log").len();
     bed.kubemark(&kc, false);
