@@ -608,6 +608,54 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::autonomy::{ComponentReport, Disk, Report};
+
+    #[test]
+    fn invented_components_never_hide_the_kubelets_and_agents_gauges() {
+        let component = |name: String, kubelet: bool, agent: bool| ComponentReport {
+            name,
+            agent,
+            kubelet,
+            last_seen_seconds_ago: None,
+            objects: 0,
+            bytes: 0,
+            service_account_tokens: 0,
+            ready: kubelet,
+            verdict: String::new(),
+            resources: Vec::new(),
+        };
+        // Sorted by name, as the report is: 70 invented names come first.
+        let mut components: Vec<ComponentReport> = (0..70)
+            .map(|i| component(format!("a{i:02}"), false, false))
+            .collect();
+        components.push(component("kube-proxy".into(), false, true));
+        components.push(component("kubelet".into(), true, true));
+        components.push(component("kubemark".into(), true, false));
+        let report = Report {
+            node: "edge-1".into(),
+            online: true,
+            index_ready: true,
+            index_given_up: false,
+            disk: Disk {
+                used_bytes: 0,
+                quota_bytes: 0,
+                over_quota_kept_bytes: 0,
+            },
+            last_collection: None,
+            components,
+        };
+        let mut out = String::new();
+        render_autonomy(&mut out, &report);
+        for line in [
+            r#"node_yurthub_autonomy_ready{component="kubelet"} 1"#,
+            r#"node_yurthub_autonomy_ready{component="kubemark"} 1"#,
+            r#"node_yurthub_autonomy_ready{component="kube-proxy"} 0"#,
+            r#"node_yurthub_autonomy_ready{component="a00"} 0"#,
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+        }
+        assert!(!out.contains(r#"component="a69""#), "{out}");
+    }
 
     #[test]
     fn renders_series_with_escaped_labels() {
