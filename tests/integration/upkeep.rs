@@ -7,8 +7,9 @@
 //!   pod bound elsewhere stays; events past their time and components
 //!   nobody named, unseen for long, go (offline, after a restart); what
 //!   kubelet needs stays, with the hub's `--node-name` in another case
-//! - quota: filled past it, components nobody named go first, agents next,
-//!   kubelet's node and pods last; every client answered
+//! - quota: filled past it (files counted in 4 KiB blocks), components
+//!   nobody named go first, agents next, kubelet's node and pods never,
+//!   with the hub's `--node-name` in another case; every client answered
 //! - report: JSON and text verdicts and counts for a known cache, an
 //!   incomplete list named with its write error, the gauges, bad requests
 
