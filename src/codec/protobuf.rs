@@ -20,17 +20,19 @@ use super::{
 
 pub const MAGIC: &[u8] = b"k8s\0";
 
-fn invalid(what: &str) -> CodecError {
+pub(super) fn invalid(what: &str) -> CodecError {
     CodecError(format!("invalid protobuf: {what}"))
 }
 
 /// One field of a message: its number and, for length-delimited fields, the bytes.
-struct Field<'a> {
-    number: u64,
+pub(super) struct Field<'a> {
+    pub(super) number: u64,
+    /// The whole field as it was read, tag included (copied as is when kept).
+    pub(super) raw: &'a [u8],
     /// Length-delimited payload; `None` for varint and fixed-width fields.
-    bytes: Option<&'a [u8]>,
+    pub(super) bytes: Option<&'a [u8]>,
     /// A varint field's value (0 for the others).
-    varint: u64,
+    pub(super) varint: u64,
 }
 
 fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
@@ -47,10 +49,11 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
 }
 
 /// The fields of a message, in order; fails on any malformed field.
-fn fields(message: &[u8]) -> Result<Vec<Field<'_>>, CodecError> {
+pub(super) fn fields(message: &[u8]) -> Result<Vec<Field<'_>>, CodecError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < message.len() {
+        let start = pos;
         let key = read_varint(message, &mut pos)?;
         let (number, wire_type) = (key >> 3, key & 7);
         if number == 0 {
@@ -84,6 +87,7 @@ fn fields(message: &[u8]) -> Result<Vec<Field<'_>>, CodecError> {
         };
         out.push(Field {
             number,
+            raw: &message[start..pos],
             bytes,
             varint,
         });
@@ -109,7 +113,7 @@ fn string(fields: &[Field<'_>], number: u64) -> Result<String, CodecError> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -127,12 +131,12 @@ fn varint_len(mut value: u64) -> usize {
 }
 
 /// The tag and length of a length-delimited field, its bytes to follow.
-fn put_prefix(out: &mut Vec<u8>, number: u64, len: usize) {
+pub(super) fn put_prefix(out: &mut Vec<u8>, number: u64, len: usize) {
     put_varint(out, number << 3 | 2);
     put_varint(out, len as u64);
 }
 
-fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
     put_prefix(out, number, bytes.len());
     out.extend_from_slice(bytes);
 }
@@ -143,13 +147,13 @@ fn field_len(number: u64, len: usize) -> usize {
 }
 
 /// The envelope of an object: type and the object's own message.
-struct Envelope<'a> {
-    api_version: String,
-    kind: String,
-    raw: &'a [u8],
+pub(super) struct Envelope<'a> {
+    pub(super) api_version: String,
+    pub(super) kind: String,
+    pub(super) raw: &'a [u8],
 }
 
-fn open_envelope(bytes: &[u8]) -> Result<Envelope<'_>, CodecError> {
+pub(super) fn open_envelope(bytes: &[u8]) -> Result<Envelope<'_>, CodecError> {
     let body = bytes
         .strip_prefix(MAGIC)
         .ok_or_else(|| invalid("missing k8s magic"))?;
@@ -183,7 +187,7 @@ fn envelope_tail() -> Vec<u8> {
 }
 
 /// Wraps an object's message as the apiserver does for a get.
-fn seal_envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+pub(super) fn seal_envelope(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
     let mut out = envelope_head(api_version, kind, raw.len());
     out.extend_from_slice(raw);
     out.extend_from_slice(&envelope_tail());
