@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::budget::MemoryBudget;
 
 use crate::cache::Cache;
+use crate::filter::FilterState;
 use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
 use crate::status::{Refusal, refuse};
@@ -18,6 +19,7 @@ pub struct Admin {
     /// The cache, in edge mode: the hub can serve from it while offline.
     pub cache: Option<Arc<Cache>>,
     pub budget: Arc<MemoryBudget>,
+    pub filters: Arc<FilterState>,
     /// Listener statistics, filled in once the listeners run.
     pub listeners: std::sync::OnceLock<Vec<(&'static str, Arc<ServerStats>)>>,
 }
@@ -74,6 +76,9 @@ impl<S: Stream> Handler<S> for Admin {
                     if let Some(problem) = self.upstream.credential_problem() {
                         body.push_str(&format!("; {problem}"));
                     }
+                    if let Some(missing) = self.filters.missing_context() {
+                        body.push_str(&format!("; filters without context (answers they need are left unfiltered): {missing}"));
+                    }
                     let _ = exchange.respond(200, &text, body.as_bytes());
                 }
                 Some(reason) => {
@@ -90,13 +95,14 @@ impl<S: Stream> Handler<S> for Admin {
                 let listeners = self.listeners.get().map(Vec::as_slice).unwrap_or_default();
                 let listeners: Vec<(&str, &ServerStats)> =
                     listeners.iter().map(|(n, s)| (*n, &**s)).collect();
-                let body = self.metrics.render(
+                let mut body = self.metrics.render(
                     &names,
                     &self.upstream.health,
                     &listeners,
                     self.cache.as_deref(),
                     Some(&self.budget),
                 );
+                self.filters.render_metrics(&mut body);
                 let headers = vec![(
                     "Content-Type".to_string(),
                     "text/plain; version=0.0.4".to_string(),

@@ -15,6 +15,7 @@ use crate::budget::MemoryBudget;
 use crate::cache::{Cache, Upkeep, agents, agents::Agents};
 use crate::config::Config;
 use crate::config::WorkingMode;
+use crate::filter::{self, FilterState};
 use crate::health::{self, HealthState, ProbeSettings};
 use crate::http::{
     self, ErrorBody, Limits, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, TlsAcceptor,
@@ -97,13 +98,42 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let cache = match config.working_mode {
         WorkingMode::Cloud => None,
-        WorkingMode::Edge => start_cache(&config, &upstream),
+        WorkingMode::Edge => start_cache(&config),
     };
+    let filters = Arc::new(FilterState::new(
+        config.filters.is_some(),
+        config.filters.clone().unwrap_or_default(),
+        filter::Context {
+            hub: config.hub_address.clone(),
+            node_name: config.node_name.clone(),
+            pool: config.nodepool_name.clone(),
+            pool_nodes: None,
+            topology: None,
+        },
+    ));
+    // kube-system/yurt-hub-cfg: the cache agents and the filters' components.
+    let followed = {
+        let (cache, filters) = (cache.clone(), filters.clone());
+        agents::follow_configmap(
+            upstream.clone(),
+            config.heartbeat_interval * 3,
+            move |data| {
+                if let Some(cache) = &cache {
+                    agents::apply_configmap(&cache.agents, data);
+                }
+                filters.set_configmap_data(data);
+            },
+        )
+    };
+    if let Err(e) = followed {
+        log::warn!("cannot follow kube-system/yurt-hub-cfg: {e}");
+    }
     let offline = cache.as_ref().map(|cache| Offline {
         cache: cache.clone(),
         budget: budget.clone(),
         health: upstream.health.clone(),
         min_request_timeout: config.min_request_timeout,
+        filters: filters.clone(),
     });
 
     let error_body: ErrorBody = Arc::new(status_body);
@@ -115,6 +145,7 @@ pub fn run(config: Config) -> Result<(), String> {
         offline,
         first_probe_wait: config.heartbeat_timeout + FIRST_PROBE_GRACE,
         budget: budget.clone(),
+        filters: filters.clone(),
     });
     let proxy_stats = Arc::new(ServerStats::default());
     let mut proxy_server = http::spawn(
@@ -143,6 +174,7 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics: metrics.clone(),
         cache,
         budget,
+        filters,
         listeners: Default::default(),
     });
     let mut serve_server = http::spawn(
@@ -221,9 +253,9 @@ fn install_panic_policy() {
     }));
 }
 
-/// Opens the cache and starts following the cache-agents ConfigMap. A cache
-/// that cannot be opened is logged; the hub then proxies without one.
-fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> {
+/// Opens the cache. A cache that cannot be opened is logged; the hub then
+/// proxies without one.
+fn start_cache(config: &Config) -> Option<Arc<Cache>> {
     let upkeep = Upkeep {
         node_name: config.node_name.clone(),
         quota_bytes: config.disk_cache_max_bytes,
@@ -246,14 +278,6 @@ fn start_cache(config: &Config, upstream: &Arc<Upstream>) -> Option<Arc<Cache>> 
         cache.agents.describe(),
         config.disk_cache_path.display()
     );
-    let spawned = agents::follow_configmap(
-        cache.clone(),
-        upstream.clone(),
-        config.heartbeat_interval * 3,
-    );
-    if let Err(e) = spawned {
-        log::warn!("cannot follow the cache-agents ConfigMap: {e}");
-    }
     Some(cache)
 }
 

@@ -110,6 +110,26 @@ pub struct Cli {
     #[argh(option, default = "536870912")]
     pub disk_cache_max_bytes: u64,
 
+    /// apply OpenYurt's response filters (true or false)
+    #[argh(option, default = "String::from(\"true\")")]
+    pub enable_resource_filter: String,
+
+    /// response filters switched off, comma-separated (`*`: all): servicetopology,
+    /// masterservice, discardcloudservice, inclusterconfig, nodeportisolation,
+    /// forwardkubesvctraffic, serviceenvupdater
+    #[argh(option, default = "String::new()")]
+    pub disabled_resource_filters: String,
+
+    /// the hub's address as pods reach it (its dummy interface): masterservice,
+    /// forwardkubesvctraffic and serviceenvupdater point pods here, at --proxy-secure-port
+    #[argh(option, default = "String::from(\"169.254.2.1\")")]
+    pub dummy_if_ip: String,
+
+    /// this node's pool, when set; otherwise read from the node's
+    /// apps.openyurt.io/nodepool label
+    #[argh(option, default = "String::new()")]
+    pub nodepool_name: String,
+
     /// seconds an offline watch is held when the client set no timeoutSeconds
     #[argh(option, default = "1800")]
     pub min_request_timeout: u64,

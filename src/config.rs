@@ -60,6 +60,14 @@ pub struct Config {
     /// hub's own under `--root-dir`.
     pub client_cert_file: PathBuf,
     pub join_token: Option<String>,
+    /// Which response filters are on (`--disabled-resource-filters`, the
+    /// working mode), `None` when `--enable-resource-filter=false`.
+    pub filters: Option<crate::filter::Filters>,
+    /// Where masterservice, forwardkubesvctraffic and serviceenvupdater
+    /// point pods: `--dummy-if-ip` and `--proxy-secure-port`.
+    pub hub_address: crate::filter::HubAddress,
+    /// `--nodepool-name`: this node's pool, when given.
+    pub nodepool_name: Option<String>,
 }
 
 /// A flag with a value that cannot work. Displayed as one line naming the flag.
@@ -236,6 +244,29 @@ impl Config {
         if cli.proxy_port == cli.serve_port && cli.proxy_port != 0 {
             return Err(invalid("serve-port", "must differ from --proxy-port"));
         }
+        let filters_on = match cli.enable_resource_filter.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(invalid(
+                    "enable-resource-filter",
+                    format!("{other:?} is neither true nor false"),
+                ));
+            }
+        };
+        let disabled: Vec<String> = cli
+            .disabled_resource_filters
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let filters = crate::filter::Filters::new(&disabled, working_mode == WorkingMode::Cloud)
+            .map_err(|e| invalid("disabled-resource-filters", e))?;
+        let dummy_if_ip: IpAddr = cli.dummy_if_ip.parse().map_err(|_| {
+            invalid(
+                "dummy-if-ip",
+                format!("{:?} is not an IP address", cli.dummy_if_ip),
+            )
+        })?;
         Ok(Config {
             servers,
             lb_mode,
@@ -268,6 +299,12 @@ impl Config {
                 PathBuf::from(&cli.kubelet_client_certificate)
             },
             join_token,
+            filters: filters_on.then_some(filters),
+            hub_address: crate::filter::HubAddress {
+                host: dummy_if_ip.to_string(),
+                port: cli.proxy_secure_port,
+            },
+            nodepool_name: Some(cli.nodepool_name.trim().to_string()).filter(|n| !n.is_empty()),
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::cache::lists::ListType;
 use crate::cache::tokens;
 use crate::cache::{Cache, key::Collection, shape_of};
 use crate::codec::{self, Encoding, Pieces};
+use crate::filter::{FilterState, Verdict};
 use crate::health::HealthState;
 use crate::http::{Exchange, Stream};
 use crate::request_info::{Query, RequestInfo, Verb};
@@ -177,6 +178,8 @@ pub struct Offline {
     pub budget: Arc<MemoryBudget>,
     pub health: Arc<HealthState>,
     pub min_request_timeout: Duration,
+    /// The response filters apply to offline answers as to the cloud's.
+    pub filters: Arc<FilterState>,
 }
 
 impl Offline {
@@ -254,10 +257,14 @@ impl Offline {
                     info.resource
                 ),
             ),
-            Verb::Get | Verb::Update | Verb::Patch => self.object(info, &collection, &accepted),
+            Verb::Get | Verb::Update | Verb::Patch => {
+                let answer = self.object(info, &collection, &accepted);
+                self.filter_object(request, answer)
+            }
             Verb::List => match self
                 .select_list(request, &collection, &accepted)
                 .and_then(Selected::reserve_build)
+                .map(|selected| self.filter_items(request, selected))
             {
                 Ok(selected) => Answer::List {
                     encoding: selected.encoding,
@@ -273,6 +280,7 @@ impl Offline {
             Verb::Watch => match self
                 .select_list(request, &collection, &accepted)
                 .and_then(Selected::reserve_build)
+                .map(|selected| self.filter_items(request, selected))
             {
                 Ok(selected) => initial_events(selected),
                 Err(refused) => refused,
@@ -417,6 +425,72 @@ impl Offline {
             self.health.wait_change(generation, left.min(CLIENT_CHECK));
         }
         let _ = exchange.finish();
+    }
+
+    /// A cached object as the response filters leave it for this client.
+    fn filter_object(&self, request: &OfflineRequest<'_>, answer: Answer) -> Answer {
+        let Answer::Found { encoding, body } = answer else {
+            return answer;
+        };
+        let filters = self.filters.for_request(request.component, request.info);
+        if filters.is_empty() {
+            return Answer::Found { encoding, body };
+        }
+        let mut session = self
+            .filters
+            .session(&filters, &request.info.resource, encoding);
+        let answer = match session.object(&body) {
+            Ok((Verdict::Dropped, _)) => refused(
+                404,
+                format!(
+                    "{} {:?} not found",
+                    request.info.resource, request.info.name
+                ),
+            ),
+            Ok((_, Some(rewritten))) => Answer::Found {
+                encoding,
+                body: rewritten,
+            },
+            Ok((_, None)) => Answer::Found { encoding, body },
+            Err(e) => {
+                log::warn!(
+                    "cached {} sent unfiltered, the filters cannot read it: {e}",
+                    request.info.resource
+                );
+                Answer::Found { encoding, body }
+            }
+        };
+        self.filters.record(&session.counts);
+        answer
+    }
+
+    /// The objects of a list as the response filters leave them for this
+    /// client (a rewritten one replaces the cached one in the answer only).
+    fn filter_items(&self, request: &OfflineRequest<'_>, mut selected: Selected) -> Selected {
+        let filters = self.filters.for_request(request.component, request.info);
+        if filters.is_empty() {
+            return selected;
+        }
+        let mut session = self
+            .filters
+            .session(&filters, &request.info.resource, selected.encoding);
+        selected.items = std::mem::take(&mut selected.items)
+            .into_iter()
+            .filter_map(|item| match session.object(&item) {
+                Ok((Verdict::Dropped, _)) => None,
+                Ok((_, Some(rewritten))) => Some(Item::from(rewritten)),
+                Ok((_, None)) => Some(item),
+                Err(e) => {
+                    log::warn!(
+                        "a cached {} sent unfiltered, the filters cannot read it: {e}",
+                        request.info.resource
+                    );
+                    Some(item)
+                }
+            })
+            .collect();
+        self.filters.record(&session.counts);
+        selected
     }
 
     /// Whether the cache holds the node a registration's body names.
@@ -768,6 +842,7 @@ mod tests {
             budget: crate::budget::MemoryBudget::new(64 << 20),
             health,
             min_request_timeout: Duration::from_secs(1),
+            filters: Arc::new(crate::filter::FilterState::for_tests()),
         };
         (dir, offline)
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::budget::MemoryBudget;
 use crate::cache::{Cache, Tee};
+use crate::filter::{BodyFilter, FilterState};
 use crate::health::{Health, HealthState};
 use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
@@ -68,6 +69,8 @@ pub struct Proxy {
     pub first_probe_wait: Duration,
     /// What requests in flight may hold in memory, all together.
     pub budget: Arc<MemoryBudget>,
+    /// OpenYurt's response filters.
+    pub filters: Arc<FilterState>,
 }
 
 /// Holds one slot of a gauge for as long as it lives.
@@ -424,7 +427,21 @@ impl Proxy {
             url: &self.upstream.servers[server].url,
             ended: &self.metrics.streams_ended_unhealthy,
         });
-        relay(exchange, response, &target, tee, source, &self.budget);
+        // The filters see what the client gets; the cache keeps what the
+        // apiserver sent.
+        let filters = self.filters.for_request(component, info);
+        let body_filter = |status: u16, content_type: Option<&str>| {
+            let filters = filters.as_slice();
+            (status == 200)
+                .then(|| self.filters.body_filter(filters, info, content_type))
+                .flatten()
+        };
+        let relayed = Relayed {
+            target: &target,
+            budget: &self.budget,
+            filters: &self.filters,
+        };
+        relay(exchange, response, relayed, tee, body_filter, source);
     }
 
     /// Answers from the cache (edge mode), counted: every offline answer,
@@ -521,19 +538,35 @@ struct StreamSource<'a> {
     ended: &'a AtomicU64,
 }
 
+/// What a relay needs besides the response.
+struct Relayed<'a> {
+    target: &'a str,
+    budget: &'a Arc<MemoryBudget>,
+    filters: &'a FilterState,
+}
+
 /// Streams an upstream response to the client, flushing every piece as it arrives.
-/// `tee` may copy the body aside for the cache, given the status and Content-Type.
+/// `tee` may copy the body aside for the cache, and `body_filter` filter what
+/// the client gets, given the status and Content-Type.
 fn relay<S: Stream>(
     exchange: &mut Exchange<'_, S>,
     response: upstream::Response,
-    target: &str,
+    relayed: Relayed<'_>,
     tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
+    body_filter: impl FnOnce(u16, Option<&str>) -> Option<BodyFilter>,
     source: Option<StreamSource<'_>>,
-    budget: &Arc<MemoryBudget>,
 ) {
+    let Relayed {
+        target,
+        budget,
+        filters,
+    } = relayed;
+    let mut filter = body_filter(response.status, response.header("content-type"));
+    // A filtered body's length is known only once filtered: sent chunked.
     let length = response
         .header("content-length")
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| filter.is_none());
     let headers: Vec<(String, String)> = response
         .headers
         .iter()
@@ -557,12 +590,37 @@ fn relay<S: Stream>(
     };
     let mut pooled = RelayBuffer::take(size);
     let buffer = &mut pooled.0[..size];
+    // What a filtered object or list holds until its end.
+    let mut filter_held = budget.empty();
     loop {
         match reader.read(buffer) {
             Ok(0) => break,
             Ok(n) => {
+                let sent = match filter.as_mut() {
+                    None => exchange.write_body(&buffer[..n]),
+                    Some(filter) => match filter.push(&buffer[..n]) {
+                        Ok(out) => {
+                            filters.record(&filter.take_counts());
+                            if !filter_held.grow_or_oversize(filter.held()) {
+                                log::warn!(
+                                    "{target}: the memory budget cannot hold the answer the filters need whole; cut short"
+                                );
+                                exchange.abort();
+                                return;
+                            }
+                            exchange.write_body(&out)
+                        }
+                        Err(e) => {
+                            log::warn!(
+                                "{target}: the response filters cannot read the stream: {e}"
+                            );
+                            exchange.abort();
+                            return;
+                        }
+                    },
+                };
                 // The client first: decoding for the cache must not delay it.
-                if exchange.write_body(&buffer[..n]).is_err() {
+                if sent.is_err() {
                     log::debug!("{target}: client went away");
                     return;
                 }
@@ -597,6 +655,16 @@ fn relay<S: Stream>(
                 exchange.abort();
                 return;
             }
+        }
+    }
+    if let Some(filter) = filter.as_mut() {
+        let (out, error) = filter.finish();
+        if let Some(e) = error {
+            log::warn!("{target}: sent unfiltered, the response filters cannot read it: {e}");
+        }
+        filters.record(&filter.take_counts());
+        if exchange.write_body(&out).is_err() {
+            return;
         }
     }
     if exchange.finish().is_ok()

@@ -2,11 +2,10 @@
 //! `--cache-agents`, and the `cache_agents` key of ConfigMap
 //! `kube-system/yurt-hub-cfg` (followed while the hub runs). `*` means everyone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::Cache;
 use crate::upstream::Upstream;
 
 /// Cached without being asked, as in the original.
@@ -95,40 +94,50 @@ impl Agents {
     }
 }
 
-/// `data.cache_agents` of the ConfigMap JSON, if present.
-pub fn cache_agents_from_configmap(body: &[u8]) -> Option<String> {
+/// The `data` of the ConfigMap JSON (string values only), if it reads.
+pub fn configmap_data(body: &[u8]) -> Option<BTreeMap<String, String>> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value["data"]["cache_agents"].as_str().map(str::to_string)
+    let data = value.get("data")?.as_object()?;
+    Some(
+        data.iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+    )
+}
+
+/// Applies `data.cache_agents` of `yurt-hub-cfg` (absent: none added).
+pub fn apply_configmap(agents: &Agents, data: &BTreeMap<String, String>) {
+    let list = data
+        .get("cache_agents")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if agents.set_from_configmap(list) {
+        log::info!("cache agents now {}", agents.describe());
+    }
 }
 
 /// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
-/// reachable and applies its `cache_agents`.
+/// reachable and hands its data to `apply` (empty once the ConfigMap is gone).
 pub fn follow_configmap(
-    cache: Arc<Cache>,
     upstream: Arc<Upstream>,
     period: Duration,
+    apply: impl Fn(&BTreeMap<String, String>) + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("yh-cache-agents".into())
-        .spawn(move || follow(&cache, &upstream, period))?;
+        .name("yh-hub-config".into())
+        .spawn(move || follow(&upstream, period, apply))?;
     Ok(())
 }
 
-fn follow(cache: &Cache, upstream: &Upstream, period: Duration) {
+fn follow(upstream: &Upstream, period: Duration, apply: impl Fn(&BTreeMap<String, String>)) {
     loop {
         if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
             match upstream.call(server, "GET", CONFIGMAP_PATH, None, None) {
-                Ok((200, body)) => {
-                    let list = cache_agents_from_configmap(&body).unwrap_or_default();
-                    if cache.agents.set_from_configmap(&list) {
-                        log::info!("cache agents now {}", cache.agents.describe());
-                    }
-                }
-                Ok((404, _)) => {
-                    if cache.agents.set_from_configmap("") {
-                        log::info!("cache agents now {}", cache.agents.describe());
-                    }
-                }
+                Ok((200, body)) => match configmap_data(&body) {
+                    Some(data) => apply(&data),
+                    None => apply(&BTreeMap::new()),
+                },
+                Ok((404, _)) => apply(&BTreeMap::new()),
                 Ok((status, _)) => {
                     log::debug!("reading {}: status {status}", CONFIGMAP_PATH)
                 }
@@ -169,12 +178,15 @@ mod tests {
     }
 
     #[test]
-    fn reads_cache_agents_from_a_configmap() {
-        let body = br#"{"kind":"ConfigMap","data":{"cache_agents":"a,b"}}"#;
-        assert_eq!(cache_agents_from_configmap(body).as_deref(), Some("a,b"));
-        assert_eq!(
-            cache_agents_from_configmap(br#"{"kind":"ConfigMap"}"#),
-            None
-        );
+    fn reads_the_data_of_a_configmap() {
+        let body = br#"{"kind":"ConfigMap","data":{"cache_agents":"a,b","n":1}}"#;
+        let data = configmap_data(body).unwrap();
+        assert_eq!(data.len(), 1);
+        let agents = Agents::new("");
+        apply_configmap(&agents, &data);
+        assert!(agents.is_agent("a"));
+        apply_configmap(&agents, &BTreeMap::new());
+        assert!(!agents.is_agent("a"));
+        assert_eq!(configmap_data(br#"{"kind":"ConfigMap"}"#), None);
     }
 }

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 
-use super::protobuf::{Field, fields, invalid, put_bytes, put_varint};
+use super::protobuf::{
+    Field, fields, invalid, open_envelope, put_bytes, put_varint, seal_envelope,
+};
 use super::{CodecError, Encoding};
 
 /// One step of a path: a field's JSON name and protobuf number.
@@ -26,6 +28,46 @@ pub enum Object {
     Json(Value),
     /// The object's own message (without the `k8s\0` envelope).
     Protobuf(Message),
+}
+
+/// An object or a list as sent, open for editing: JSON parsed, a protobuf
+/// envelope's type kept aside to seal the edited message again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub object: Object,
+    envelope: Option<(String, String)>,
+}
+
+impl Opened {
+    pub fn open(encoding: Encoding, bytes: &[u8]) -> Result<Opened, CodecError> {
+        match encoding {
+            Encoding::Json => Ok(Opened {
+                object: Object::Json(
+                    serde_json::from_slice(bytes)
+                        .map_err(|e| CodecError(format!("invalid JSON object: {e}")))?,
+                ),
+                envelope: None,
+            }),
+            Encoding::Protobuf => {
+                let envelope = open_envelope(bytes)?;
+                Ok(Opened {
+                    object: Object::Protobuf(Message::parse(envelope.raw)?),
+                    envelope: Some((envelope.api_version, envelope.kind)),
+                })
+            }
+        }
+    }
+
+    /// The object as it is sent again.
+    pub fn seal(&self) -> Vec<u8> {
+        match (&self.object, &self.envelope) {
+            (Object::Json(value), _) => serde_json::to_vec(value).unwrap_or_default(),
+            (Object::Protobuf(message), Some((api_version, kind))) => {
+                seal_envelope(api_version, kind, &message.to_bytes())
+            }
+            (Object::Protobuf(message), None) => message.to_bytes(),
+        }
+    }
 }
 
 /// A protobuf message with the fields on edited paths taken apart.
@@ -96,6 +138,7 @@ impl Message {
             .find_map(|(_, part)| part_bytes(part))
     }
 
+    #[cfg(test)]
     fn varint(&self, number: u64) -> Option<u64> {
         self.fields
             .iter()
@@ -251,6 +294,7 @@ impl Object {
     }
 
     /// The integer at `path`, if present.
+    #[cfg(test)]
     pub fn int_at(&self, path: &[Key]) -> Option<i64> {
         match self {
             Object::Json(value) => json_at(value, path)?.as_i64(),

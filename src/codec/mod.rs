@@ -3,7 +3,6 @@
 //! a watch stream into events, in JSON and in protobuf, behind one `Encoding`
 //! so the cache never looks at bytes itself.
 
-#[allow(dead_code)]
 pub mod edit;
 mod json;
 pub mod media;

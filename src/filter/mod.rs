@@ -6,7 +6,9 @@
 //! what each does to one object (`apply`), the same code for JSON and
 //! protobuf (`codec::edit`).
 
+mod body;
 mod rules;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,7 +17,9 @@ use crate::codec::CodecError;
 use crate::codec::edit::Object;
 use crate::request_info::{RequestInfo, Verb};
 
+pub use body::{BodyFilter, Counts, Session};
 pub use rules::{Context, apply};
+pub use state::FilterState;
 
 /// The filters, in the original's registration (and application) order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,6 +185,10 @@ impl Filters {
             disabled: self.disabled.clone(),
             extra,
         }
+    }
+
+    pub fn is_on(&self, filter: Filter) -> bool {
+        !self.disabled.contains(&filter)
     }
 
     /// The filters a request's answer goes through, in order. Requests of

@@ -1,0 +1,364 @@
+//! Filters applied to a response body as it arrives: an object or a list
+//! is held whole and filtered at its end; a watch is filtered event by
+//! event, an object that stops passing becoming `DELETED` and one that
+//! starts passing again `ADDED`. No I/O: the relay and the offline answers
+//! feed bytes in and send what comes out.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{Context, Filter, FilterError, Verdict, run};
+use crate::codec::edit::{Key, Opened, key};
+use crate::codec::{Encoding, EventType, WatchDecoder};
+use crate::request_info::Verb;
+
+const LIST_ITEMS: Key = key("items", 2);
+
+/// Objects dropped and rewritten, per filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub dropped: [u64; Filter::ALL.len()],
+    pub rewritten: [u64; Filter::ALL.len()],
+}
+
+impl Counts {
+    fn add(&mut self, each: &[(Filter, Verdict)]) {
+        for &(filter, verdict) in each {
+            let i = Filter::ALL.iter().position(|&f| f == filter).unwrap_or(0);
+            match verdict {
+                Verdict::Dropped => self.dropped[i] += 1,
+                Verdict::Rewritten => self.rewritten[i] += 1,
+                Verdict::Unchanged => {}
+            }
+        }
+    }
+}
+
+/// The filters of one request, and what they did.
+pub struct Session {
+    filters: Vec<Filter>,
+    resource: String,
+    context: Arc<Context>,
+    encoding: Encoding,
+    pub counts: Counts,
+}
+
+impl Session {
+    pub fn new(
+        filters: Vec<Filter>,
+        resource: &str,
+        context: Arc<Context>,
+        encoding: Encoding,
+    ) -> Session {
+        Session {
+            filters,
+            resource: resource.to_string(),
+            context,
+            encoding,
+            counts: Counts::default(),
+        }
+    }
+
+    /// One object as sent (a protobuf one in its envelope): what the filters
+    /// made of it, and its new bytes when rewritten.
+    pub fn object(&mut self, bytes: &[u8]) -> Result<(Verdict, Option<Vec<u8>>), FilterError> {
+        let mut opened = Opened::open(self.encoding, bytes)?;
+        let (verdict, each) = run(
+            &self.filters,
+            &self.resource,
+            &self.context,
+            &mut opened.object,
+        )?;
+        self.counts.add(&each);
+        let rewritten = (verdict == Verdict::Rewritten).then(|| opened.seal());
+        Ok((verdict, rewritten))
+    }
+
+    /// A whole list as sent, its items filtered; `None` when nothing changed.
+    pub fn list(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+        let mut opened = Opened::open(self.encoding, bytes)?;
+        let mut changed = false;
+        let (filters, resource, context) = (&self.filters, self.resource.as_str(), &self.context);
+        let counts = &mut self.counts;
+        opened.object.retain_elements(&[LIST_ITEMS], |item| {
+            let (verdict, each) = run(filters, resource, context, item)?;
+            counts.add(&each);
+            changed |= verdict != Verdict::Unchanged;
+            Ok(verdict != Verdict::Dropped)
+        })?;
+        Ok(changed.then(|| opened.seal()))
+    }
+}
+
+/// A response body on its way through the filters.
+pub enum BodyFilter {
+    /// An object or a list: held until its end.
+    Whole {
+        session: Session,
+        list: bool,
+        bytes: Vec<u8>,
+    },
+    /// A watch: event by event.
+    Watch {
+        session: Session,
+        decoder: Box<dyn WatchDecoder>,
+        /// Objects this stream hid (namespace, name): the client does not
+        /// hold them, so they come back as ADDED.
+        hidden: HashSet<(String, String)>,
+    },
+}
+
+impl BodyFilter {
+    pub fn new(session: Session, verb: Verb) -> BodyFilter {
+        match verb {
+            Verb::Watch => BodyFilter::Watch {
+                decoder: session.encoding.watch_decoder(),
+                session,
+                hidden: HashSet::new(),
+            },
+            verb => BodyFilter::Whole {
+                session,
+                list: verb == Verb::List,
+                bytes: Vec::new(),
+            },
+        }
+    }
+
+    /// Bytes held, waiting for their end.
+    pub fn held(&self) -> usize {
+        match self {
+            BodyFilter::Whole { bytes, .. } => bytes.len(),
+            BodyFilter::Watch { .. } => 0,
+        }
+    }
+
+    pub fn counts(&self) -> &Counts {
+        match self {
+            BodyFilter::Whole { session, .. } | BodyFilter::Watch { session, .. } => {
+                &session.counts
+            }
+        }
+    }
+
+    /// What the filters did since the last call (for the metrics).
+    pub fn take_counts(&mut self) -> Counts {
+        match self {
+            BodyFilter::Whole { session, .. } | BodyFilter::Watch { session, .. } => {
+                std::mem::take(&mut session.counts)
+            }
+        }
+    }
+
+    /// Takes the next bytes of the body; returns what can be sent now.
+    pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, FilterError> {
+        match self {
+            BodyFilter::Whole { bytes, .. } => {
+                bytes.extend_from_slice(input);
+                Ok(Vec::new())
+            }
+            BodyFilter::Watch {
+                session,
+                decoder,
+                hidden,
+            } => {
+                let mut out = Vec::new();
+                for event in decoder.push(input)? {
+                    if let Some((event_type, object)) =
+                        watch_event(session, hidden, event.event_type, event.object)?
+                    {
+                        out.extend(session.encoding.encode_event(event_type, &object));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The end of the body: what is left to send. An object or list the
+    /// filters cannot read goes out as it came (and the error is returned
+    /// with it, to be logged).
+    pub fn finish(&mut self) -> (Vec<u8>, Option<FilterError>) {
+        match self {
+            BodyFilter::Whole {
+                session,
+                list,
+                bytes,
+            } => {
+                let bytes = std::mem::take(bytes);
+                let filtered = if *list {
+                    session.list(&bytes)
+                } else {
+                    session.object(&bytes).map(|(_, rewritten)| rewritten)
+                };
+                match filtered {
+                    Ok(Some(rewritten)) => (rewritten, None),
+                    Ok(None) => (bytes, None),
+                    Err(e) => (bytes, Some(e)),
+                }
+            }
+            BodyFilter::Watch { .. } => (Vec::new(), None),
+        }
+    }
+}
+
+/// The events one upstream event becomes (none, or one).
+fn watch_event(
+    session: &mut Session,
+    hidden: &mut HashSet<(String, String)>,
+    event_type: EventType,
+    object: Vec<u8>,
+) -> Result<Option<(EventType, Vec<u8>)>, FilterError> {
+    if matches!(event_type, EventType::Bookmark | EventType::Error) {
+        return Ok(Some((event_type, object)));
+    }
+    let meta = session.encoding.decode_meta(&object)?;
+    let key = (meta.namespace, meta.name);
+    let (verdict, rewritten) = session.object(&object)?;
+    let was_hidden = hidden.contains(&key);
+    if verdict == Verdict::Dropped {
+        hidden.insert(key);
+        // Gone from the client's view: said once; never shown: nothing.
+        return Ok(match event_type {
+            EventType::Modified | EventType::Deleted if !was_hidden => {
+                Some((EventType::Deleted, object))
+            }
+            _ => None,
+        });
+    }
+    hidden.remove(&key);
+    let object = rewritten.unwrap_or(object);
+    Ok(match event_type {
+        EventType::Deleted if was_hidden => None,
+        EventType::Modified if was_hidden => Some((EventType::Added, object)),
+        other => Some((other, object)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::HubAddress;
+    use serde_json::json;
+
+    fn context() -> Arc<Context> {
+        Arc::new(Context {
+            hub: HubAddress {
+                host: "169.254.2.1".into(),
+                port: 10268,
+            },
+            node_name: "edge-1".into(),
+            pool: Some("hangzhou".into()),
+            pool_nodes: None,
+            topology: None,
+        })
+    }
+
+    fn session() -> Session {
+        Session::new(
+            vec![Filter::MasterService, Filter::DiscardCloudService],
+            "services",
+            context(),
+            Encoding::Json,
+        )
+    }
+
+    fn service(name: &str, discard: bool) -> serde_json::Value {
+        json!({"kind": "Service", "apiVersion": "v1",
+               "metadata": {"namespace": "default", "name": name,
+                            "annotations": {"svc.openyurt.io/discard": if discard {"true"} else {"false"}}},
+               "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.1",
+                        "ports": [{"name": "https", "port": 443}]}})
+    }
+
+    #[test]
+    fn a_list_loses_dropped_items_and_carries_rewritten_ones() {
+        let list = json!({"kind": "ServiceList", "apiVersion": "v1",
+                          "metadata": {"resourceVersion": "7", "continue": "abc"},
+                          "items": [service("kubernetes", false), service("lb", true), service("web", false)]});
+        let mut filter = BodyFilter::new(session(), Verb::List);
+        let bytes = serde_json::to_vec(&list).unwrap();
+        let (first, second) = bytes.split_at(10);
+        assert!(filter.push(first).unwrap().is_empty());
+        assert!(filter.push(second).unwrap().is_empty());
+        let (out, error) = filter.finish();
+        assert!(error.is_none());
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let names: Vec<&str> = out["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["kubernetes", "web"]);
+        assert_eq!(out["items"][0]["spec"]["clusterIP"], "169.254.2.1");
+        assert_eq!(out["metadata"]["continue"], "abc");
+        let counts = filter.counts();
+        assert_eq!(counts.rewritten[1], 1);
+        assert_eq!(counts.dropped[2], 1);
+    }
+
+    #[test]
+    fn an_unchanged_or_unreadable_body_goes_out_as_it_came() {
+        for (body, fails) in [
+            (&br#"{"kind":"ServiceList","items":[]}"#[..], false),
+            (b"{not json", true),
+        ] {
+            let mut filter = BodyFilter::new(session(), Verb::List);
+            filter.push(body).unwrap();
+            let (out, error) = filter.finish();
+            assert_eq!(out, body);
+            assert_eq!(error.is_some(), fails);
+        }
+    }
+
+    #[test]
+    fn in_a_watch_objects_leave_as_deleted_and_come_back_as_added() {
+        let rows: &[(EventType, bool, Option<EventType>)] = &[
+            (EventType::Added, false, Some(EventType::Added)),
+            (EventType::Modified, true, Some(EventType::Deleted)),
+            (EventType::Modified, true, None),
+            (EventType::Modified, false, Some(EventType::Added)),
+            (EventType::Modified, false, Some(EventType::Modified)),
+            (EventType::Deleted, false, Some(EventType::Deleted)),
+            (EventType::Added, true, None),
+            (EventType::Deleted, true, None),
+            (EventType::Deleted, false, None),
+            (EventType::Added, false, Some(EventType::Added)),
+            (EventType::Deleted, true, Some(EventType::Deleted)),
+        ];
+        let mut filter = BodyFilter::new(session(), Verb::Watch);
+        for (i, (event_type, discard, want)) in rows.iter().enumerate() {
+            let object = serde_json::to_vec(&service("lb", *discard)).unwrap();
+            let line = Encoding::Json.encode_event(*event_type, &object);
+            let out = filter.push(&line).unwrap();
+            let got: Vec<EventType> = Encoding::Json
+                .watch_decoder()
+                .push(&out)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect();
+            assert_eq!(got, want.iter().copied().collect::<Vec<_>>(), "row {i}");
+        }
+        let bookmark = Encoding::Json.encode_event(
+            EventType::Bookmark,
+            br#"{"kind":"Service","metadata":{"resourceVersion":"9"}}"#,
+        );
+        assert_eq!(filter.push(&bookmark).unwrap(), bookmark);
+    }
+
+    #[test]
+    fn a_watch_event_split_anywhere_is_filtered_once_whole() {
+        let object = serde_json::to_vec(&service("kubernetes", false)).unwrap();
+        let line = Encoding::Json.encode_event(EventType::Modified, &object);
+        for cut in 1..line.len() {
+            let mut filter = BodyFilter::new(session(), Verb::Watch);
+            let mut out = filter.push(&line[..cut]).unwrap();
+            out.extend(filter.push(&line[cut..]).unwrap());
+            let events = Encoding::Json.watch_decoder().push(&out).unwrap();
+            assert_eq!(events.len(), 1);
+            let value: serde_json::Value = serde_json::from_slice(&events[0].object).unwrap();
+            assert_eq!(value["spec"]["clusterIP"], "169.254.2.1");
+        }
+    }
+}
