@@ -254,11 +254,22 @@ impl Config {
                 ));
             }
         };
-        let disabled: Vec<String> = cli
+        let mut disabled: Vec<String> = cli
             .disabled_resource_filters
             .split(',')
             .map(str::to_string)
             .collect();
+        if cli.proxy_secure_port == 0 {
+            // They point pods at the secure port, which is off.
+            disabled.extend(
+                [
+                    "masterservice",
+                    "forwardkubesvctraffic",
+                    "serviceenvupdater",
+                ]
+                .map(String::from),
+            );
+        }
         let filters = crate::filter::Filters::new(&disabled, working_mode == WorkingMode::Cloud)
             .map_err(|e| invalid("disabled-resource-filters", e))?;
         let dummy_if_ip: IpAddr = cli.dummy_if_ip.parse().map_err(|_| {

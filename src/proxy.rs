@@ -598,26 +598,23 @@ fn relay<S: Stream>(
             Ok(n) => {
                 let sent = match filter.as_mut() {
                     None => exchange.write_body(&buffer[..n]),
-                    Some(filter) => match filter.push(&buffer[..n]) {
-                        Ok(out) => {
-                            filters.record(&filter.take_counts());
-                            if !filter_held.grow_or_oversize(filter.held()) {
-                                log::warn!(
-                                    "{target}: the memory budget cannot hold the answer the filters need whole; cut short"
-                                );
-                                exchange.abort();
-                                return;
-                            }
-                            exchange.write_body(&out)
-                        }
-                        Err(e) => {
+                    Some(filter) => {
+                        let (out, error) = filter.push(&buffer[..n]);
+                        if let Some(e) = error {
                             log::warn!(
-                                "{target}: the response filters cannot read the stream: {e}"
+                                "{target}: the rest of the stream goes out unfiltered, the response filters cannot read it: {e}"
+                            );
+                        }
+                        filters.record(&filter.take_counts());
+                        if !filter_held.grow_or_oversize(filter.held()) {
+                            log::warn!(
+                                "{target}: the memory budget cannot hold the answer the filters need whole; cut short"
                             );
                             exchange.abort();
                             return;
                         }
-                    },
+                        exchange.write_body(&out)
+                    }
                 };
                 // The client first: decoding for the cache must not delay it.
                 if sent.is_err() {

@@ -208,6 +208,20 @@ impl Encoding {
         pieces
     }
 
+    /// Where the first whole frame of a watch stream ends (a JSON line with
+    /// its newline, a length-prefixed protobuf frame), if it is complete.
+    pub fn watch_frame_end(self, bytes: &[u8]) -> Option<usize> {
+        match self {
+            Encoding::Json => bytes.iter().position(|&b| b == b'\n').map(|i| i + 1),
+            Encoding::Protobuf => {
+                let length = bytes.get(..4)?;
+                let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+                let end = 4usize.checked_add(usize::try_from(length).ok()?)?;
+                (end <= bytes.len()).then_some(end)
+            }
+        }
+    }
+
     pub fn watch_decoder(self) -> Box<dyn WatchDecoder> {
         match self {
             Encoding::Json => Box::new(json::JsonWatchDecoder::default()),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{Context, Filter, FilterError, Verdict, run};
 use crate::codec::edit::{Key, Opened, key};
-use crate::codec::{Encoding, EventType, WatchDecoder};
+use crate::codec::{Encoding, EventType, MAX_OBJECT_BYTES, WatchDecoder};
 use crate::request_info::Verb;
 
 const LIST_ITEMS: Key = key("items", 2);
@@ -102,9 +102,14 @@ pub enum BodyFilter {
     Watch {
         session: Session,
         decoder: Box<dyn WatchDecoder>,
+        /// Bytes of a frame not yet complete.
+        unread: Vec<u8>,
         /// Objects this stream hid (namespace, name): the client does not
         /// hold them, so they come back as ADDED.
         hidden: HashSet<(String, String)>,
+        /// A frame the filters could not read: the rest of the stream goes
+        /// out as it comes (the client decides what to make of it).
+        as_it_comes: bool,
     },
 }
 
@@ -114,7 +119,9 @@ impl BodyFilter {
             Verb::Watch => BodyFilter::Watch {
                 decoder: session.encoding.watch_decoder(),
                 session,
+                unread: Vec::new(),
                 hidden: HashSet::new(),
+                as_it_comes: false,
             },
             verb => BodyFilter::Whole {
                 session,
@@ -149,27 +156,61 @@ impl BodyFilter {
         }
     }
 
-    /// Takes the next bytes of the body; returns what can be sent now.
-    pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, FilterError> {
+    /// Takes the next bytes of the body; returns what can be sent now, and
+    /// the error that made a watch go out unfiltered from here on.
+    pub fn push(&mut self, input: &[u8]) -> (Vec<u8>, Option<FilterError>) {
         match self {
             BodyFilter::Whole { bytes, .. } => {
                 bytes.extend_from_slice(input);
-                Ok(Vec::new())
+                (Vec::new(), None)
             }
+            BodyFilter::Watch {
+                as_it_comes: true, ..
+            } => (input.to_vec(), None),
             BodyFilter::Watch {
                 session,
                 decoder,
+                unread,
                 hidden,
+                as_it_comes,
             } => {
+                unread.extend_from_slice(input);
                 let mut out = Vec::new();
-                for event in decoder.push(input)? {
-                    if let Some((event_type, object)) =
-                        watch_event(session, hidden, event.event_type, event.object)?
-                    {
-                        out.extend(session.encoding.encode_event(event_type, &object));
+                let mut consumed = 0;
+                while let Some(end) = session.encoding.watch_frame_end(&unread[consumed..]) {
+                    let frame = &unread[consumed..consumed + end];
+                    let filtered = decoder.push(frame).and_then(|events| {
+                        let mut sent = Vec::new();
+                        for event in events {
+                            if let Some((event_type, object)) =
+                                watch_event(session, hidden, event.event_type, event.object)?
+                            {
+                                sent.extend(session.encoding.encode_event(event_type, &object));
+                            }
+                        }
+                        Ok(sent)
+                    });
+                    match filtered {
+                        Ok(sent) => out.extend(sent),
+                        Err(e) => {
+                            *as_it_comes = true;
+                            out.extend_from_slice(&unread[consumed..]);
+                            unread.clear();
+                            return (out, Some(e));
+                        }
                     }
+                    consumed += end;
                 }
-                Ok(out)
+                unread.drain(..consumed);
+                if unread.len() > MAX_OBJECT_BYTES {
+                    *as_it_comes = true;
+                    out.append(unread);
+                    let e = crate::codec::CodecError(format!(
+                        "watch event larger than {MAX_OBJECT_BYTES} bytes"
+                    ));
+                    return (out, Some(e));
+                }
+                (out, None)
             }
         }
     }
@@ -278,8 +319,8 @@ mod tests {
         let mut filter = BodyFilter::new(session(), Verb::List);
         let bytes = serde_json::to_vec(&list).unwrap();
         let (first, second) = bytes.split_at(10);
-        assert!(filter.push(first).unwrap().is_empty());
-        assert!(filter.push(second).unwrap().is_empty());
+        assert!(filter.push(first).0.is_empty());
+        assert!(filter.push(second).0.is_empty());
         let (out, error) = filter.finish();
         assert!(error.is_none());
         let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -304,7 +345,7 @@ mod tests {
             (b"{not json", true),
         ] {
             let mut filter = BodyFilter::new(session(), Verb::List);
-            filter.push(body).unwrap();
+            filter.push(body);
             let (out, error) = filter.finish();
             assert_eq!(out, body);
             assert_eq!(error.is_some(), fails);
@@ -330,7 +371,8 @@ mod tests {
         for (i, (event_type, discard, want)) in rows.iter().enumerate() {
             let object = serde_json::to_vec(&service("lb", *discard)).unwrap();
             let line = Encoding::Json.encode_event(*event_type, &object);
-            let out = filter.push(&line).unwrap();
+            let (out, error) = filter.push(&line);
+            assert!(error.is_none());
             let got: Vec<EventType> = Encoding::Json
                 .watch_decoder()
                 .push(&out)
@@ -344,7 +386,30 @@ mod tests {
             EventType::Bookmark,
             br#"{"kind":"Service","metadata":{"resourceVersion":"9"}}"#,
         );
-        assert_eq!(filter.push(&bookmark).unwrap(), bookmark);
+        assert_eq!(filter.push(&bookmark).0, bookmark);
+    }
+
+    #[test]
+    fn an_unreadable_watch_goes_out_as_it_comes_from_there_on() {
+        let object = serde_json::to_vec(&service("kubernetes", false)).unwrap();
+        let good = Encoding::Json.encode_event(EventType::Added, &object);
+        let mut filter = BodyFilter::new(session(), Verb::Watch);
+        let (out, error) = filter.push(&[&good[..], b"{broken\n{more"].concat());
+        assert!(error.is_some());
+        let mut want = Encoding::Json.encode_event(
+            EventType::Added,
+            &serde_json::to_vec(&{
+                let mut s = service("kubernetes", false);
+                s["spec"]["clusterIP"] = "169.254.2.1".into();
+                s["spec"]["clusterIPs"] = serde_json::json!(["169.254.2.1"]);
+                s["spec"]["ports"][0]["port"] = 10268.into();
+                s
+            })
+            .unwrap(),
+        );
+        want.extend_from_slice(b"{broken\n{more");
+        assert_eq!(out, want);
+        assert_eq!(filter.push(&good), (good.clone(), None));
     }
 
     #[test]
@@ -353,8 +418,8 @@ mod tests {
         let line = Encoding::Json.encode_event(EventType::Modified, &object);
         for cut in 1..line.len() {
             let mut filter = BodyFilter::new(session(), Verb::Watch);
-            let mut out = filter.push(&line[..cut]).unwrap();
-            out.extend(filter.push(&line[cut..]).unwrap());
+            let mut out = filter.push(&line[..cut]).0;
+            out.extend(filter.push(&line[cut..]).0);
             let events = Encoding::Json.watch_decoder().push(&out).unwrap();
             assert_eq!(events.len(), 1);
             let value: serde_json::Value = serde_json::from_slice(&events[0].object).unwrap();

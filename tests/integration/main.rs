@@ -11,6 +11,8 @@
 //!   objects: nothing dropped, the newest version kept and served offline
 //! - `cache_integrity`: what the cache must never hold or serve: dry runs,
 //!   names too long for a file, bad list items, misplaced files, symlinks
+//! - `filters`: OpenYurt's response filters on what kubelet and kube-proxy
+//!   read, JSON and protobuf, online and offline, watches included
 //! - `protobuf`: kubelet's protobuf cached as the apiserver encoded it and
 //!   served back offline in the encoding the client asks for
 //! - `certs`: the client certificate followed as kubelet rotates it, a bad or
@@ -41,6 +43,7 @@ mod cache_integrity;
 mod cache_load;
 mod certs;
 mod faults;
+mod filters;
 mod hostile;
 mod modern;
 mod protobuf;

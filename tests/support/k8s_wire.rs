@@ -237,13 +237,13 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
     put_varint(out, u64::from(field) << 3 | 2);
     put_varint(out, data.len() as u64);
     out.extend_from_slice(data);
 }
 
-fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
+pub fn put_uint(out: &mut Vec<u8>, field: u32, v: u64) {
     put_varint(out, u64::from(field) << 3);
     put_varint(out, v);
 }
@@ -263,7 +263,7 @@ fn put_map(out: &mut Vec<u8>, field: u32, entries: &[(&str, &str)]) {
 /// ObjectMeta as a 1.2x+ apiserver marshals it: every plain string and the
 /// generation written even when empty, a zero creationTimestamp as an empty
 /// message, maps only when non-empty.
-fn pb_object_meta(
+pub fn pb_object_meta(
     name: &str,
     namespace: &str,
     uid: &str,
@@ -286,7 +286,7 @@ fn pb_object_meta(
 }
 
 /// `k8s\0` + runtime.Unknown{typeMeta, raw, contentEncoding "", contentType ""}.
-fn pb_wrap(kind: &str, api_version: &str, raw: &[u8]) -> Vec<u8> {
+pub fn pb_wrap(kind: &str, api_version: &str, raw: &[u8]) -> Vec<u8> {
     let mut type_meta = Vec::new();
     put_bytes(&mut type_meta, 1, api_version.as_bytes());
     put_bytes(&mut type_meta, 2, kind.as_bytes());
@@ -666,4 +666,38 @@ pub fn base64url(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The raw items of a `k8s\0` + Unknown list (each an object's own message).
+pub fn pb_list_raw_items(body: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (_, _, raw) = pb_unwrap(body)?;
+    Some(
+        pb_fields(raw)?
+            .into_iter()
+            .filter_map(|(field, value)| match (field, value) {
+                (2, PbValue::Bytes(item)) => Some(item.to_vec()),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The string at a path of field numbers in a message (the last
+/// occurrence of each field), e.g. `[2, 3]` for a Service's spec.clusterIP.
+pub fn pb_string_at(message: &[u8], path: &[u32]) -> Option<String> {
+    let (last, parents) = path.split_last()?;
+    let mut at = message;
+    for number in parents {
+        at = pb_fields(at)?
+            .into_iter()
+            .rev()
+            .find_map(|(f, v)| match v {
+                PbValue::Bytes(b) if f == *number => Some(b),
+                _ => None,
+            })?;
+    }
+    pb_fields(at)?.into_iter().rev().find_map(|(f, v)| match v {
+        PbValue::Bytes(b) if f == *last => pb_string(b),
+        _ => None,
+    })
 }

@@ -1,0 +1,331 @@
+//! OpenYurt's response filters through the real binary: what kubelet and
+//! kube-proxy read is rewritten or narrowed, in JSON and protobuf, online
+//! and offline, while the cache keeps what the apiserver sent.
+//!
+//! Contents:
+//! - masterservice: kubelet's Service list shows `default/kubernetes` at the
+//!   hub's address, online and offline (JSON and protobuf); the cache file
+//!   keeps the apiserver's; other components, and a disabled filter, see
+//!   the apiserver's answer
+//! - discardcloudservice in a watch: a Service that becomes discarded leaves
+//!   as DELETED and comes back as ADDED; bookmarks pass
+//! - yurt-hub-cfg adds components to a filter while the hub runs
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::client::{self, RawStream};
+use crate::support::k8s_wire::{self, Encoding};
+use crate::support::{Behaviour, FakeApiserver, Hub, StreamEnd, TestPki, free_ports, wait_until};
+
+const WAIT: Duration = Duration::from_secs(15);
+const KUBELET: &str = "kubelet/v1.35.0 (linux/amd64) kubernetes/66452049";
+const KUBE_PROXY: &str = "kube-proxy/v1.35.0 (linux/amd64) kubernetes/66452049";
+const SERVICES: &str = "/api/v1/services";
+
+fn json_service(name: &str, rv: u64, kind: &str, annotations: Value) -> Value {
+    json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "resourceVersion": rv.to_string(), "annotations": annotations},
+        "spec": {"type": kind, "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                 "ports": [{"name": "https", "protocol": "TCP", "port": 443, "targetPort": 6443}]}
+    })
+}
+
+/// The same Service in protobuf: spec (2) with ports (1: {name 1, port 3}),
+/// clusterIP (3), type (4), clusterIPs (18).
+fn pb_service(name: &str, rv: u64) -> Vec<u8> {
+    let mut port = Vec::new();
+    k8s_wire::put_bytes(&mut port, 1, b"https");
+    k8s_wire::put_bytes(&mut port, 2, b"TCP");
+    k8s_wire::put_uint(&mut port, 3, 443);
+    let mut spec = Vec::new();
+    k8s_wire::put_bytes(&mut spec, 1, &port);
+    k8s_wire::put_bytes(&mut spec, 3, b"10.96.0.1");
+    k8s_wire::put_bytes(&mut spec, 4, b"ClusterIP");
+    k8s_wire::put_bytes(&mut spec, 18, b"10.96.0.1");
+    let mut raw = Vec::new();
+    let meta = k8s_wire::pb_object_meta(
+        name,
+        "default",
+        &format!("uid-{name}"),
+        &rv.to_string(),
+        &[],
+        &[],
+    );
+    k8s_wire::put_bytes(&mut raw, 1, &meta);
+    k8s_wire::put_bytes(&mut raw, 2, &spec);
+    k8s_wire::put_bytes(&mut raw, 3, b"");
+    k8s_wire::pb_wrap("Service", "v1", &raw)
+}
+
+fn fake_with_services(pki: &TestPki) -> FakeApiserver {
+    let fake = FakeApiserver::start(pki);
+    let json_list = k8s_wire::json_list(
+        "Service",
+        "v1",
+        20,
+        &[
+            json_service("kubernetes", 10, "ClusterIP", json!({}))
+                .to_string()
+                .into_bytes(),
+            json_service("web", 11, "ClusterIP", json!({}))
+                .to_string()
+                .into_bytes(),
+        ],
+    );
+    let pb_list = Encoding::Protobuf.list(
+        "Service",
+        "v1",
+        20,
+        &[pb_service("kubernetes", 10), pb_service("web", 11)],
+    );
+    fake.route(
+        "GET",
+        SERVICES,
+        Behaviour::func(move |request| {
+            let protobuf = request
+                .header("accept")
+                .is_some_and(|a| a.starts_with("application/vnd.kubernetes.protobuf"));
+            if protobuf {
+                Behaviour::respond(
+                    200,
+                    &[("Content-Type", Encoding::Protobuf.content_type())],
+                    pb_list.clone(),
+                )
+            } else {
+                Behaviour::ok_json(&json_list)
+            }
+        }),
+    );
+    fake
+}
+
+fn hub_with_secure_port(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> (Hub, u16) {
+    let [secure] = free_ports::<1>();
+    let mut args = Hub::args_for(&[fake], pki);
+    args.extend(["--proxy-secure-port".to_string(), secure.to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (Hub::start(&args), secure)
+}
+
+fn list(hub: &Hub, user_agent: &str, encoding: Encoding) -> (u16, Vec<u8>) {
+    let accept = match encoding {
+        Encoding::Json => "application/json",
+        Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
+    };
+    let (status, _, body) = client::request(
+        "GET",
+        &format!("{}{SERVICES}", hub.proxy_url()),
+        &[("User-Agent", user_agent), ("Accept", accept)],
+        b"",
+    );
+    (status, body)
+}
+
+/// `(name, clusterIP, first port)` of each Service in a list answer (the
+/// port in JSON only; 0 in protobuf).
+fn services(body: &[u8], encoding: Encoding) -> Vec<(String, String, u64)> {
+    match encoding {
+        Encoding::Json => {
+            let list: Value = serde_json::from_slice(body).unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["metadata"]["name"].as_str().unwrap().to_string(),
+                        s["spec"]["clusterIP"].as_str().unwrap().to_string(),
+                        s["spec"]["ports"][0]["port"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        }
+        Encoding::Protobuf => k8s_wire::pb_list_raw_items(body)
+            .unwrap_or_else(|| panic!("not a protobuf list: {}", String::from_utf8_lossy(body)))
+            .iter()
+            .map(|item| {
+                (
+                    k8s_wire::pb_string_at(item, &[1, 1]).expect("a name"),
+                    k8s_wire::pb_string_at(item, &[2, 3]).expect("a cluster IP"),
+                    0,
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn kubelet_sees_default_kubernetes_at_the_hub_online_and_offline() {
+    let pki = TestPki::new();
+    let fake = fake_with_services(&pki);
+    let (hub, secure) = hub_with_secure_port(&fake, &pki, &["--dummy-if-ip", "169.254.2.1"]);
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        let (status, body) = list(&hub, KUBELET, encoding);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let got = services(&body, encoding);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            (got[0].0.as_str(), got[0].1.as_str()),
+            ("kubernetes", "169.254.2.1")
+        );
+        assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("web", "10.96.0.1"));
+        if encoding == Encoding::Json {
+            assert_eq!(got[0].2, u64::from(secure));
+            assert_eq!(got[1].2, 443);
+        }
+        // Another component gets the apiserver's answer.
+        let (_, body) = list(&hub, KUBE_PROXY, encoding);
+        assert_eq!(services(&body, encoding)[0].1, "10.96.0.1");
+    }
+    // The cache keeps what the apiserver sent.
+    let cached = hub
+        .cache_dir()
+        .join("kubelet/services/default/kubernetes.json");
+    assert!(wait_until(WAIT, || cached.exists()), "{}", hub.log());
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&cached).unwrap()).unwrap();
+    assert_eq!(on_disk["spec"]["clusterIP"], "10.96.0.1");
+    assert!(
+        hub.metric(
+            "node_yurthub_filter_objects_total{filter=\"masterservice\",outcome=\"rewritten\"}"
+        ) >= 2
+    );
+
+    crate::cache::go_offline(&hub, &fake);
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        let (status, body) = list(&hub, KUBELET, encoding);
+        assert_eq!(
+            status,
+            200,
+            "{} {:?} {}",
+            String::from_utf8_lossy(&body),
+            std::fs::read_to_string(hub.cache_dir().join("kubelet/services/_lists.json")),
+            hub.log()
+        );
+        let got = services(&body, encoding);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].1, "169.254.2.1", "offline {encoding:?}");
+        assert_eq!(got[1].1, "10.96.0.1");
+    }
+}
+
+#[test]
+fn a_disabled_filter_and_a_hub_without_secure_port_leave_the_answer_alone() {
+    let pki = TestPki::new();
+    let fake = fake_with_services(&pki);
+    let (hub, _) = hub_with_secure_port(
+        &fake,
+        &pki,
+        &["--disabled-resource-filters", "masterservice"],
+    );
+    let (_, body) = list(&hub, KUBELET, Encoding::Json);
+    assert_eq!(services(&body, Encoding::Json)[0].1, "10.96.0.1");
+    drop(hub);
+    // The tests' default: no secure port, so nothing to point pods at.
+    let hub = Hub::start(&Hub::args_for(&[&fake], &pki));
+    let (_, body) = list(&hub, KUBELET, Encoding::Json);
+    assert_eq!(services(&body, Encoding::Json)[0].1, "10.96.0.1");
+    // A filter name the hub does not know is a bad flag.
+    let mut args = Hub::args_for(&[&fake], &pki);
+    args.extend(["--disabled-resource-filters".into(), "nosuchfilter".into()]);
+    let mut bad = Hub::spawn(&args);
+    let status = bad.wait_exit(WAIT).expect("exits on a bad flag");
+    assert_eq!(status.code(), Some(2));
+    assert!(bad.log().contains("nosuchfilter"), "{}", bad.log());
+}
+
+#[test]
+fn in_a_watch_a_discarded_service_leaves_as_deleted_and_comes_back_as_added() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let discard = |on: bool| json!({"svc.openyurt.io/discard": if on { "true" } else { "false" }});
+    let events = [
+        (
+            "ADDED",
+            json_service("lb", 1, "LoadBalancer", discard(false)),
+        ),
+        (
+            "MODIFIED",
+            json_service("lb", 2, "LoadBalancer", discard(true)),
+        ),
+        (
+            "MODIFIED",
+            json_service("lb", 3, "LoadBalancer", discard(true)),
+        ),
+        (
+            "MODIFIED",
+            json_service("lb", 4, "LoadBalancer", discard(false)),
+        ),
+        (
+            "ADDED",
+            json_service("gone", 5, "LoadBalancer", discard(true)),
+        ),
+    ];
+    let mut chunks: Vec<(Duration, String)> = events
+        .iter()
+        .map(|(t, o)| (Duration::ZERO, k8s_wire::json_event(t, &o.to_string())))
+        .collect();
+    chunks.push((
+        Duration::ZERO,
+        k8s_wire::json_event("BOOKMARK", &k8s_wire::json_bookmark("Service", "v1", 6)),
+    ));
+    fake.route("GET", SERVICES, Behaviour::watch(chunks, StreamEnd::Finish));
+    let hub = Hub::start(&Hub::args_for(&[&fake], &pki));
+    let mut stream = RawStream::get(
+        &format!("{}{SERVICES}?watch=true&timeoutSeconds=5", hub.proxy_url()),
+        &[("User-Agent", KUBE_PROXY)],
+    );
+    assert_eq!(stream.status(), 200);
+    let body = stream.read_to_end(WAIT);
+    let seen: Vec<(String, String)> = k8s_wire::json_events(&body)
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("ADDED", "1"),
+        ("DELETED", "2"),
+        ("ADDED", "4"),
+        ("BOOKMARK", "6"),
+    ]
+    .iter()
+    .map(|(t, rv)| (t.to_string(), rv.to_string()))
+    .collect();
+    assert_eq!(seen, want, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        hub.metric(
+            "node_yurthub_filter_objects_total{filter=\"discardcloudservice\",outcome=\"dropped\"}"
+        ) >= 3
+    );
+}
+
+#[test]
+fn yurt_hub_cfg_adds_components_to_a_filter_while_the_hub_runs() {
+    let pki = TestPki::new();
+    let fake = fake_with_services(&pki);
+    let cfg = k8s_wire::json_object("ConfigMap", "v1", "kube-system", "yurt-hub-cfg", 1, &[]);
+    let mut cfg: Value = serde_json::from_str(&cfg).unwrap();
+    cfg["data"] = json!({"masterservice": "my-agent, other"});
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/configmaps/yurt-hub-cfg",
+        Behaviour::ok_json(&cfg.to_string()),
+    );
+    let (hub, _) = hub_with_secure_port(&fake, &pki, &[]);
+    let rewritten = || {
+        let (_, body) = list(&hub, "my-agent/1.0", Encoding::Json);
+        services(&body, Encoding::Json)[0].1 == "169.254.2.1"
+    };
+    assert!(wait_until(WAIT, rewritten), "{}", hub.log());
+}
