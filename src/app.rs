@@ -128,6 +128,20 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Err(e) = followed {
         log::warn!("cannot follow kube-system/yurt-hub-cfg: {e}");
     }
+    // servicetopology and nodeportisolation need the pool and the Services.
+    let needs_context = config.filters.as_ref().is_some_and(|f| {
+        f.is_on(filter::Filter::ServiceTopology) || f.is_on(filter::Filter::NodePortIsolation)
+    });
+    if needs_context
+        && let Err(e) = filter::follow_context(
+            filters.clone(),
+            upstream.clone(),
+            &config.root_dir,
+            config.nodepool_name.clone(),
+        )
+    {
+        log::warn!("cannot follow what the response filters need to know: {e}");
+    }
     let offline = cache.as_ref().map(|cache| Offline {
         cache: cache.clone(),
         budget: budget.clone(),

@@ -7,6 +7,7 @@
 //! protobuf (`codec::edit`).
 
 mod body;
+mod follow;
 mod rules;
 mod state;
 
@@ -18,6 +19,7 @@ use crate::codec::edit::Object;
 use crate::request_info::{RequestInfo, Verb};
 
 pub use body::{BodyFilter, Counts, Session};
+pub use follow::follow_context;
 pub use rules::{Context, apply};
 pub use state::FilterState;
 

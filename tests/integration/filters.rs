@@ -329,3 +329,214 @@ fn yurt_hub_cfg_adds_components_to_a_filter_while_the_hub_runs() {
     };
     assert!(wait_until(WAIT, rewritten), "{}", hub.log());
 }
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+
+fn json_slice(service: &str, nodes: &[&str]) -> Value {
+    json!({
+        "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": format!("{service}-x"), "namespace": "default", "uid": format!("uid-{service}-x"),
+                     "resourceVersion": "30", "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": nodes.iter().enumerate().map(|(i, n)| json!({
+            "addresses": [format!("10.1.0.{i}")], "conditions": {"ready": true}, "nodeName": n
+        })).collect::<Vec<_>>(),
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]
+    })
+}
+
+/// The same slice in protobuf: endpoints (2: {addresses 1, conditions 2
+/// {ready 1}, nodeName 6}), ports (3), addressType (4).
+fn pb_slice(service: &str, nodes: &[&str]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let meta = k8s_wire::pb_object_meta(
+        &format!("{service}-x"),
+        "default",
+        &format!("uid-{service}-x"),
+        "30",
+        &[("kubernetes.io/service-name", service)],
+        &[],
+    );
+    k8s_wire::put_bytes(&mut raw, 1, &meta);
+    for (i, node) in nodes.iter().enumerate() {
+        let mut conditions = Vec::new();
+        k8s_wire::put_uint(&mut conditions, 1, 1);
+        let mut endpoint = Vec::new();
+        k8s_wire::put_bytes(&mut endpoint, 1, format!("10.1.0.{i}").as_bytes());
+        k8s_wire::put_bytes(&mut endpoint, 2, &conditions);
+        k8s_wire::put_bytes(&mut endpoint, 6, node.as_bytes());
+        k8s_wire::put_bytes(&mut raw, 2, &endpoint);
+    }
+    let mut port = Vec::new();
+    k8s_wire::put_bytes(&mut port, 1, b"http");
+    k8s_wire::put_uint(&mut port, 3, 80);
+    k8s_wire::put_bytes(&mut raw, 3, &port);
+    k8s_wire::put_bytes(&mut raw, 4, b"IPv4");
+    k8s_wire::pb_wrap("EndpointSlice", "discovery.k8s.io/v1", &raw)
+}
+
+/// The node names of each slice's endpoints in a list answer.
+fn slice_nodes(body: &[u8], encoding: Encoding) -> Vec<Vec<String>> {
+    match encoding {
+        Encoding::Json => {
+            let list: Value = serde_json::from_slice(body).unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s["endpoints"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["nodeName"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .collect()
+        }
+        Encoding::Protobuf => k8s_wire::pb_list_raw_items(body)
+            .unwrap_or_else(|| panic!("not a protobuf list: {}", String::from_utf8_lossy(body)))
+            .iter()
+            .map(|item| k8s_wire::pb_strings_of_messages(item, 2, 6))
+            .collect(),
+    }
+}
+
+#[test]
+fn kube_proxy_sees_only_its_pools_endpoints_online_and_offline() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let node = k8s_wire::json_object(
+        "Node",
+        "v1",
+        "",
+        "edge-1",
+        1,
+        &[("apps.openyurt.io/nodepool", "hangzhou")],
+    );
+    fake.route("GET", "/api/v1/nodes/edge-1", Behaviour::ok_json(&node));
+    let pool = json!({"kind": "NodePool", "apiVersion": "apps.openyurt.io/v1beta2",
+                      "metadata": {"name": "hangzhou"}, "status": {"nodes": ["edge-1", "edge-2"]}});
+    fake.route(
+        "GET",
+        "/apis/apps.openyurt.io/v1beta2/nodepools/hangzhou",
+        Behaviour::ok_json(&pool.to_string()),
+    );
+    let annotated = |name: &str, keys: &str| {
+        let mut s = json_service(
+            name,
+            5,
+            "ClusterIP",
+            json!({"openyurt.io/topologyKeys": keys}),
+        );
+        s["metadata"]["namespace"] = "default".into();
+        s.to_string().into_bytes()
+    };
+    let services = k8s_wire::json_list(
+        "Service",
+        "v1",
+        40,
+        &[
+            annotated("by-pool", "openyurt.io/nodepool"),
+            annotated("by-node", "kubernetes.io/hostname"),
+        ],
+    );
+    fake.route(
+        "GET",
+        SERVICES,
+        Behaviour::func(move |request| {
+            if request.query_param("watch").is_some() {
+                Behaviour::watch(Vec::new(), StreamEnd::Stall(Duration::from_secs(20)))
+            } else {
+                Behaviour::ok_json(&services)
+            }
+        }),
+    );
+    let all = ["edge-1", "edge-2", "cloud-1"];
+    let json_slices = k8s_wire::json_list(
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        50,
+        &[
+            json_slice("by-pool", &all).to_string().into_bytes(),
+            json_slice("by-node", &all).to_string().into_bytes(),
+            json_slice("plain", &all).to_string().into_bytes(),
+        ],
+    );
+    let pb_slices = Encoding::Protobuf.list(
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+        50,
+        &[
+            pb_slice("by-pool", &all),
+            pb_slice("by-node", &all),
+            pb_slice("plain", &all),
+        ],
+    );
+    fake.route(
+        "GET",
+        SLICES,
+        Behaviour::func(move |request| {
+            if request
+                .header("accept")
+                .is_some_and(|a| a.starts_with("application/vnd.kubernetes.protobuf"))
+            {
+                Behaviour::respond(
+                    200,
+                    &[("Content-Type", Encoding::Protobuf.content_type())],
+                    pb_slices.clone(),
+                )
+            } else {
+                Behaviour::ok_json(&json_slices)
+            }
+        }),
+    );
+    let mut hub = Hub::start(&Hub::args_for(&[&fake], &pki));
+    let readyz = |hub: &Hub| client::get(&format!("{}/v1/readyz", hub.serve_url())).2;
+    assert!(
+        wait_until(WAIT, || !String::from_utf8_lossy(&readyz(&hub))
+            .contains("without context")),
+        "{}\n{}",
+        String::from_utf8_lossy(&readyz(&hub)),
+        hub.log()
+    );
+    // In any order (the cache answers in name order): by-node, by-pool, plain.
+    let want = vec![
+        vec!["edge-1".to_string()],
+        vec!["edge-1".to_string(), "edge-2".to_string()],
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    ];
+    let list_slices = |hub: &Hub, encoding: Encoding| {
+        let accept = match encoding {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
+        };
+        let (status, _, body) = client::request(
+            "GET",
+            &format!("{}{SLICES}", hub.proxy_url()),
+            &[("User-Agent", KUBE_PROXY), ("Accept", accept)],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let mut nodes = slice_nodes(&body, encoding);
+        nodes.sort();
+        nodes
+    };
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        assert_eq!(list_slices(&hub, encoding), want, "online {encoding:?}");
+    }
+    crate::cache::go_offline(&hub, &fake);
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        assert_eq!(list_slices(&hub, encoding), want, "offline {encoding:?}");
+    }
+    // What the filters knew is kept: a restart offline filters the same.
+    hub.restart();
+    assert!(!String::from_utf8_lossy(&readyz(&hub)).contains("without context"));
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        assert_eq!(
+            list_slices(&hub, encoding),
+            want,
+            "offline after a restart {encoding:?}"
+        );
+    }
+}

@@ -701,3 +701,16 @@ pub fn pb_string_at(message: &[u8], path: &[u32]) -> Option<String> {
         _ => None,
     })
 }
+
+/// In each occurrence of message field `field` of `message`, the string
+/// field `inner` (e.g. the nodeName of each endpoint of an EndpointSlice).
+pub fn pb_strings_of_messages(message: &[u8], field: u32, inner: u32) -> Vec<String> {
+    pb_fields(message)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(f, v)| match v {
+            PbValue::Bytes(b) if f == field => pb_string_at(b, &[inner]),
+            _ => None,
+        })
+        .collect()
+}
