@@ -426,4 +426,53 @@ mod tests {
             assert_eq!(value["spec"]["clusterIP"], "169.254.2.1");
         }
     }
+
+    #[test]
+    fn mutated_objects_lists_and_streams_never_panic_the_filters() {
+        let fixture = |name: &str| {
+            std::fs::read(format!(
+                "{}/tests/fixtures/protobuf/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let seeds: Vec<Vec<u8>> = [
+            "svc-kubernetes.pb",
+            "svc-lb.pb",
+            "eps-kubernetes.pb",
+            "eps-topology.pb",
+            "cm-kube-proxy.pb",
+            "pod-env.pb",
+            "podlist.pb",
+            "watch.pb",
+        ]
+        .iter()
+        .map(|f| fixture(f))
+        .chain([serde_json::to_vec(&service("kubernetes", true)).unwrap()])
+        .collect();
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        let mut context = (*context()).clone();
+        context.topology = Some(Default::default());
+        context.pool_nodes = Some(Default::default());
+        let context = Arc::new(context);
+        crate::fuzz::run(0x5eed_0010, &seeds, 3_000, |input| {
+            for (resource, verb) in [
+                ("services", Verb::List),
+                ("endpointslices", Verb::Watch),
+                ("configmaps", Verb::Get),
+                ("pods", Verb::List),
+                ("services", Verb::Watch),
+            ] {
+                for encoding in [Encoding::Protobuf, Encoding::Json] {
+                    let session =
+                        Session::new(Filter::ALL.to_vec(), resource, context.clone(), encoding);
+                    let mut filter = BodyFilter::new(session, verb);
+                    let (first, second) = input.split_at(input.len() / 2);
+                    let _ = filter.push(first);
+                    let _ = filter.push(second);
+                    let _ = filter.finish();
+                }
+            }
+        });
+    }
 }

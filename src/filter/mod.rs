@@ -189,6 +189,21 @@ impl Filters {
         }
     }
 
+    /// `filter: a,b; ...` for the components `yurt-hub-cfg` added.
+    pub fn describe_extra(&self) -> String {
+        if self.extra.is_empty() {
+            return "none".into();
+        }
+        self.extra
+            .iter()
+            .map(|(filter, components)| {
+                let components: Vec<&str> = components.iter().map(String::as_str).collect();
+                format!("{filter}: {}", components.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn is_on(&self, filter: Filter) -> bool {
         !self.disabled.contains(&filter)
     }

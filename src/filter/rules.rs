@@ -31,6 +31,9 @@ const ENDPOINT_ADDRESSES: Key = key("addresses", 1);
 const ENDPOINT_CONDITIONS: Key = key("conditions", 2);
 const CONDITION_READY: Key = key("ready", 1);
 const ENDPOINT_NODE_NAME: Key = key("nodeName", 6);
+/// v1beta1's `topology` map, v1's `deprecatedTopology` (field 5 in both).
+const ENDPOINT_TOPOLOGY: [Key; 2] = [key("topology", 5), key("deprecatedTopology", 5)];
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 const SLICE_PORT_NAME: Key = key("name", 1);
 const SLICE_PORT_PORT: Key = key("port", 3);
 
@@ -292,9 +295,7 @@ fn service_topology(context: &Context, object: &mut Object) -> Result<Verdict, F
         };
     let mut changed = false;
     object.retain_elements(&[SLICE_ENDPOINTS], |endpoint| {
-        let kept = endpoint
-            .str_at(&[ENDPOINT_NODE_NAME])
-            .is_some_and(|node| keep(&node));
+        let kept = endpoint_node(endpoint).is_some_and(|node| keep(&node));
         changed |= !kept;
         Ok(kept)
     })?;
@@ -302,6 +303,16 @@ fn service_topology(context: &Context, object: &mut Object) -> Result<Verdict, F
         Verdict::Rewritten
     } else {
         Verdict::Unchanged
+    })
+}
+
+/// The node of an endpoint: `nodeName`, else (discovery.k8s.io/v1beta1 of
+/// Kubernetes 1.20, where `nodeName` is alpha) the topology's hostname.
+fn endpoint_node(endpoint: &Object) -> Option<String> {
+    endpoint.str_at(&[ENDPOINT_NODE_NAME]).or_else(|| {
+        ENDPOINT_TOPOLOGY
+            .iter()
+            .find_map(|topology| endpoint.map_str_at(&[*topology], HOSTNAME_LABEL))
     })
 }
 
@@ -678,6 +689,21 @@ mod tests {
             Verdict::Rewritten,
             slice("by-pool", &[Some("edge-1")]),
         );
+        // discovery.k8s.io/v1beta1 of 1.20: the node is in the topology map.
+        let beta = |nodes: &[&str]| {
+            json!({
+                "metadata": {"namespace": "default", "name": "by-node-b", "labels": {SERVICE_NAME_LABEL: "by-node"}},
+                "endpoints": nodes.iter().map(|n| json!({"addresses": ["10.1.1.1"], "topology": {HOSTNAME_LABEL: n}})).collect::<Vec<_>>()
+            })
+        };
+        check(
+            Filter::ServiceTopology,
+            "endpointslices",
+            &c,
+            beta(&["edge-2", "edge-1"]),
+            Verdict::Rewritten,
+            beta(&["edge-1"]),
+        );
         let mut pool_unknown = context();
         pool_unknown.pool_nodes = None;
         check(
@@ -687,6 +713,206 @@ mod tests {
             slice("by-pool", &all),
             Verdict::Unchanged,
             slice("by-pool", &all),
+        );
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/protobuf/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A captured protobuf object (kube-apiserver 1.20) through one filter:
+    /// the verdict and the object as it would be sent.
+    fn on_fixture(
+        filter: Filter,
+        resource: &str,
+        context: &Context,
+        name: &str,
+    ) -> (Verdict, Object, Vec<u8>) {
+        let bytes = fixture(name);
+        let mut opened =
+            crate::codec::edit::Opened::open(crate::codec::Encoding::Protobuf, &bytes).unwrap();
+        let verdict = apply(filter, resource, context, &mut opened.object).unwrap();
+        let sealed = opened.seal();
+        let reopened =
+            crate::codec::edit::Opened::open(crate::codec::Encoding::Protobuf, &sealed).unwrap();
+        (verdict, reopened.object, sealed)
+    }
+
+    fn strings(object: &mut Object, path: &[Key], field: Key) -> Vec<String> {
+        let mut out = Vec::new();
+        object
+            .retain_elements(path, |element| {
+                out.extend(element.str_at(&[field]));
+                Ok(true)
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn captured_protobuf_objects_through_each_filter() {
+        let c = context();
+        // masterservice: the hub's address and port; nothing else moves.
+        let (verdict, object, sealed) =
+            on_fixture(Filter::MasterService, "services", &c, "svc-kubernetes.pb");
+        assert_eq!(verdict, Verdict::Rewritten);
+        assert_eq!(
+            object.str_at(&[SERVICE_SPEC, CLUSTER_IP]).as_deref(),
+            Some("169.254.2.1")
+        );
+        let mut ports = Vec::new();
+        let mut copy = object.clone();
+        copy.retain_elements(&[SERVICE_SPEC, SERVICE_PORTS], |p| {
+            ports.push((
+                p.str_at(&[SERVICE_PORT_NAME]),
+                p.int_at(&[SERVICE_PORT_PORT]),
+            ));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(ports, [(Some("https".to_string()), Some(10268))]);
+        // Pointing it back at the apiserver's address gives the captured bytes.
+        let original = crate::codec::edit::Opened::open(
+            crate::codec::Encoding::Protobuf,
+            &fixture("svc-kubernetes.pb"),
+        )
+        .unwrap()
+        .object;
+        let ip = original.str_at(&[SERVICE_SPEC, CLUSTER_IP]).unwrap();
+        let mut back = context();
+        back.hub = HubAddress {
+            host: ip,
+            port: 443,
+        };
+        let mut reverted =
+            crate::codec::edit::Opened::open(crate::codec::Encoding::Protobuf, &sealed).unwrap();
+        apply(
+            Filter::MasterService,
+            "services",
+            &back,
+            &mut reverted.object,
+        )
+        .unwrap();
+        assert_eq!(
+            reverted.seal(),
+            fixture("svc-kubernetes.pb"),
+            "every other byte kept"
+        );
+
+        // discardcloudservice and nodeportisolation on a marked LoadBalancer.
+        assert_eq!(
+            on_fixture(Filter::DiscardCloudService, "services", &c, "svc-lb.pb").0,
+            Verdict::Dropped
+        );
+        assert_eq!(
+            on_fixture(Filter::NodePortIsolation, "services", &c, "svc-lb.pb").0,
+            Verdict::Dropped
+        );
+        let mut elsewhere = context();
+        elsewhere.pool = Some("shanghai".into());
+        assert_eq!(
+            on_fixture(
+                Filter::NodePortIsolation,
+                "services",
+                &elsewhere,
+                "svc-lb.pb"
+            )
+            .0,
+            Verdict::Unchanged
+        );
+        assert_eq!(
+            on_fixture(Filter::MasterService, "services", &c, "svc-lb.pb").0,
+            Verdict::Unchanged
+        );
+
+        // forwardkubesvctraffic: one ready endpoint at the hub.
+        let (verdict, mut object, _) = on_fixture(
+            Filter::ForwardKubeSvcTraffic,
+            "endpointslices",
+            &c,
+            "eps-kubernetes.pb",
+        );
+        assert_eq!(verdict, Verdict::Rewritten);
+        assert_eq!(
+            strings(&mut object, &[SLICE_ENDPOINTS], ENDPOINT_ADDRESSES),
+            ["169.254.2.1"]
+        );
+
+        // servicetopology on a 1.20 slice (nodes in the topology map).
+        let mut pool = context();
+        pool.topology = Some(BTreeMap::from([(
+            ("default".to_string(), "web".to_string()),
+            "openyurt.io/nodepool".to_string(),
+        )]));
+        let (verdict, mut object, _) = on_fixture(
+            Filter::ServiceTopology,
+            "endpointslices",
+            &pool,
+            "eps-topology.pb",
+        );
+        assert_eq!(verdict, Verdict::Rewritten);
+        assert_eq!(
+            strings(&mut object, &[SLICE_ENDPOINTS], ENDPOINT_ADDRESSES),
+            ["10.1.0.1", "10.1.0.2"]
+        );
+
+        // inclusterconfig: kube-proxy's kubeconfig line commented out.
+        let (verdict, object, _) = on_fixture(
+            Filter::InClusterConfig,
+            "configmaps",
+            &c,
+            "cm-kube-proxy.pb",
+        );
+        assert_eq!(verdict, Verdict::Rewritten);
+        let config = object.map_str_at(&[CONFIGMAP_DATA], "config.conf").unwrap();
+        assert!(
+            config.contains("  #kubeconfig: /var/lib/kube-proxy/kubeconfig.conf"),
+            "{config}"
+        );
+        assert_eq!(
+            on_fixture(Filter::InClusterConfig, "configmaps", &c, "cm1.pb").0,
+            Verdict::Unchanged
+        );
+
+        // serviceenvupdater: explicit variables in containers and init containers.
+        let (verdict, mut object, _) =
+            on_fixture(Filter::ServiceEnvUpdater, "pods", &c, "pod-env.pb");
+        assert_eq!(verdict, Verdict::Rewritten);
+        let mut values = Vec::new();
+        for containers in [CONTAINERS, INIT_CONTAINERS] {
+            object
+                .retain_elements(&[POD_SPEC, containers], |container| {
+                    container.retain_elements(&[ENV], |env| {
+                        values.push((
+                            env.str_at(&[ENV_NAME]).unwrap(),
+                            env.str_at(&[ENV_VALUE]).unwrap(),
+                        ));
+                        Ok(true)
+                    })?;
+                    Ok(true)
+                })
+                .unwrap();
+        }
+        let values: Vec<(&str, &str)> = values
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("KUBERNETES_SERVICE_HOST", "169.254.2.1"),
+                ("OTHER", "x"),
+                ("KUBERNETES_SERVICE_PORT", "10268"),
+                ("KUBERNETES_SERVICE_HOST", "169.254.2.1"),
+            ]
+        );
+        assert_eq!(
+            on_fixture(Filter::ServiceEnvUpdater, "pods", &c, "p1.pb").0,
+            Verdict::Unchanged
         );
     }
 }

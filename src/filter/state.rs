@@ -56,7 +56,14 @@ impl FilterState {
     /// Applies the data of `kube-system/yurt-hub-cfg` (components added per filter).
     pub fn set_configmap_data(&self, data: &BTreeMap<String, String>) {
         let filters = Arc::new(self.base.with_configmap_data(data));
-        *self.filters.write().unwrap_or_else(|e| e.into_inner()) = filters;
+        let mut current = self.filters.write().unwrap_or_else(|e| e.into_inner());
+        if *current != filters {
+            log::info!(
+                "response filters: components added by yurt-hub-cfg: {}",
+                filters.describe_extra()
+            );
+            *current = filters;
+        }
     }
 
     pub fn context(&self) -> Arc<Context> {

@@ -206,11 +206,87 @@ fn kubectl_creates_reads_patches_watches_and_deletes_through_the_hub() {
 #[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
 fn hollow_kubelet_registers_its_node_through_the_hub_and_stays_ready() {
     let mut bed = Testbed::up(&[]);
+    // kubemark is not kubelet by name: yurt-hub-cfg gives it masterservice,
+    // as an operator would for a kubelet with another User-Agent.
+    kubectl_ok(
+        &bed.admin_kubeconfig(),
+        &[
+            "-n",
+            "kube-system",
+            "create",
+            "configmap",
+            "yurt-hub-cfg",
+            "--from-literal=masterservice=kubemark",
+        ],
+    );
+    // Nodes may read it, as OpenYurt's own RBAC lets them.
+    for args in [
+        &[
+            "create",
+            "role",
+            "yurt-hub-cfg-reader",
+            "--verb=get",
+            "--resource=configmaps",
+            "--resource-name=yurt-hub-cfg",
+        ][..],
+        &[
+            "create",
+            "rolebinding",
+            "yurt-hub-cfg-reader",
+            "--role=yurt-hub-cfg-reader",
+            "--group=system:nodes",
+        ][..],
+    ] {
+        let mut full = vec!["-n", "kube-system"];
+        full.extend_from_slice(args);
+        kubectl_ok(&bed.admin_kubeconfig(), &full);
+    }
     // The hub presents the node's certificate, as it does with kubelet's on a real node.
-    let hub = hub_for(&bed, "NODE_PEM", &["--lb-mode", "priority"]);
+    let secure_port = support::free_port().to_string();
+    let hub = hub_for(
+        &bed,
+        "NODE_PEM",
+        &["--lb-mode", "priority", "--proxy-secure-port", &secure_port],
+    );
+    hub.expect_log(
+        "components added by yurt-hub-cfg: masterservice: kubemark",
+        WAIT,
+    );
     let kc = write_kubeconfig(&bed.dir().join("hub.kubeconfig"), &hub.proxy_url());
     bed.kubemark(&kc, true);
     let node = bed.env("NODE_NAME");
+
+    // Its Service list shows default/kubernetes at the hub's address (the
+    // cache keeps the apiserver's).
+    let rewritten = || {
+        hub.metric(
+            "node_yurthub_filter_objects_total{filter=\"masterservice\",outcome=\"rewritten\"}",
+        )
+    };
+    assert!(wait_until(WAIT, || rewritten() >= 1), "{}", hub.metrics());
+    let (status, _, body) = support::client::request(
+        "GET",
+        &format!(
+            "{}/api/v1/namespaces/default/services?fieldSelector=metadata.name%3Dkubernetes",
+            hub.proxy_url()
+        ),
+        &[("User-Agent", "kubemark/v1.20.2")],
+        b"",
+    );
+    assert_eq!(status, 200);
+    let services: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let kubernetes = &services["items"][0];
+    assert_eq!(
+        kubernetes["spec"]["clusterIP"], "169.254.2.1",
+        "{kubernetes}"
+    );
+    let https = kubernetes["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "https")
+        .unwrap();
+    assert_eq!(https["port"].to_string(), secure_port);
 
     // Lease renewals (every 10 s) keep flowing through the hub.
     let renewals = || requests_counted(&hub, "kubemark", "update", "leases");
@@ -1599,4 +1675,181 @@ fn a_hollow_kubelet_started_with_a_fresh_hub_against_a_just_started_apiserver_al
         );
     }
     eprintln!("{STARTS} starts in {:?}", whole.elapsed());
+}
+
+// ------------------------------------------------ response filters --
+
+/// A NodePool CRD with the group, versions, names and scope of OpenYurt's
+/// (`apps.openyurt.io`, v1beta1 and v1beta2, cluster-scoped), its schema
+/// reduced to what the hub reads (`status.nodes`); no status subresource,
+/// so the test sets the status when it creates the pool.
+const NODEPOOL_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {"name": "nodepools.apps.openyurt.io"},
+  "spec": {
+    "group": "apps.openyurt.io", "scope": "Cluster",
+    "names": {"plural": "nodepools", "singular": "nodepool", "kind": "NodePool", "listKind": "NodePoolList", "shortNames": ["np"]},
+    "versions": [
+      {"name": "v1beta1", "served": true, "storage": false,
+       "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
+      {"name": "v1beta2", "served": true, "storage": true,
+       "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+         "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+         "status": {"type": "object", "properties": {"nodes": {"type": "array", "items": {"type": "string"}}},
+                    "x-kubernetes-preserve-unknown-fields": true}}}}}
+    ]
+  }
+}"#;
+
+/// The addresses of the endpoints of EndpointSlice `name` in a list
+/// answer, JSON or protobuf (endpoints 2, addresses 1).
+fn slice_addresses(body: &[u8], protobuf: bool, name: &str) -> Vec<String> {
+    use support::k8s_wire;
+    if protobuf {
+        let items = k8s_wire::pb_list_raw_items(body).expect("a protobuf list");
+        let item = items
+            .iter()
+            .find(|i| k8s_wire::pb_string_at(i, &[1, 1]).as_deref() == Some(name))
+            .expect("the slice");
+        return k8s_wire::pb_strings_of_messages(item, 2, 1);
+    }
+    let list: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["metadata"]["name"] == name)
+        .expect("the slice")
+        .clone();
+    item["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["addresses"][0].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
+fn kube_proxy_sees_only_its_pools_endpoints_online_and_offline() {
+    let bed = Testbed::up(&[]);
+    let admin = bed.admin_kubeconfig();
+    let node = bed.env("NODE_NAME");
+    let apply = |name: &str, manifest: &str| {
+        let path = bed.dir().join(name);
+        std::fs::write(&path, manifest).unwrap();
+        kubectl_ok(&admin, &["apply", "-f", &path.display().to_string()]);
+    };
+    apply("nodepool-crd.json", NODEPOOL_CRD);
+    kubectl_ok(
+        &admin,
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=30s",
+            "crd/nodepools.apps.openyurt.io",
+        ],
+    );
+    let pool = serde_json::json!({
+        "apiVersion": "apps.openyurt.io/v1beta2", "kind": "NodePool",
+        "metadata": {"name": "hangzhou"}, "spec": {"type": "Edge"},
+        "status": {"nodes": [node, "edge-peer"]}
+    });
+    apply("nodepool.json", &pool.to_string());
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "topo", "namespace": "default",
+                     "annotations": {"openyurt.io/topologyKeys": "openyurt.io/nodepool"}},
+        "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    });
+    apply("service.json", &service.to_string());
+    // Kubernetes 1.20 serves EndpointSlices as discovery.k8s.io/v1beta1,
+    // the node of an endpoint in its topology.
+    let endpoint = |address: &str, host: &str| {
+        serde_json::json!({"addresses": [address], "conditions": {"ready": true},
+                           "topology": {"kubernetes.io/hostname": host}})
+    };
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+        "metadata": {"name": "topo-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "topo",
+                                "endpointslice.kubernetes.io/managed-by": "e2e"}},
+        "addressType": "IPv4",
+        "endpoints": [endpoint("10.9.0.1", &node), endpoint("10.9.0.2", "edge-peer"), endpoint("10.9.0.3", "far-away")],
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]
+    });
+    apply("slice.json", &slice.to_string());
+
+    let secure_port = support::free_port().to_string();
+    let hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &[
+            "--nodepool-name",
+            "hangzhou",
+            "--proxy-secure-port",
+            &secure_port,
+            "--heartbeat-failed-retry",
+            "1",
+        ],
+    );
+    let readyz = || support::client::get(&format!("{}/v1/readyz", hub.serve_url())).2;
+    assert!(
+        wait_until(WAIT, || !String::from_utf8_lossy(&readyz())
+            .contains("without context")),
+        "{}\n{}",
+        String::from_utf8_lossy(&readyz()),
+        hub.log()
+    );
+    let list = |protobuf: bool| {
+        let accept = if protobuf {
+            "application/vnd.kubernetes.protobuf,application/json"
+        } else {
+            "application/json"
+        };
+        let (status, headers, body) = support::client::request(
+            "GET",
+            &format!(
+                "{}/apis/discovery.k8s.io/v1beta1/endpointslices",
+                hub.proxy_url()
+            ),
+            &[
+                (
+                    "User-Agent",
+                    "kube-proxy/v1.20.2 (linux/amd64) kubernetes/faecb19",
+                ),
+                ("Accept", accept),
+            ],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let content_type = support::client::header(&headers, "content-type").unwrap_or_default();
+        assert_eq!(
+            content_type.starts_with("application/vnd.kubernetes.protobuf"),
+            protobuf
+        );
+        slice_addresses(&body, protobuf, "topo-1")
+    };
+    let pool_only = ["10.9.0.1", "10.9.0.2"];
+    for protobuf in [true, false] {
+        assert_eq!(list(protobuf), pool_only, "online, protobuf {protobuf}");
+    }
+    // Another client sees every endpoint.
+    let (_, _, body) = support::client::request(
+        "GET",
+        &format!(
+            "{}/apis/discovery.k8s.io/v1beta1/endpointslices",
+            hub.proxy_url()
+        ),
+        &[("User-Agent", "kubectl/v1.20.2")],
+        b"",
+    );
+    assert_eq!(slice_addresses(&body, false, "topo-1").len(), 3);
+
+    bed.stop_apiserver(0);
+    hub.wait_server_health(&bed.env("APISERVER_0_URL"), false, WAIT);
+    for protobuf in [true, false] {
+        assert_eq!(list(protobuf), pool_only, "offline, protobuf {protobuf}");
+    }
 }
