@@ -100,6 +100,12 @@ pub fn run(config: Config) -> Result<(), String> {
         WorkingMode::Cloud => None,
         WorkingMode::Edge => start_cache(&config),
     };
+    if !config.unknown_filters.is_empty() {
+        log::warn!(
+            "--disabled-resource-filters names no filter of this hub: {} (ignored)",
+            config.unknown_filters.join(", ")
+        );
+    }
     let filters = Arc::new(FilterState::new(
         config.filters.is_some(),
         config.filters.clone().unwrap_or_default(),

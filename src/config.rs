@@ -68,6 +68,9 @@ pub struct Config {
     pub hub_address: crate::filter::HubAddress,
     /// `--nodepool-name`: this node's pool, when given.
     pub nodepool_name: Option<String>,
+    /// Names in `--disabled-resource-filters` of no filter this hub has
+    /// (ignored, as the original does; logged at start).
+    pub unknown_filters: Vec<String>,
 }
 
 /// A flag with a value that cannot work. Displayed as one line naming the flag.
@@ -244,9 +247,10 @@ impl Config {
         if cli.proxy_port == cli.serve_port && cli.proxy_port != 0 {
             return Err(invalid("serve-port", "must differ from --proxy-port"));
         }
+        // Go's strconv.ParseBool, as the original's flag parser reads it.
         let filters_on = match cli.enable_resource_filter.as_str() {
-            "true" => true,
-            "false" => false,
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
             other => {
                 return Err(invalid(
                     "enable-resource-filter",
@@ -270,8 +274,8 @@ impl Config {
                 .map(String::from),
             );
         }
-        let filters = crate::filter::Filters::new(&disabled, working_mode == WorkingMode::Cloud)
-            .map_err(|e| invalid("disabled-resource-filters", e))?;
+        let (filters, unknown_filters) =
+            crate::filter::Filters::new(&disabled, working_mode == WorkingMode::Cloud);
         let dummy_if_ip: IpAddr = cli.dummy_if_ip.parse().map_err(|_| {
             invalid(
                 "dummy-if-ip",
@@ -316,6 +320,7 @@ impl Config {
                 port: cli.proxy_secure_port,
             },
             nodepool_name: Some(cli.nodepool_name.trim().to_string()).filter(|n| !n.is_empty()),
+            unknown_filters,
         })
     }
 }

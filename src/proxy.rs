@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::budget::MemoryBudget;
 use crate::cache::{Cache, Tee};
+use crate::codec::gzip::Gunzip;
 use crate::filter::{BodyFilter, FilterState};
 use crate::health::{Health, HealthState};
 use crate::http::{Exchange, Handler, ServerStats, Stream};
@@ -430,9 +431,10 @@ impl Proxy {
         // The filters see what the client gets; the cache keeps what the
         // apiserver sent.
         let filters = self.filters.for_request(component, info);
+        let head_request = exchange.head.method == "HEAD";
         let body_filter = |status: u16, content_type: Option<&str>| {
             let filters = filters.as_slice();
-            (status == 200)
+            (status == 200 && !head_request)
                 .then(|| self.filters.body_filter(filters, info, content_type))
                 .flatten()
         };
@@ -538,6 +540,28 @@ struct StreamSource<'a> {
     ended: &'a AtomicU64,
 }
 
+/// How an answer's body is coded (`Content-Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentCoding {
+    Identity,
+    Gzip,
+    /// One the hub cannot read: relayed as it is, never cached or filtered.
+    Other,
+}
+
+impl ContentCoding {
+    fn of(header: Option<&str>) -> ContentCoding {
+        match header.map(str::trim) {
+            None | Some("") => ContentCoding::Identity,
+            Some(v) if v.eq_ignore_ascii_case("identity") => ContentCoding::Identity,
+            Some(v) if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") => {
+                ContentCoding::Gzip
+            }
+            Some(_) => ContentCoding::Other,
+        }
+    }
+}
+
 /// What a relay needs besides the response.
 struct Relayed<'a> {
     target: &'a str,
@@ -561,8 +585,14 @@ fn relay<S: Stream>(
         budget,
         filters,
     } = relayed;
-    let mut filter = body_filter(response.status, response.header("content-type"));
-    // A filtered body's length is known only once filtered: sent chunked.
+    // A gzip body (kube-apiserver compresses lists past 128 KiB for clients
+    // that accept it) is read decompressed; one in another coding is not read.
+    let coding = ContentCoding::of(response.header("content-encoding"));
+    let readable = coding != ContentCoding::Other;
+    let mut filter =
+        body_filter(response.status, response.header("content-type")).filter(|_| readable);
+    // A filtered body's length is known only once filtered: sent chunked,
+    // and decompressed.
     let length = response
         .header("content-length")
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -570,7 +600,11 @@ fn relay<S: Stream>(
     let headers: Vec<(String, String)> = response
         .headers
         .iter()
-        .filter(|(name, _)| !NOT_RETURNED.contains(&name.to_ascii_lowercase().as_str()))
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            let decompressed = filter.is_some() && name == "content-encoding";
+            !(NOT_RETURNED.contains(&name.as_str()) || decompressed)
+        })
         .cloned()
         .collect();
     if exchange
@@ -579,7 +613,9 @@ fn relay<S: Stream>(
     {
         return;
     }
-    let mut tee = tee(response.status, response.header("content-type"));
+    let mut tee = tee(response.status, response.header("content-type")).filter(|_| readable);
+    let mut gunzip = (coding == ContentCoding::Gzip && (tee.is_some() || filter.is_some()))
+        .then(|| Gunzip::new(budget.limit()));
     let mut reader = response.into_reader();
     // Past the memory budget, a small buffer: slower, never bigger.
     let held = budget.reserve(RELAY_BUFFER);
@@ -596,10 +632,25 @@ fn relay<S: Stream>(
         match reader.read(buffer) {
             Ok(0) => break,
             Ok(n) => {
+                let raw = &buffer[..n];
+                let plain = match gunzip.as_mut().map(|g| g.push(raw)) {
+                    None => None,
+                    Some(Ok(plain)) => Some(plain),
+                    Some(Err(e)) => {
+                        log::warn!("{target}: cannot decompress the answer: {e}");
+                        if filter.is_some() {
+                            exchange.abort();
+                            return;
+                        }
+                        (tee, gunzip) = (None, None);
+                        None
+                    }
+                };
+                let readable = plain.as_deref().unwrap_or(raw);
                 let sent = match filter.as_mut() {
-                    None => exchange.write_body(&buffer[..n]),
+                    None => exchange.write_body(raw),
                     Some(filter) => {
-                        let (out, error) = filter.push(&buffer[..n]);
+                        let (out, error) = filter.push(readable);
                         if let Some(e) = error {
                             log::warn!(
                                 "{target}: the rest of the stream goes out unfiltered, the response filters cannot read it: {e}"
@@ -613,7 +664,15 @@ fn relay<S: Stream>(
                             exchange.abort();
                             return;
                         }
-                        exchange.write_body(&out)
+                        let sent = exchange.write_body(&out);
+                        if sent.is_ok() && filter.ended() {
+                            log::info!(
+                                "{target}: watch ended for the client to list again, the filters now know their context"
+                            );
+                            let _ = exchange.finish();
+                            return;
+                        }
+                        sent
                     }
                 };
                 // The client first: decoding for the cache must not delay it.
@@ -622,7 +681,7 @@ fn relay<S: Stream>(
                     return;
                 }
                 if let Some(tee) = tee.as_mut() {
-                    tee.push(&buffer[..n]);
+                    tee.push(readable);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -653,6 +712,14 @@ fn relay<S: Stream>(
                 return;
             }
         }
+    }
+    if let Some(Err(e)) = gunzip.as_ref().map(Gunzip::finish) {
+        log::warn!("{target}: the compressed answer is incomplete: {e}");
+        if filter.is_some() {
+            exchange.abort();
+            return;
+        }
+        tee = None;
     }
     if let Some(filter) = filter.as_mut() {
         let (out, error) = filter.finish();
@@ -752,6 +819,24 @@ mod tests {
         };
         assert_eq!(names(true), ["Accept"]);
         assert_eq!(names(false).len(), headers.len());
+    }
+
+    #[test]
+    fn content_codings_the_hub_reads() {
+        let rows = [
+            (None, ContentCoding::Identity),
+            (Some(""), ContentCoding::Identity),
+            (Some("identity"), ContentCoding::Identity),
+            (Some("gzip"), ContentCoding::Gzip),
+            (Some(" GZIP "), ContentCoding::Gzip),
+            (Some("x-gzip"), ContentCoding::Gzip),
+            (Some("br"), ContentCoding::Other),
+            (Some("gzip, br"), ContentCoding::Other),
+            (Some("deflate"), ContentCoding::Other),
+        ];
+        for (header, coding) in rows {
+            assert_eq!(ContentCoding::of(header), coding, "{header:?}");
+        }
     }
 
     #[test]

@@ -58,6 +58,15 @@ impl Opened {
         }
     }
 
+    /// A new object of a type (the type goes in a protobuf envelope; a JSON
+    /// object carries its own `kind` and `apiVersion`).
+    pub fn typed(object: Object, api_version: &str, kind: &str) -> Opened {
+        Opened {
+            object,
+            envelope: Some((api_version.to_string(), kind.to_string())),
+        }
+    }
+
     /// The object as it is sent again.
     pub fn seal(&self) -> Vec<u8> {
         match (&self.object, &self.envelope) {

@@ -4,6 +4,7 @@
 //! so the cache never looks at bytes itself.
 
 pub mod edit;
+pub mod gzip;
 mod json;
 pub mod media;
 pub mod pieces;

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Context, Filter, FilterError, Verdict, run};
-use crate::codec::edit::{Key, Opened, key};
+use super::{Context, Filter, FilterError, FilterState, Verdict, run};
+use crate::codec::edit::{Key, Object, Opened, key};
 use crate::codec::{Encoding, EventType, MAX_OBJECT_BYTES, WatchDecoder};
 use crate::request_info::Verb;
 
@@ -34,11 +34,29 @@ impl Counts {
     }
 }
 
+/// Where a session reads what the filters know: the running hub's, current
+/// at each object (a watch lives for minutes while the pool or the
+/// Services change), or a fixed one.
+#[derive(Clone)]
+pub enum ContextSource {
+    Live(Arc<FilterState>),
+    Fixed(Arc<Context>),
+}
+
+impl ContextSource {
+    fn current(&self) -> Arc<Context> {
+        match self {
+            ContextSource::Live(state) => state.context(),
+            ContextSource::Fixed(context) => context.clone(),
+        }
+    }
+}
+
 /// The filters of one request, and what they did.
 pub struct Session {
     filters: Vec<Filter>,
     resource: String,
-    context: Arc<Context>,
+    context: ContextSource,
     encoding: Encoding,
     pub counts: Counts,
 }
@@ -47,7 +65,7 @@ impl Session {
     pub fn new(
         filters: Vec<Filter>,
         resource: &str,
-        context: Arc<Context>,
+        context: ContextSource,
         encoding: Encoding,
     ) -> Session {
         Session {
@@ -59,16 +77,17 @@ impl Session {
         }
     }
 
+    /// Whether a filter of this session still lacks its context.
+    fn blind(&self) -> bool {
+        super::lacking_context(&self.filters, &self.context.current()).is_some()
+    }
+
     /// One object as sent (a protobuf one in its envelope): what the filters
     /// made of it, and its new bytes when rewritten.
     pub fn object(&mut self, bytes: &[u8]) -> Result<(Verdict, Option<Vec<u8>>), FilterError> {
         let mut opened = Opened::open(self.encoding, bytes)?;
-        let (verdict, each) = run(
-            &self.filters,
-            &self.resource,
-            &self.context,
-            &mut opened.object,
-        )?;
+        let context = self.context.current();
+        let (verdict, each) = run(&self.filters, &self.resource, &context, &mut opened.object)?;
         self.counts.add(&each);
         let rewritten = (verdict == Verdict::Rewritten).then(|| opened.seal());
         Ok((verdict, rewritten))
@@ -78,7 +97,8 @@ impl Session {
     pub fn list(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
         let mut opened = Opened::open(self.encoding, bytes)?;
         let mut changed = false;
-        let (filters, resource, context) = (&self.filters, self.resource.as_str(), &self.context);
+        let context = self.context.current();
+        let (filters, resource, context) = (&self.filters, self.resource.as_str(), &context);
         let counts = &mut self.counts;
         opened.object.retain_elements(&[LIST_ITEMS], |item| {
             let (verdict, each) = run(filters, resource, context, item)?;
@@ -110,6 +130,12 @@ pub enum BodyFilter {
         /// A frame the filters could not read: the rest of the stream goes
         /// out as it comes (the client decides what to make of it).
         as_it_comes: bool,
+        /// Started while a filter lacked its context: once the context is
+        /// known, the watch ends with `410 Gone` so the client lists again
+        /// (what it listed and watched so far was not filtered).
+        blind: bool,
+        /// The watch has been ended that way: nothing more goes out.
+        ended: bool,
     },
 }
 
@@ -118,10 +144,12 @@ impl BodyFilter {
         match verb {
             Verb::Watch => BodyFilter::Watch {
                 decoder: session.encoding.watch_decoder(),
+                blind: session.blind(),
                 session,
                 unread: Vec::new(),
                 hidden: HashSet::new(),
                 as_it_comes: false,
+                ended: false,
             },
             verb => BodyFilter::Whole {
                 session,
@@ -131,12 +159,25 @@ impl BodyFilter {
         }
     }
 
-    /// Bytes held, waiting for their end.
+    /// Memory held for the body until its end: its bytes and what reading
+    /// them takes (a protobuf object is taken apart along the edited paths
+    /// and written again; a JSON one becomes a tree of values).
     pub fn held(&self) -> usize {
         match self {
-            BodyFilter::Whole { bytes, .. } => bytes.len(),
+            BodyFilter::Whole { bytes, session, .. } => {
+                let factor = match session.encoding {
+                    Encoding::Protobuf => 3,
+                    Encoding::Json => 8,
+                };
+                bytes.len().saturating_mul(factor)
+            }
             BodyFilter::Watch { .. } => 0,
         }
+    }
+
+    /// Whether the stream was ended (with `410 Gone`) and must be closed.
+    pub fn ended(&self) -> bool {
+        matches!(self, BodyFilter::Watch { ended: true, .. })
     }
 
     pub fn counts(&self) -> &Counts {
@@ -164,15 +205,30 @@ impl BodyFilter {
                 bytes.extend_from_slice(input);
                 (Vec::new(), None)
             }
+            BodyFilter::Watch { ended: true, .. } => (Vec::new(), None),
             BodyFilter::Watch {
                 as_it_comes: true, ..
             } => (input.to_vec(), None),
+            BodyFilter::Watch {
+                blind: true,
+                session,
+                ended,
+                ..
+            } if !session.blind() => {
+                *ended = true;
+                let status = gone(session.encoding);
+                (
+                    session.encoding.encode_event(EventType::Error, &status),
+                    None,
+                )
+            }
             BodyFilter::Watch {
                 session,
                 decoder,
                 unread,
                 hidden,
                 as_it_comes,
+                ..
             } => {
                 unread.extend_from_slice(input);
                 let mut out = Vec::new();
@@ -242,6 +298,29 @@ impl BodyFilter {
     }
 }
 
+/// The `410 Gone` Status that makes a client list again, in `encoding`.
+fn gone(encoding: Encoding) -> Vec<u8> {
+    const MESSAGE: &str =
+        "the hub's response filters now know this node's pool and Services: list again";
+    let status = Object::empty(encoding);
+    let mut opened = Opened::typed(status, "v1", "Status");
+    let fields = [
+        (key("status", 2), "Failure"),
+        (key("message", 3), MESSAGE),
+        (key("reason", 4), "Expired"),
+    ];
+    for (field, value) in fields {
+        let _ = opened.object.set_str(&[field], value);
+    }
+    let _ = opened.object.set_int(&[key("code", 6)], 410);
+    if let Object::Json(value) = &mut opened.object {
+        value["kind"] = "Status".into();
+        value["apiVersion"] = "v1".into();
+        value["metadata"] = serde_json::json!({});
+    }
+    opened.seal()
+}
+
 /// The events one upstream event becomes (none, or one).
 fn watch_event(
     session: &mut Session,
@@ -257,6 +336,11 @@ fn watch_event(
     let (verdict, rewritten) = session.object(&object)?;
     let was_hidden = hidden.contains(&key);
     if verdict == Verdict::Dropped {
+        if event_type == EventType::Deleted {
+            // Gone upstream too: nothing left to hide.
+            let was_hidden = hidden.remove(&key);
+            return Ok((!was_hidden).then_some((EventType::Deleted, object)));
+        }
         hidden.insert(key);
         // Gone from the client's view: said once; never shown: nothing.
         return Ok(match event_type {
@@ -298,7 +382,7 @@ mod tests {
         Session::new(
             vec![Filter::MasterService, Filter::DiscardCloudService],
             "services",
-            context(),
+            ContextSource::Fixed(context()),
             Encoding::Json,
         )
     }
@@ -362,8 +446,8 @@ mod tests {
             (EventType::Modified, false, Some(EventType::Modified)),
             (EventType::Deleted, false, Some(EventType::Deleted)),
             (EventType::Added, true, None),
+            // Deleted while hidden: the client never had it.
             (EventType::Deleted, true, None),
-            (EventType::Deleted, false, None),
             (EventType::Added, false, Some(EventType::Added)),
             (EventType::Deleted, true, Some(EventType::Deleted)),
         ];
@@ -387,6 +471,55 @@ mod tests {
             br#"{"kind":"Service","metadata":{"resourceVersion":"9"}}"#,
         );
         assert_eq!(filter.push(&bookmark).0, bookmark);
+    }
+
+    #[test]
+    fn a_watch_started_without_context_ends_with_410_once_the_context_is_known() {
+        let state = Arc::new(FilterState::for_tests());
+        let session = Session::new(
+            vec![Filter::ServiceTopology],
+            "endpointslices",
+            ContextSource::Live(state.clone()),
+            Encoding::Json,
+        );
+        let mut filter = BodyFilter::new(session, Verb::Watch);
+        let slice = br#"{"kind":"EndpointSlice","metadata":{"namespace":"default","name":"s","labels":{"kubernetes.io/service-name":"s"}},"endpoints":[{"addresses":["10.0.0.1"],"nodeName":"far"}]}"#;
+        let event = Encoding::Json.encode_event(EventType::Added, slice);
+        // Without context: passed as it came (and /v1/readyz says so).
+        assert_eq!(filter.push(&event).0, event);
+        assert!(!filter.ended());
+        let mut context = (*state.context()).clone();
+        context.pool = Some(String::new());
+        context.topology = Some(Default::default());
+        state.set_context(context);
+        let (out, error) = filter.push(&event);
+        assert!(error.is_none());
+        let events = Encoding::Json.watch_decoder().push(&out).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::Error);
+        let status: serde_json::Value = serde_json::from_slice(&events[0].object).unwrap();
+        assert_eq!(
+            (status["kind"].as_str(), status["code"].as_i64()),
+            (Some("Status"), Some(410))
+        );
+        assert!(filter.ended());
+        assert!(filter.push(&event).0.is_empty());
+        // The same Status in protobuf reads back.
+        let gone = gone(Encoding::Protobuf);
+        assert_eq!(
+            Encoding::Protobuf.decode_meta(&gone).unwrap().kind,
+            "Status"
+        );
+        // A watch started with its context never ends that way.
+        let session = Session::new(
+            vec![Filter::ServiceTopology],
+            "endpointslices",
+            ContextSource::Live(state.clone()),
+            Encoding::Json,
+        );
+        let mut filter = BodyFilter::new(session, Verb::Watch);
+        filter.push(&event);
+        assert!(!filter.ended());
     }
 
     #[test]
@@ -464,8 +597,12 @@ mod tests {
                 ("services", Verb::Watch),
             ] {
                 for encoding in [Encoding::Protobuf, Encoding::Json] {
-                    let session =
-                        Session::new(Filter::ALL.to_vec(), resource, context.clone(), encoding);
+                    let session = Session::new(
+                        Filter::ALL.to_vec(),
+                        resource,
+                        ContextSource::Fixed(context.clone()),
+                        encoding,
+                    );
                     let mut filter = BodyFilter::new(session, verb);
                     let (first, second) = input.split_at(input.len() / 2);
                     let _ = filter.push(first);

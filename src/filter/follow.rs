@@ -25,8 +25,14 @@ pub const NODEPOOL_LABEL: &str = "apps.openyurt.io/nodepool";
 /// How often the pool and its nodes are read again.
 const POOL_PERIOD: Duration = Duration::from_secs(60);
 /// Services per page of the first list (each page is read whole, within
-/// the hub's 1 MiB bound for its own calls).
-const PAGE: usize = 200;
+/// the hub's 1 MiB bound for its own calls: 50 Services with long
+/// annotations and managed fields stay under it).
+const PAGE: usize = 50;
+/// Least time between two watches of the Services (an apiserver or a load
+/// balancer that ends them at once must not make the thread spin).
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two warnings of the same kind.
+const WARN_INTERVAL: Duration = Duration::from_secs(300);
 /// A watch is renewed after this long (as client-go's reflectors do).
 const WATCH_SECONDS: u64 = 300;
 /// Wait before trying again after a failure.
@@ -89,6 +95,7 @@ struct Follower<'a> {
     fixed_pool: Option<String>,
     saved: Saved,
     pool_read: Option<Instant>,
+    warned: Option<Instant>,
 }
 
 fn run(
@@ -105,6 +112,7 @@ fn run(
         fixed_pool,
         saved,
         pool_read: None,
+        warned: None,
     };
     loop {
         let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) else {
@@ -115,13 +123,24 @@ fn run(
         follower.read_pool(server);
         match follower.list_services(server) {
             Ok(resource_version) => follower.watch_services(server, resource_version),
-            Err(e) => log::debug!("filter context: listing Services: {e}"),
+            Err(e) => follower.warn(&format!("listing Services: {e}")),
         }
         std::thread::sleep(RETRY);
     }
 }
 
 impl Follower<'_> {
+    /// A failure said at warning level at most every `WARN_INTERVAL`
+    /// (a 403 needs an operator: nodes must be allowed to read it).
+    fn warn(&mut self, what: &str) {
+        if self.warned.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
+            self.warned = Some(Instant::now());
+            log::warn!("response filters' context: {what}");
+        } else {
+            log::debug!("response filters' context: {what}");
+        }
+    }
+
     fn save(&mut self) {
         apply(self.filters, &self.saved, self.fixed_pool.as_deref());
         let bytes = serde_json::to_vec(&self.saved).unwrap_or_default();
@@ -175,11 +194,13 @@ impl Follower<'_> {
         }
     }
 
-    fn get(&self, server: usize, path: &str) -> Option<serde_json::Value> {
+    fn get(&mut self, server: usize, path: &str) -> Option<serde_json::Value> {
         match self.upstream.call(server, "GET", path, None, None) {
             Ok((200, body)) => serde_json::from_slice(&body).ok(),
+            // No such node (yet) or pool: nothing to warn about.
+            Ok((404, _)) => None,
             Ok((status, _)) => {
-                log::debug!("filter context: {path}: status {status}");
+                self.warn(&format!("{path}: status {status}"));
                 None
             }
             Err(e) => {
@@ -236,7 +257,12 @@ impl Follower<'_> {
     /// Follows changes from `resource_version` until the watch ends, fails
     /// or the apiserver says the version is gone (the caller lists again).
     fn watch_services(&mut self, server: usize, mut resource_version: String) {
+        let mut started: Option<Instant> = None;
         loop {
+            if let Some(wait) = started.map(|at| WATCH_INTERVAL.saturating_sub(at.elapsed())) {
+                std::thread::sleep(wait);
+            }
+            started = Some(Instant::now());
             let target = format!(
                 "/api/v1/services?watch=true&allowWatchBookmarks=true&timeoutSeconds={WATCH_SECONDS}&resourceVersion={resource_version}"
             );
@@ -275,10 +301,12 @@ impl Follower<'_> {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if upstream::is_quiet_stream(&e) => {
-                        if self.upstream.health.any_healthy() {
-                            continue;
+                        if !self.upstream.health.any_healthy() {
+                            return;
                         }
-                        return;
+                        // The pool keeps its own period while Services are quiet.
+                        self.read_pool(server);
+                        continue;
                     }
                     Err(_) => return,
                 };
@@ -320,8 +348,6 @@ impl Follower<'_> {
                 if changed {
                     self.save();
                 }
-            }
-            if self.pool_read.is_some_and(|at| at.elapsed() >= POOL_PERIOD) {
                 self.read_pool(server);
             }
         }

@@ -18,7 +18,7 @@ use crate::codec::CodecError;
 use crate::codec::edit::Object;
 use crate::request_info::{RequestInfo, Verb};
 
-pub use body::{BodyFilter, Counts, Session};
+pub use body::{BodyFilter, ContextSource, Counts, Session};
 pub use follow::follow_context;
 pub use rules::{Context, apply};
 pub use state::FilterState;
@@ -144,28 +144,32 @@ pub struct Filters {
 
 impl Filters {
     /// From `--disabled-resource-filters` (`*` disables all) and the
-    /// working mode; an unknown name is an error naming it.
-    pub fn new(disabled: &[String], cloud_mode: bool) -> Result<Filters, String> {
+    /// working mode. Names of filters this hub does not have are returned
+    /// to be logged (manifests name filters the original has removed, such
+    /// as `endpoints` or `hostnetworkpropagation`; it ignores them too).
+    pub fn new(disabled: &[String], cloud_mode: bool) -> (Filters, Vec<String>) {
         let mut off = BTreeSet::new();
+        let mut unknown = Vec::new();
         for name in disabled.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
             if name == "*" {
                 off.extend(Filter::ALL);
                 continue;
             }
-            off.insert(Filter::from_name(name).ok_or_else(|| {
-                format!(
-                    "unknown filter {name:?} (known: {})",
-                    Filter::ALL.map(Filter::name).join(", ")
-                )
-            })?);
+            match Filter::from_name(name) {
+                Some(filter) => {
+                    off.insert(filter);
+                }
+                None => unknown.push(name.to_string()),
+            }
         }
         if cloud_mode {
             off.extend(Filter::ALL.into_iter().filter(|f| f.off_in_cloud_mode()));
         }
-        Ok(Filters {
+        let filters = Filters {
             disabled: off,
             extra: BTreeMap::new(),
-        })
+        };
+        (filters, unknown)
     }
 
     /// The components `yurt-hub-cfg` adds (keys named after filters, values
@@ -230,6 +234,29 @@ impl Filters {
     }
 }
 
+/// What `filters` still need to know and do not (`None`: nothing):
+/// `servicetopology` needs the Services' topology keys, this node's pool
+/// and, for a pool, its nodes; `nodeportisolation` the pool.
+pub fn lacking_context(filters: &[Filter], context: &Context) -> Option<String> {
+    let mut lacking = Vec::new();
+    if filters.contains(&Filter::ServiceTopology) {
+        if context.topology.is_none() {
+            lacking.push("servicetopology: the Services' topology keys are not known yet");
+        }
+        match &context.pool {
+            None => lacking.push("servicetopology: this node's pool is not known yet"),
+            Some(pool) if !pool.is_empty() && context.pool_nodes.is_none() => {
+                lacking.push("servicetopology: the nodes of this node's pool are not known yet")
+            }
+            Some(_) => {}
+        }
+    }
+    if filters.contains(&Filter::NodePortIsolation) && context.pool.is_none() {
+        lacking.push("nodeportisolation: this node's pool is not known yet");
+    }
+    (!lacking.is_empty()).then(|| lacking.join("; "))
+}
+
 /// What the filters made of one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -292,7 +319,7 @@ mod tests {
 
     #[test]
     fn which_filters_a_request_gets() {
-        let filters = Filters::new(&[], false).unwrap();
+        let filters = Filters::new(&[], false).0;
         let rows: &[(&str, &str, &str, &str, &[Filter])] = &[
             (
                 "kubelet",
@@ -382,7 +409,7 @@ mod tests {
             ("cache_agents".to_string(), "x".to_string()),
         ]);
         let filters = Filters::new(&["discardcloudservice".into()], false)
-            .unwrap()
+            .0
             .with_configmap_data(&data);
         let services = request("GET", "/api/v1/services", "");
         assert_eq!(
@@ -394,7 +421,7 @@ mod tests {
             [Filter::NodePortIsolation]
         );
 
-        let cloud = Filters::new(&[], true).unwrap();
+        let cloud = Filters::new(&[], true).0;
         let slices = request("GET", "/apis/discovery.k8s.io/v1/endpointslices", "");
         assert_eq!(
             cloud.for_request("kube-proxy", &slices),
@@ -403,12 +430,10 @@ mod tests {
         let pods = request("GET", "/api/v1/pods", "");
         assert_eq!(cloud.for_request("kubelet", &pods), []);
 
-        let none = Filters::new(&["*".into()], false).unwrap();
+        let none = Filters::new(&["*".into()], false).0;
         assert_eq!(none.for_request("kubelet", &services), []);
-        assert!(
-            Filters::new(&["nosuchfilter".into()], false)
-                .unwrap_err()
-                .contains("nosuchfilter")
-        );
+        let (filters, unknown) = Filters::new(&["endpoints".into(), "masterservice".into()], false);
+        assert_eq!(unknown, ["endpoints"]);
+        assert!(!filters.is_on(Filter::MasterService));
     }
 }

@@ -157,7 +157,7 @@ pub fn pool_enabled(listen: &str, pool: &str) -> bool {
     let mut seen = BTreeSet::new();
     let mut entries = BTreeSet::new();
     for entry in listen.split(',').map(str::trim) {
-        let bare = entry.trim_start_matches('-');
+        let bare = entry.strip_prefix('-').unwrap_or(entry);
         if !bare.is_empty() && seen.insert(bare.to_string()) {
             entries.insert(entry.to_string());
         }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{BodyFilter, Context, Counts, Filter, Filters, Session};
+use super::{BodyFilter, Context, ContextSource, Counts, Filter, Filters, Session};
 use crate::codec::Encoding;
 use crate::request_info::RequestInfo;
 
@@ -93,7 +93,7 @@ impl FilterState {
     /// The filter of a response body of `content_type`, when it has one the
     /// filters read (JSON or protobuf objects, not tables).
     pub fn body_filter(
-        &self,
+        self: &Arc<Self>,
         filters: &[Filter],
         info: &RequestInfo,
         content_type: Option<&str>,
@@ -102,13 +102,28 @@ impl FilterState {
             return None;
         }
         let encoding = content_type.and_then(Encoding::from_content_type)?;
-        let session = Session::new(filters.to_vec(), &info.resource, self.context(), encoding);
+        let session = Session::new(
+            filters.to_vec(),
+            &info.resource,
+            ContextSource::Live(self.clone()),
+            encoding,
+        );
         Some(BodyFilter::new(session, info.verb))
     }
 
     /// A session for answers the hub builds itself (offline).
-    pub fn session(&self, filters: &[Filter], resource: &str, encoding: Encoding) -> Session {
-        Session::new(filters.to_vec(), resource, self.context(), encoding)
+    pub fn session(
+        self: &Arc<Self>,
+        filters: &[Filter],
+        resource: &str,
+        encoding: Encoding,
+    ) -> Session {
+        Session::new(
+            filters.to_vec(),
+            resource,
+            ContextSource::Live(self.clone()),
+            encoding,
+        )
     }
 
     /// Adds what one answer's filters did to the metrics.
@@ -128,20 +143,16 @@ impl FilterState {
         if !self.enabled {
             return None;
         }
-        let context = self.context();
         let filters = self
             .filters
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut missing = Vec::new();
-        if filters.is_on(Filter::ServiceTopology) && context.topology.is_none() {
-            missing.push("servicetopology: the Services' topology annotations are not known yet");
-        }
-        if filters.is_on(Filter::NodePortIsolation) && context.pool.is_none() {
-            missing.push("nodeportisolation: this node's pool is not known yet");
-        }
-        (!missing.is_empty()).then(|| missing.join("; "))
+        let on: Vec<Filter> = Filter::ALL
+            .into_iter()
+            .filter(|f| filters.is_on(*f))
+            .collect();
+        super::lacking_context(&on, &self.context())
     }
 
     pub fn render_metrics(&self, out: &mut String) {
