@@ -529,19 +529,11 @@ impl<S: Stream> Exchange<'_, S> {
     /// Whether the client has closed its side (or sent bytes we are not reading
     /// yet, which only a pipelining client does). Never blocks.
     pub fn client_gone(&self) -> bool {
-        let socket = self.conn.stream.socket();
-        if socket.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        let gone = match socket.peek(&mut probe) {
+        match self.conn.stream.socket().peek_now() {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => true,
-        };
-        let _ = socket.set_nonblocking(false);
-        gone
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        }
     }
 }
 

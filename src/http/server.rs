@@ -410,7 +410,7 @@ fn close_lingering<S: Stream>(conn: &mut Conn<S>) {
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || socket.set_raw_read_timeout(Some(left)).is_err() {
             break;
         }
         // The raw TCP socket: under TLS these bytes are not worth decrypting.

@@ -4,13 +4,24 @@
 //! loop inside rustls until a whole record has arrived, out of reach of any
 //! check the connection code makes between reads. So the deadline lives
 //! here, under rustls: a TLS handshake, a request head (counted from its
-//! first byte) and a request body each have one.
+//! first byte) and a request body each have one. The upstream client keeps
+//! its exchanges' deadlines the same way.
+//!
+//! Timeouts and deadlines reach the socket just before a read or write,
+//! and only when the timeout in place is not already close to what is
+//! wanted (within `SLACK`): requests on a keep-alive connection then cost
+//! no `setsockopt` each.
 
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
+
+/// How far the timeout in place may be from the time left before a
+/// deadline (a 64th of it, at most this) and still be kept: a read or write
+/// ends at most this much before or after its deadline.
+const SLACK: Duration = Duration::from_millis(100);
 
 pub struct Socket {
     tcp: TcpStream,
@@ -20,12 +31,12 @@ pub struct Socket {
     deadline: Cell<Option<Instant>>,
     /// A deadline that starts with the next byte received (a request head).
     on_first_byte: Cell<Option<Duration>>,
-    /// Whether the socket's timeout is currently shorter than `read_timeout`.
-    shortened: Cell<bool>,
+    /// The read timeout the socket has now.
+    applied_read: Cell<Option<Duration>>,
     /// The same for writes: a response must be taken by this time.
     write_timeout: Cell<Option<Duration>>,
     write_deadline: Cell<Option<Instant>>,
-    write_shortened: Cell<bool>,
+    applied_write: Cell<Option<Duration>>,
 }
 
 impl Socket {
@@ -35,18 +46,18 @@ impl Socket {
             read_timeout: Cell::new(None),
             deadline: Cell::new(None),
             on_first_byte: Cell::new(None),
-            shortened: Cell::new(false),
+            applied_read: Cell::new(None),
             write_timeout: Cell::new(None),
             write_deadline: Cell::new(None),
-            write_shortened: Cell::new(false),
+            applied_write: Cell::new(None),
         }
     }
 
-    /// The longest wait for any one write (never past the write deadline).
+    /// The longest wait for any one write (never past the write deadline);
+    /// from the next write on.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.write_timeout.set(timeout);
-        self.write_shortened.set(false);
-        self.tcp.set_write_timeout(timeout)
+        Ok(())
     }
 
     /// Writes fail with `TimedOut` from `deadline` on: a client that takes
@@ -54,36 +65,28 @@ impl Socket {
     /// longer than the request was allowed.
     pub fn set_write_deadline(&self, deadline: Option<Instant>) {
         self.write_deadline.set(deadline);
-        if self.write_shortened.replace(false) {
-            let _ = self.tcp.set_write_timeout(self.write_timeout.get());
-        }
     }
 
     fn before_write(&self) -> io::Result<()> {
-        let Some(deadline) = self.write_deadline.get() else {
-            return Ok(());
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "deadline for this response passed",
-            ));
-        }
-        if self.write_timeout.get().is_none_or(|t| left < t) {
-            self.write_shortened.set(true);
-            self.tcp.set_write_timeout(Some(left))?;
-        }
+        let wanted = wanted(self.write_timeout.get(), self.write_deadline.get())
+            .ok_or_else(|| deadline_passed("deadline for this response passed"))?;
+        apply(&self.applied_write, wanted, |t| {
+            self.tcp.set_write_timeout(t)
+        })
+    }
+
+    /// The longest wait for any one read (never past the deadline); from
+    /// the next read on.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout);
         Ok(())
     }
 
-    /// The longest wait for any one read (never past the deadline).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        // Unchanged (the usual case between keep-alive requests): no system call.
-        if self.read_timeout.replace(timeout) == timeout && !self.shortened.get() {
-            return Ok(());
-        }
-        self.shortened.set(false);
+    /// Sets the read timeout on the socket at once, for reads of the raw
+    /// TCP socket (which pass by the deadline).
+    pub fn set_raw_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.set(timeout);
+        self.applied_read.set(timeout);
         self.tcp.set_read_timeout(timeout)
     }
 
@@ -91,9 +94,6 @@ impl Socket {
     pub fn set_deadline(&self, deadline: Option<Instant>) {
         self.on_first_byte.set(None);
         self.deadline.set(deadline);
-        if self.shortened.replace(false) {
-            let _ = self.tcp.set_read_timeout(self.read_timeout.get());
-        }
     }
 
     /// A deadline `within` after the next byte arrives; none until then.
@@ -105,22 +105,55 @@ impl Socket {
     /// Fails once the deadline has passed; else makes sure the next read
     /// does not wait past it.
     fn before_read(&self) -> io::Result<()> {
-        let Some(deadline) = self.deadline.get() else {
-            return Ok(());
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "deadline for this request passed",
-            ));
-        }
-        if self.read_timeout.get().is_none_or(|t| left < t) {
-            self.shortened.set(true);
-            self.tcp.set_read_timeout(Some(left))?;
-        }
-        Ok(())
+        let wanted = wanted(self.read_timeout.get(), self.deadline.get())
+            .ok_or_else(|| deadline_passed("deadline for this request passed"))?;
+        apply(&self.applied_read, wanted, |t| self.tcp.set_read_timeout(t))
     }
+
+    /// Whether the peer has closed (`Ok(0)`), sent bytes not read yet
+    /// (`Ok(n)`), or neither (`WouldBlock`). Never blocks.
+    pub fn peek_now(&self) -> io::Result<usize> {
+        self.tcp.set_nonblocking(true)?;
+        let mut probe = [0u8; 1];
+        let peeked = self.tcp.peek(&mut probe);
+        self.tcp.set_nonblocking(false)?;
+        peeked
+    }
+}
+
+/// The timeout one operation may wait: the plain timeout, shortened to what
+/// is left before the deadline; `None` once the deadline has passed.
+fn wanted(timeout: Option<Duration>, deadline: Option<Instant>) -> Option<Option<Duration>> {
+    let Some(deadline) = deadline else {
+        return Some(timeout);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    Some(Some(timeout.map_or(left, |t| t.min(left))))
+}
+
+/// Sets `wanted` on the socket unless the timeout in place is close enough.
+fn apply(
+    applied: &Cell<Option<Duration>>,
+    wanted: Option<Duration>,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    let close_enough = match (applied.get(), wanted) {
+        (Some(now), Some(wanted)) => now.abs_diff(wanted) <= (wanted / 64).min(SLACK),
+        (now, wanted) => now == wanted,
+    };
+    if close_enough {
+        return Ok(());
+    }
+    set(wanted)?;
+    applied.set(wanted);
+    Ok(())
+}
+
+fn deadline_passed(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
 impl Read for Socket {
@@ -173,6 +206,35 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_close_to_the_one_in_place_costs_no_system_call() {
+        let ms = |ms| Some(Duration::from_millis(ms));
+        // in place, wanted, whether the socket is changed
+        let cases = [
+            (None, None, false),
+            (None, ms(100), true),
+            (ms(100), None, true),
+            (ms(2000), ms(2000), false),
+            (ms(65_000), ms(64_990), false),
+            (ms(64_990), ms(65_000), false),
+            (ms(65_000), ms(64_000), true),
+            (ms(1000), ms(1010), false),
+            (ms(1000), ms(1020), true),
+        ];
+        for (in_place, wanted, changed) in cases {
+            let applied = Cell::new(in_place);
+            let mut called = false;
+            apply(&applied, wanted, |_| {
+                called = true;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(called, changed, "{in_place:?} -> {wanted:?}");
+            let now = if changed { wanted } else { in_place };
+            assert_eq!(applied.get(), now, "{in_place:?} -> {wanted:?}");
+        }
+    }
+
+    #[test]
     fn a_trickling_peer_is_cut_at_the_deadline_not_per_read() {
         let (mut socket, mut client) = pair();
         socket
@@ -222,16 +284,17 @@ mod tests {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
         ));
         socket.set_write_deadline(None);
-        assert!(socket.write_deadline.get().is_none());
-        assert!(
-            !socket.write_shortened.get(),
+        socket.before_write().unwrap();
+        assert_eq!(
+            socket.tcp.write_timeout().unwrap(),
+            Some(Duration::from_secs(30)),
             "the write timeout is restored"
         );
     }
 
     #[test]
     fn a_later_deadline_restores_a_shortened_timeout() {
-        let (mut socket, _client) = pair();
+        let (mut socket, mut client) = pair();
         socket
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -239,7 +302,8 @@ mod tests {
         let mut byte = [0u8; 1];
         assert!(socket.read(&mut byte).is_err());
         socket.set_deadline(Some(Instant::now() + Duration::from_secs(3600)));
-        assert!(!socket.shortened.get());
+        client.write_all(b"x").unwrap();
+        assert_eq!(socket.read(&mut byte).unwrap(), 1);
         assert_eq!(
             socket.tcp.read_timeout().unwrap(),
             Some(Duration::from_secs(30))
