@@ -413,6 +413,62 @@ fn stop_and_restart_on_same_port() {
 }
 
 #[test]
+fn idle_connections_close_on_request_and_after_connection_close() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    fake.route("GET", "/x", Behaviour::ok_json("{}"));
+    fake.route(
+        "GET",
+        "/last",
+        Behaviour::respond(200, &[("Connection", "close")], "{}"),
+    );
+    let open = |path: &str| {
+        RawStream::get_tls(
+            &format!("{}{path}", fake.url()),
+            &[],
+            &pki.ca_path(),
+            Some(&pki.client_pem_path()),
+        )
+    };
+    let mut idle = open("/x");
+    assert_eq!(idle.read_to_end(Duration::from_secs(5)), b"{}");
+    assert_eq!(fake.open_connections(), 1, "kept alive after its answer");
+    assert!(fake.close_idle_connections());
+    assert_eq!(fake.open_connections(), 0);
+    let mut last = open("/last");
+    assert_eq!(last.read_to_end(Duration::from_secs(5)), b"{}");
+    assert!(
+        support::wait_until(Duration::from_secs(5), || fake.open_connections() == 0),
+        "closed after saying so"
+    );
+}
+
+#[test]
+fn pieces_arrive_as_scripted() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let pieces = [
+        &b"HTTP/1.1 200 OK\r\nTransfer-"[..],
+        b"Encoding: chunked\r\n\r\n2\r",
+        b"\nok\r\n0\r\n\r\n",
+    ];
+    fake.route(
+        "GET",
+        "/p",
+        Behaviour::Pieces(pieces.iter().map(|p| p.to_vec()).collect()),
+    );
+    let mut raw = RawStream::get_tls(
+        &format!("{}/p", fake.url()),
+        &[],
+        &pki.ca_path(),
+        Some(&pki.client_pem_path()),
+    );
+    assert_eq!(raw.status(), 200);
+    assert_eq!(raw.read_to_end(Duration::from_secs(5)), b"ok");
+    assert!(raw.is_ended());
+}
+
+#[test]
 fn drop_closes_port_promptly() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);

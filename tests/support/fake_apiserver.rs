@@ -71,6 +71,10 @@ pub enum Behaviour {
     },
     /// Decides per request.
     Func(Arc<dyn Fn(&RecordedRequest) -> Behaviour + Send + Sync>),
+    /// A whole response as raw bytes (head and body), written piece by
+    /// piece, each flushed on its own (one TLS record each): framing split
+    /// at odd points. The connection stays open.
+    Pieces(Vec<Vec<u8>>),
 }
 
 /// How a `Behaviour::Stream` ends after its last chunk.
@@ -489,6 +493,7 @@ impl fmt::Debug for Behaviour {
                 .field("end", end)
                 .finish(),
             Behaviour::Func(_) => f.write_str("Func(..)"),
+            Behaviour::Pieces(pieces) => write!(f, "Pieces({})", pieces.len()),
         }
     }
 }
@@ -613,6 +618,9 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     chunks: Mutex<Vec<ChunkWrite>>,
     client_gone: Mutex<Vec<(String, Instant)>>,
+    /// Raised by `close_idle_connections`: connections waiting for a
+    /// request that started before it close.
+    idle_close: AtomicU64,
     state: Mutex<RunState>,
     /// Notified when the server stops or thaws (wakes `pause` and `gated`).
     state_cv: Condvar,
@@ -716,6 +724,7 @@ impl FakeApiserver {
             requests: Mutex::new(Vec::new()),
             chunks: Mutex::new(Vec::new()),
             client_gone: Mutex::new(Vec::new()),
+            idle_close: AtomicU64::new(0),
             state: Mutex::new(RunState {
                 running: false,
                 generation: 0,
@@ -834,6 +843,19 @@ impl FakeApiserver {
     /// Number of currently open client connections.
     pub fn open_connections(&self) -> usize {
         lock(&self.shared.state).conns.len()
+    }
+
+    /// Closes every open connection politely (close_notify, then FIN) once
+    /// it waits for its next request, as an apiserver or a load balancer
+    /// closes idle keep-alive connections; one busy with a request closes
+    /// after answering it. Returns whether all had closed within 5 s.
+    pub fn close_idle_connections(&self) -> bool {
+        let open: Vec<u64> = lock(&self.shared.state).conns.keys().copied().collect();
+        self.shared.idle_close.fetch_add(1, Ordering::SeqCst);
+        super::wait_until(Duration::from_secs(5), || {
+            let st = lock(&self.shared.state);
+            open.iter().all(|id| !st.conns.contains_key(id))
+        })
     }
     pub fn is_running(&self) -> bool {
         lock(&self.shared.state).running
@@ -1018,6 +1040,10 @@ struct Conn<'a> {
     tls: Tls,
     buf: Vec<u8>,
     cn: Option<String>,
+    /// `Shared::idle_close` when the connection opened.
+    idle_close_seen: u64,
+    /// Closing because `close_idle_connections` asked it to.
+    closing_idle: bool,
 }
 
 enum Next {
@@ -1070,6 +1096,8 @@ fn serve_connection(shared: &Shared, generation: u64, id: u64, tcp: TcpStream) {
         tls,
         buf: Vec::new(),
         cn,
+        idle_close_seen: shared.idle_close.load(Ordering::SeqCst),
+        closing_idle: false,
     };
     let next = loop {
         match conn.handle_one() {
@@ -1114,6 +1142,12 @@ impl Conn<'_> {
                 Err(e) if is_timeout(&e) => {
                     if !self.live() {
                         return Err(io::Error::other("server stopped"));
+                    }
+                    let idle = deadline.is_none() && self.buf.is_empty();
+                    if idle && self.shared.idle_close.load(Ordering::SeqCst) > self.idle_close_seen
+                    {
+                        self.closing_idle = true;
+                        return Ok(false);
                     }
                     if deadline.is_some_and(|d| Instant::now() > d) {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "request timeout"));
@@ -1163,7 +1197,11 @@ impl Conn<'_> {
                 head_deadline = Some(Instant::now() + REQUEST_TIMEOUT);
             }
             if !self.fill(head_deadline)? {
-                return Ok(Next::Abort);
+                return Ok(if self.closing_idle {
+                    Next::Close
+                } else {
+                    Next::Abort
+                });
             }
         };
         let deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -1306,8 +1344,11 @@ impl Conn<'_> {
                     || status == 304;
                 let mut out = status_line(status);
                 let mut has_len = false;
+                let mut closes = false;
                 for (k, v) in &headers {
                     has_len |= k.eq_ignore_ascii_case("content-length");
+                    closes |=
+                        k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close");
                     out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
                 }
                 if !has_len && !(100..200).contains(&status) && status != 204 && status != 304 {
@@ -1318,7 +1359,8 @@ impl Conn<'_> {
                     out.extend_from_slice(&body);
                 }
                 self.write_all(&out)?;
-                Ok(Next::KeepAlive)
+                // It said so: the connection closes after this answer.
+                Ok(if closes { Next::Close } else { Next::KeepAlive })
             }
             Behaviour::Slow { delay, then } => {
                 if !self.shared.pause(self.generation, delay) {
@@ -1348,6 +1390,12 @@ impl Conn<'_> {
             Behaviour::Func(f) => {
                 let b = f(req);
                 self.execute(req, b)
+            }
+            Behaviour::Pieces(pieces) => {
+                for piece in pieces {
+                    self.write_all(&piece)?;
+                }
+                Ok(Next::KeepAlive)
             }
         }
     }
