@@ -1,5 +1,5 @@
 //! Self-tests of the test support library: the fake apiserver driven
-//! directly over TLS (ureq and RawStream), without the hub.
+//! directly over TLS (the test client and RawStream), without the hub.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -12,7 +12,7 @@ use crate::support::{
     json_initial_events_end_bookmark, pb_event, pb_initial_events_end_bookmark,
 };
 
-fn node_agent(pki: &TestPki) -> ureq::Agent {
+fn node_agent(pki: &TestPki) -> client::Agent {
     client::tls_agent(&pki.ca_path(), Some(&pki.client_pem_path()))
 }
 
@@ -208,14 +208,27 @@ fn chunked_request_body_is_decoded() {
     let pki = TestPki::new();
     let fake = FakeApiserver::start(&pki);
     fake.route("POST", "/upload", Behaviour::text(200, "done"));
-    let agent = node_agent(&pki);
     let data = vec![b'x'; 100_000];
-    let mut reader = std::io::Cursor::new(data.clone());
-    let resp = agent
-        .post(format!("{}/upload", fake.url()))
-        .send(ureq::SendBody::from_reader(&mut reader))
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 200);
+    let mut chunked = Vec::new();
+    for piece in data.chunks(16 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let resp = RawStream::try_open(
+        "POST",
+        &format!("{}/upload", fake.url()),
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+        Some(client::rustls_client_config(
+            &pki.ca_path(),
+            Some(&pki.client_pem_path()),
+        )),
+        Duration::from_secs(10),
+    )
+    .expect("post");
+    assert_eq!(resp.status(), 200);
     let r = fake.wait_for_requests(|r| r.path == "/upload", Duration::from_secs(1));
     assert_eq!(r[0].header("transfer-encoding"), Some("chunked"));
     assert_eq!(r[0].body.len(), data.len());
@@ -242,25 +255,21 @@ fn stream_is_delivered_chunk_by_chunk() {
         ),
     );
 
-    // ureq: reads arrive separated by the scripted gaps.
-    let agent = node_agent(&pki);
-    let resp = agent
-        .get(format!("{}/api/v1/pods?watch=true", fake.url()))
-        .call()
-        .expect("watch");
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut reader = resp.into_body().into_reader();
+    // Each chunk arrives on its own, separated by the scripted gaps.
+    let mut first = RawStream::get_tls(
+        &format!("{}/api/v1/pods?watch=true", fake.url()),
+        &[],
+        &pki.ca_path(),
+        Some(&pki.client_pem_path()),
+    );
+    assert_eq!(first.status(), 200);
     let mut arrivals = Vec::new();
     let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = reader.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        arrivals.push(Instant::now());
-        all.extend_from_slice(&buf[..n]);
+    while let Some((at, chunk)) = first.next_chunk(Duration::from_secs(2)) {
+        arrivals.push(at);
+        all.extend_from_slice(&chunk);
     }
+    assert!(first.is_ended());
     assert_eq!(
         arrivals.len(),
         3,
@@ -935,7 +944,7 @@ fn json_and_text_helpers() {
     assert_eq!(k8s_wire::base64url(&[0xfb, 0xff]), "-_8");
 }
 
-fn post_token(agent: &ureq::Agent, fake: &FakeApiserver, sa: &str, body: &str) -> client::Reply {
+fn post_token(agent: &client::Agent, fake: &FakeApiserver, sa: &str, body: &str) -> client::Reply {
     client::request_with(
         agent,
         "POST",
@@ -1053,14 +1062,10 @@ fn token_requests_get_distinct_tokens_expiring_as_scripted() {
 }
 
 /// GET with a client-side timeout, on a fresh connection.
-fn get_with_timeout(pki: &TestPki, url: &str, timeout: Duration) -> Result<u16, ureq::Error> {
-    node_agent(pki)
-        .get(url)
-        .config()
-        .timeout_global(Some(timeout))
-        .build()
-        .call()
-        .map(|r| r.status().as_u16())
+fn get_with_timeout(pki: &TestPki, url: &str, timeout: Duration) -> std::io::Result<u16> {
+    let agent =
+        client::tls_agent_with_timeout(&pki.ca_path(), Some(&pki.client_pem_path()), timeout);
+    client::try_request_with(&agent, "GET", url, &[], &[]).map(|(status, _, _)| status)
 }
 
 #[test]
@@ -1070,10 +1075,14 @@ fn frozen_fake_accepts_connections_but_answers_nothing_until_thawed() {
     fake.route("GET", "/x", Behaviour::ok_json("{}"));
     let readyz = format!("{}/readyz", fake.url());
     let agent = node_agent(&pki);
-    assert_eq!(
-        client::request_with(&agent, "GET", &format!("{}/x", fake.url()), &[], &[]).0,
-        200
+    let mut kept_alive = RawStream::get_tls(
+        &format!("{}/x", fake.url()),
+        &[],
+        &pki.ca_path(),
+        Some(&pki.client_pem_path()),
     );
+    assert_eq!(kept_alive.status(), 200);
+    assert_eq!(kept_alive.read_to_end(Duration::from_secs(5)), b"{}");
 
     fake.freeze();
     assert!(fake.is_frozen() && fake.is_running());
@@ -1094,13 +1103,8 @@ fn frozen_fake_accepts_connections_but_answers_nothing_until_thawed() {
     let t0 = Instant::now();
     assert!(get_with_timeout(&pki, &readyz, Duration::from_millis(500)).is_err());
     assert!(t0.elapsed() >= Duration::from_millis(450));
-    let kept_alive = agent
-        .get(format!("{}/x", fake.url()))
-        .config()
-        .timeout_global(Some(Duration::from_millis(500)))
-        .build()
-        .call();
-    assert!(kept_alive.is_err(), "{kept_alive:?}");
+    let again = kept_alive.try_again("GET", "/x", &[], &[], Duration::from_millis(500));
+    assert!(again.is_err(), "{again:?}");
     assert!(
         fake.requests_to("/readyz").is_empty(),
         "nothing read while frozen"

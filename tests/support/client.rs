@@ -1,11 +1,13 @@
-//! HTTP clients for tests: ureq helpers for plain request/response, and
-//! `RawStream`, a hand-written HTTP/1.1 reader that timestamps each piece
-//! of a streamed (chunked) body as it arrives.
+//! HTTP clients for tests: plain request/response helpers and `RawStream`,
+//! a hand-written HTTP/1.1 reader that timestamps each piece of a streamed
+//! (chunked) body as it arrives. Written here, not taken from the hub, so
+//! the tests do not share the hub's bugs. An agent keeps its connections
+//! alive between requests, as node components do.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -14,76 +16,68 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// Status, headers (names lowercased), body.
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// Global timeout of the agents built here (bounded tests).
+/// Whole-request timeout of the agents built here (bounded tests).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound of an agent made without a timeout.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
-fn base_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .proxy(None)
-        .user_agent(ureq::config::AutoHeaderValue::None)
-        .accept(ureq::config::AutoHeaderValue::None)
-        .timeout_connect(Some(Duration::from_secs(5)))
+/// How requests are sent: over TLS with this configuration (for
+/// `https://`), each within `timeout` (connect, request, whole answer), on
+/// a kept-alive connection when one is open.
+#[derive(Clone)]
+pub struct Agent {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    /// Open connections between requests, with the URL origin they serve.
+    idle: Arc<Mutex<Vec<(String, RawStream)>>>,
 }
 
-/// Plain-HTTP agent: no status-as-error, no redirects, no proxy, no default
-/// User-Agent/Accept, 30 s global timeout.
-pub fn agent() -> ureq::Agent {
+impl Agent {
+    fn new(tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Agent {
+        Agent {
+            tls,
+            timeout,
+            idle: Arc::default(),
+        }
+    }
+
+    /// An open connection to `origin` whose other end has not closed it.
+    fn kept_alive(&self, origin: &str) -> Option<RawStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(at) = idle.iter().position(|(o, _)| o == origin) {
+            let (_, stream) = idle.swap_remove(at);
+            if stream.is_open() {
+                return Some(stream);
+            }
+        }
+        None
+    }
+}
+
+/// Plain-HTTP agent, 30 s per request.
+pub fn agent() -> Agent {
     agent_with_timeout(Some(DEFAULT_TIMEOUT))
 }
 
-/// Like `agent()` with another global timeout.
-pub fn agent_with_timeout(timeout: Option<Duration>) -> ureq::Agent {
-    base_config().timeout_global(timeout).build().new_agent()
+/// Like `agent()` with another timeout (`None`: an hour).
+pub fn agent_with_timeout(timeout: Option<Duration>) -> Agent {
+    Agent::new(None, timeout.unwrap_or(LONGEST_TIMEOUT))
 }
 
 /// HTTPS agent trusting only `ca_file`, presenting the client certificate +
-/// key found in `client_pem` (one PEM file) when given; 30 s global timeout.
-pub fn tls_agent(ca_file: &Path, client_pem: Option<&Path>) -> ureq::Agent {
+/// key found in `client_pem` (one PEM file) when given; 30 s per request.
+pub fn tls_agent(ca_file: &Path, client_pem: Option<&Path>) -> Agent {
     tls_agent_with_timeout(ca_file, client_pem, DEFAULT_TIMEOUT)
 }
 
-/// Like `tls_agent()` with another global timeout (e.g. to poll a server
-/// that may accept connections and not answer yet).
+/// Like `tls_agent()` with another timeout (e.g. to poll a server that may
+/// accept connections and not answer yet).
 pub fn tls_agent_with_timeout(
     ca_file: &Path,
     client_pem: Option<&Path>,
     timeout: Duration,
-) -> ureq::Agent {
-    use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig, TlsProvider};
-    let ca_bytes = std::fs::read(ca_file).expect("read CA file");
-    let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(&ca_bytes)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    assert!(!roots.is_empty(), "no certificate in {}", ca_file.display());
-    let mut tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .root_certs(RootCerts::new_with_certs(&roots));
-    if let Some(pem_path) = client_pem {
-        let pem = std::fs::read(pem_path).expect("read client pem");
-        let mut chain = Vec::new();
-        let mut key = None;
-        for item in ureq::tls::parse_pem(&pem) {
-            match item.expect("parse client pem") {
-                PemItem::Certificate(c) => chain.push(c),
-                PemItem::PrivateKey(k) => key = Some(k),
-                _ => {}
-            }
-        }
-        let key = key.expect("no private key in client pem");
-        assert!(!chain.is_empty(), "no certificate in client pem");
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-    }
-    base_config()
-        .timeout_global(Some(timeout))
-        .tls_config(tls.build())
-        .build()
-        .new_agent()
+) -> Agent {
+    Agent::new(Some(rustls_client_config(ca_file, client_pem)), timeout)
 }
 
 /// GET with the default agent; panics on transport errors.
@@ -100,7 +94,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -
 
 /// Like `request` with the given agent; panics on transport errors.
 pub fn request_with(
-    agent: &ureq::Agent,
+    agent: &Agent,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -116,46 +110,43 @@ pub fn try_request(
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Reply, ureq::Error> {
+) -> io::Result<Reply> {
     try_request_with(&agent(), method, url, headers, body)
 }
 
-/// Sends the request and reads the whole response body (up to 256 MiB).
+/// Sends the request on a connection of its own and reads the whole answer
+/// (up to 256 MiB); a body cut short is an error.
 pub fn try_request_with(
-    agent: &ureq::Agent,
+    agent: &Agent,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Reply, ureq::Error> {
-    let mut builder = ureq::http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
+) -> io::Result<Reply> {
+    let deadline = Instant::now() + agent.timeout;
     let bodiless = matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS");
-    let response = if body.is_empty() && bodiless {
-        agent.run(builder.body(()).map_err(ureq::Error::from)?)?
-    } else {
-        agent.run(builder.body(body).map_err(ureq::Error::from)?)?
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    if body.is_empty() && !bodiless {
+        all.push(("Content-Length", "0"));
+    }
+    let origin = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    let path = &url[origin.len().min(url.len())..];
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = match agent.kept_alive(&origin) {
+        Some(mut stream) => {
+            stream.try_again(method, path, &all, body, agent.timeout)?;
+            stream
+        }
+        None => RawStream::try_open(method, url, &all, body, agent.tls.clone(), agent.timeout)?,
     };
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let mut response_body = response.into_body();
-    let bytes = if method == "HEAD" {
-        Vec::new()
-    } else {
-        response_body.with_config().limit(256 << 20).read_to_vec()?
-    };
-    Ok((status, headers, bytes))
+    let body = stream.read_body(deadline, 256 << 20)?;
+    let reply = (stream.status, std::mem::take(&mut stream.headers), body);
+    let closes = header(&reply.1, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    if !closes && stream.framing != Framing::UntilClose {
+        let mut idle = agent.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push((origin, stream));
+    }
+    Ok(reply)
 }
 
 /// First value of header `name` (case-insensitive).
@@ -199,6 +190,8 @@ pub struct RawStream {
     ended: bool,
     line_buf: Vec<u8>,
     line_at: Instant,
+    /// The `Host` of the requests.
+    authority: String,
 }
 
 impl RawStream {
@@ -287,7 +280,51 @@ impl RawStream {
             ended: false,
             line_buf: Vec::new(),
             line_at: Instant::now(),
+            authority: authority.to_string(),
         };
+        stream.exchange(method, path, headers, body, deadline)?;
+        Ok(stream)
+    }
+
+    /// Sends another request on the same connection (the last body read to
+    /// its end) and reads its response head within `timeout`.
+    pub fn try_again(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> io::Result<()> {
+        self.ended = false;
+        self.exchange(method, path, headers, body, Instant::now() + timeout)
+    }
+
+    /// Whether the other end has neither closed the connection nor sent
+    /// anything unasked.
+    fn is_open(&self) -> bool {
+        if self.sock.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = matches!(self.sock.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        open && self.sock.set_nonblocking(false).is_ok()
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        let authority = self.authority.clone();
+        let stream = self;
+        // Bounds a TLS handshake too, which the first write or read drives.
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream
+            .sock
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         let mut head = format!("{method} {path} HTTP/1.1\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             head.push_str(&format!("Host: {authority}\r\n"));
@@ -295,7 +332,10 @@ impl RawStream {
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
-        if !body.is_empty() {
+        let framed = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+        });
+        if !body.is_empty() && !framed {
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
@@ -353,7 +393,7 @@ impl RawStream {
         if stream.framing == Framing::NoBody {
             stream.ended = true;
         }
-        Ok(stream)
+        Ok(())
     }
 
     pub fn status(&self) -> u16 {
@@ -519,6 +559,31 @@ impl RawStream {
                 None => return None,
             }
         }
+    }
+
+    /// The whole body, by `deadline`, at most `limit` bytes: a body cut
+    /// short, invalid or larger is an error.
+    pub fn read_body(&mut self, deadline: Instant, limit: usize) -> io::Result<Vec<u8>> {
+        let mut out = std::mem::take(&mut self.line_buf);
+        loop {
+            match self.parse()? {
+                Parsed::Piece(data) => out.extend_from_slice(&data),
+                Parsed::End => break,
+                Parsed::NeedMore if self.read_more(deadline)? => {}
+                Parsed::NeedMore if self.framing == Framing::UntilClose => break,
+                Parsed::NeedMore => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the end of the body",
+                    ));
+                }
+            }
+            if out.len() > limit {
+                return Err(io::Error::other("body larger than the limit"));
+            }
+        }
+        self.ended = true;
+        Ok(out)
     }
 
     /// Reads the rest of the body until its end or `timeout`.

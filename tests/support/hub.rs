@@ -103,7 +103,7 @@ impl Hub {
         let log2 = log.try_clone().expect("clone log handle");
         let child = Command::new(Self::binary())
             .args(&self.args)
-            .env("RUST_LOG", "debug,ureq=info,ureq_proto=info,rustls=info")
+            .env("RUST_LOG", "debug,rustls=info")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
