@@ -172,7 +172,7 @@ fn read_at_most<S: Read + Write>(
 
 /// Parses a chunk-size line (without its line end): the size in hex, then
 /// optional whitespace and chunk extensions, which are ignored.
-fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
     // httparse reads an empty size as 0 (the last chunk) and allows 16 digits;
     // the hub refuses the first and keeps its bound on the second.
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();

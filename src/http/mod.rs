@@ -9,14 +9,16 @@ mod body;
 mod conn;
 mod head;
 #[cfg(test)]
-mod memory;
+pub(crate) mod memory;
 mod response_head;
 mod server;
 mod socket;
 mod tls;
 
+pub(crate) use body::parse_chunk_size;
 pub use conn::{Exchange, Limits, Stream};
 pub use server::{
     Acceptor, ErrorBody, Handler, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, spawn,
 };
+pub use socket::Socket;
 pub use tls::{TlsAcceptor, server_config};

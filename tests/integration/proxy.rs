@@ -6,6 +6,8 @@
 //! - streaming: watch events relayed one by one; truncated and dropped upstreams
 //! - errors and timeouts: 5xx pass-through, 502, 504, Status bodies
 //! - balancing and health: round robin, priority, retry on connect failure, failover
+//! - upstream keep-alive: a pooled connection the apiserver closed, a write
+//!   never sent twice, chunked framing split at odd points, `Connection: close`
 //! - the hub's own endpoints: healthz, readyz, metrics
 //! - bounds: in-flight requests, connections, header size, idle connections
 //! - lifecycle: bad flags, SIGTERM with an open watch
@@ -284,6 +286,128 @@ fn watch_that_breaks_off_ends_the_client_stream() {
     let rest = stream.read_to_end(WAIT);
     assert!(rest.is_empty());
     assert!(stream.is_ended());
+}
+
+// ---------------------------------------------------------------- upstream keep-alive
+
+#[test]
+fn a_pooled_connection_the_apiserver_closed_is_replaced_without_an_error() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let path = "/api/v1/namespaces/a/configmaps/x";
+    fake.route("GET", path, Behaviour::ok_json(r#"{"kind":"ConfigMap"}"#));
+    let hub = hub_for(&[&fake], &pki, &[]);
+    let url = format!("{}{path}", hub.proxy_url());
+    assert_eq!(client::get(&url).0, 200);
+    // Closed while idle in the hub's pool, as an apiserver or a load
+    // balancer closes idle keep-alive connections.
+    assert!(fake.close_idle_connections());
+    for _ in 0..3 {
+        let (status, _, body) = client::get(&url);
+        assert_eq!(
+            (status, body.as_slice()),
+            (200, &br#"{"kind":"ConfigMap"}"#[..])
+        );
+    }
+    // The request met the closed connection (or a probe did first) and
+    // went out again on a new one.
+    hub.expect_log("had closed", WAIT);
+    assert_eq!(fake.requests_to(path).len(), 4);
+}
+
+#[test]
+fn a_write_on_a_pooled_connection_is_never_sent_twice() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let path = "/api/v1/namespaces/a/events";
+    fake.route("GET", "/api/v1/namespaces", Behaviour::ok_json("{}"));
+    fake.route("POST", path, Behaviour::json(201, "{}"));
+    let hub = hub_for(&[&fake], &pki, &[]);
+    let post = || client::request("POST", &format!("{}{path}", hub.proxy_url()), &[], b"{}");
+    let warm = || {
+        assert_eq!(
+            client::get(&format!("{}/api/v1/namespaces", hub.proxy_url())).0,
+            200
+        )
+    };
+    // A pooled connection closed while idle is seen closed before the
+    // write is sent on it.
+    warm();
+    assert!(fake.close_idle_connections());
+    assert_eq!(post().0, 201);
+    assert_eq!(fake.requests_to(path).len(), 1);
+    // A pooled connection that breaks after taking the write: the
+    // apiserver may have acted on it, so it is not sent again.
+    warm();
+    fake.route("POST", path, Behaviour::Drop);
+    let (status, _, body) = post();
+    assert_eq!(status, 502);
+    assert_eq!(status_json(&body)["code"], 502);
+    let posts = fake.requests_to(path);
+    assert_eq!(posts.len(), 2, "sent once");
+    let reused = fake
+        .requests()
+        .iter()
+        .any(|r| r.conn_id == posts[1].conn_id && r.path != path);
+    assert!(reused, "the write went out on a pooled connection");
+}
+
+#[test]
+fn chunked_framing_split_at_odd_points_is_relayed_whole() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let body: Vec<u8> = (0..3000u32)
+        .map(|i| b"abcdefghij"[(i % 10) as usize])
+        .collect();
+    let mut wire =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for chunk in body.chunks(700) {
+        wire.extend_from_slice(format!("{:X};ext=1\r\n", chunk.len()).as_bytes());
+        wire.extend_from_slice(chunk);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\nX-Trailer: ignored\r\n\r\n");
+    // Pieces of 1, 2, 3, 5, 7, 11, ... bytes: split inside size lines,
+    // inside CRLFs, inside data.
+    let mut pieces = Vec::new();
+    let mut rest = wire.as_slice();
+    for size in [1, 2, 3, 5, 7, 11, 13, 17, 19, 23].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, after) = rest.split_at(size.min(rest.len()));
+        pieces.push(piece.to_vec());
+        rest = after;
+    }
+    fake.route("GET", "/api/v1/configmaps", Behaviour::Pieces(pieces));
+    let hub = hub_for(&[&fake], &pki, &[]);
+    let url = format!("{}/api/v1/configmaps", hub.proxy_url());
+    for _ in 0..2 {
+        let (status, _, got) = client::get(&url);
+        assert_eq!(status, 200);
+        assert_eq!(got, body);
+    }
+}
+
+#[test]
+fn an_apiserver_answering_connection_close_gets_a_new_connection_each_time() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let path = "/api/v1/nodes/edge-1";
+    fake.route(
+        "GET",
+        path,
+        Behaviour::respond(200, &[("Connection", "close")], r#"{"kind":"Node"}"#),
+    );
+    let hub = hub_for(&[&fake], &pki, &[]);
+    for _ in 0..3 {
+        let (status, _, body) = client::get(&format!("{}{path}", hub.proxy_url()));
+        assert_eq!((status, body.as_slice()), (200, &br#"{"kind":"Node"}"#[..]));
+    }
+    let mut connections: Vec<u64> = fake.requests_to(path).iter().map(|r| r.conn_id).collect();
+    connections.dedup();
+    assert_eq!(connections.len(), 3, "one connection per answer");
 }
 
 // ---------------------------------------------------------------- errors
