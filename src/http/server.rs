@@ -542,11 +542,18 @@ mod tests {
                 assert!(Instant::now() < deadline, "connections never counted");
                 thread::yield_now();
             }
-            let answer = request(addr, "/ok");
             if evict {
+                let answer = request(addr, "/ok");
                 assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
                 assert_eq!(server.stats.evicted_idle.load(Ordering::SeqCst), 1);
             } else {
+                // The refusal comes at once, before any request: a client
+                // writing one might find the connection already closed.
+                let mut tcp = TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut answer = Vec::new();
+                let _ = tcp.read_to_end(&mut answer);
+                let answer = String::from_utf8_lossy(&answer);
                 assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
             }
             drop(idle);
