@@ -300,8 +300,9 @@ fn a_pooled_connection_the_apiserver_closed_is_replaced_without_an_error() {
     let url = format!("{}{path}", hub.proxy_url());
     assert_eq!(client::get(&url).0, 200);
     // Closed while idle in the hub's pool, as an apiserver or a load
-    // balancer closes idle keep-alive connections.
-    assert!(fake.close_idle_connections());
+    // balancer closes idle keep-alive connections (idle at the fake a
+    // moment after the client has its answer).
+    assert!(wait_until(WAIT, || fake.close_idle_connections()));
     for _ in 0..3 {
         let (status, _, body) = client::get(&url);
         assert_eq!(
@@ -333,7 +334,10 @@ fn a_write_on_a_pooled_connection_is_never_sent_twice() {
     // A pooled connection closed while idle is seen closed before the
     // write is sent on it.
     warm();
-    assert!(fake.close_idle_connections());
+    // The hub's connection is idle at the fake once the fake has finished
+    // the answer and waits for the next request (a moment after the client
+    // has it).
+    assert!(wait_until(WAIT, || fake.close_idle_connections()));
     assert_eq!(post().0, 201);
     assert_eq!(fake.requests_to(path).len(), 1);
     // A pooled connection that breaks after taking the write: the

@@ -442,7 +442,7 @@ fn idle_connections_close_on_request_and_after_connection_close() {
     let mut idle = open("/x");
     assert_eq!(idle.read_to_end(Duration::from_secs(5)), b"{}");
     assert_eq!(fake.open_connections(), 1, "kept alive after its answer");
-    assert!(fake.close_idle_connections());
+    assert!(support::wait_until(Duration::from_secs(5), || fake.close_idle_connections()));
     assert_eq!(fake.open_connections(), 0);
     let mut last = open("/last");
     assert_eq!(last.read_to_end(Duration::from_secs(5)), b"{}");
