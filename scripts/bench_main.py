@@ -644,6 +644,9 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
                    "hub-offline": proc_status(hub_off["pid"])}
     dropped = metric(hub_edge, "node_yurthub_cache_dropped_total")
     written = metric(hub_edge, "node_yurthub_cache_objects_written_total")
+    index = {part: metric(hub_off, f'node_yurthub_cache_index_bytes{{part="{part}"}}')
+             for part in ("objects", "entries")}
+    index_objects = metric(hub_off, "node_yurthub_cache_index_objects")
 
     # --- watch relay
     log("watch relay")
@@ -802,6 +805,9 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
            f"{idle['hub-offline'][1]} threads; first answer {off_first * 1000:.0f} ms after spawn"),
           ("hub RSS offline, after the offline runs", kib(load_status["hub-offline"][0]),
            f"peak (VmHWM) {kib(load_status['hub-offline'][2])}"),
+          (f"hub offline cache index, {index_objects:,.0f} objects",
+           kib((index["objects"] + index["entries"]) / 1024),
+           f"object bytes kept {kib(index['objects'] / 1024)} (cap 16 MiB), entries {kib(index['entries'] / 1024)}"),
           (f"hub RSS offline, {n_watches} held watches open", kib(watches_status[0]),
            f"{watches_status[1]} threads"),
           (f"nginx proxy RSS idle ({idle['nginx-proxy-procs']} processes, summed)", kib(idle["nginx-proxy"]), ""),

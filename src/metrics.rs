@@ -392,6 +392,17 @@ impl Metrics {
                 header(&mut out, name, "counter", help);
                 let _ = writeln!(out, "{name} {value}");
             }
+            let (objects, bytes, entries) = cache.index_sizes();
+            header(
+                &mut out,
+                "node_yurthub_cache_index_bytes",
+                "gauge",
+                "memory of the cache's in-memory index: object bytes kept (at most 16 MiB) and its entries (an estimate); objects indexed",
+            );
+            let _ = writeln!(
+                out,
+                "node_yurthub_cache_index_bytes{{part=\"objects\"}} {bytes}\nnode_yurthub_cache_index_bytes{{part=\"entries\"}} {entries}\nnode_yurthub_cache_index_objects {objects}"
+            );
             render_upkeep(&mut out, cache);
             render_autonomy(&mut out, &cache.autonomy(health.any_healthy()));
         }

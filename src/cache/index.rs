@@ -508,8 +508,8 @@ impl Index {
         self.lock().bytes_cap = cap;
     }
 
-    /// Objects indexed, their bytes kept, and the entries' cost.
-    #[cfg(test)]
+    /// Objects indexed, their bytes kept, and the entries' cost (an
+    /// estimate of their memory besides the bytes).
     pub fn sizes(&self) -> (usize, usize, usize) {
         let state = self.lock();
         let objects = state.collections.values().map(BTreeMap::len).sum();

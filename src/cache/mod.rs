@@ -156,6 +156,12 @@ pub struct Cache {
 pub type Item = std::sync::Arc<[u8]>;
 
 impl Cache {
+    /// Objects the index holds, the bytes of objects it keeps in memory,
+    /// and an estimate of its entries' memory besides them.
+    pub fn index_sizes(&self) -> (usize, usize, usize) {
+        self.index.sizes()
+    }
+
     /// Opens the cache root and starts the writer, the start-up scan and
     /// (with a period) garbage collection. The cache can be read at once;
     /// the scan cleans up in the background.
