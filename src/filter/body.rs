@@ -77,6 +77,14 @@ impl Session {
         }
     }
 
+    /// Whether one of the filters could change something in `bytes` (an
+    /// object, or a whole list): if not, they are passed on unread.
+    fn may_change(&self, context: &Context, bytes: &[u8]) -> bool {
+        self.filters
+            .iter()
+            .any(|&f| super::rules::may_change(f, &self.resource, context, bytes))
+    }
+
     /// Whether a filter of this session still lacks its context.
     fn blind(&self) -> bool {
         super::lacking_context(&self.filters, &self.context.current()).is_some()
@@ -85,8 +93,11 @@ impl Session {
     /// One object as sent (a protobuf one in its envelope): what the filters
     /// made of it, and its new bytes when rewritten.
     pub fn object(&mut self, bytes: &[u8]) -> Result<(Verdict, Option<Vec<u8>>), FilterError> {
-        let mut opened = Opened::open(self.encoding, bytes)?;
         let context = self.context.current();
+        if !self.may_change(&context, bytes) {
+            return Ok((Verdict::Unchanged, None));
+        }
+        let mut opened = Opened::open(self.encoding, bytes)?;
         let (verdict, each) = run(&self.filters, &self.resource, &context, &mut opened.object)?;
         self.counts.add(&each);
         let rewritten = (verdict == Verdict::Rewritten).then(|| opened.seal());
@@ -95,9 +106,12 @@ impl Session {
 
     /// A whole list as sent, its items filtered; `None` when nothing changed.
     pub fn list(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+        let context = self.context.current();
+        if !self.may_change(&context, bytes) {
+            return Ok(None);
+        }
         let mut opened = Opened::open(self.encoding, bytes)?;
         let mut changed = false;
-        let context = self.context.current();
         let (filters, resource, context) = (&self.filters, self.resource.as_str(), &context);
         let counts = &mut self.counts;
         opened.object.retain_elements(&[LIST_ITEMS], |item| {
@@ -331,6 +345,10 @@ fn watch_event(
     if matches!(event_type, EventType::Bookmark | EventType::Error) {
         return Ok(Some((event_type, object)));
     }
+    // Nothing to change and nothing hidden: the event goes on unread.
+    if hidden.is_empty() && !session.may_change(&session.context.current(), &object) {
+        return Ok(Some((event_type, object)));
+    }
     let meta = session.encoding.decode_meta(&object)?;
     let key = (meta.namespace, meta.name);
     let (verdict, rewritten) = session.object(&object)?;
@@ -426,7 +444,9 @@ mod tests {
     fn an_unchanged_or_unreadable_body_goes_out_as_it_came() {
         for (body, fails) in [
             (&br#"{"kind":"ServiceList","items":[]}"#[..], false),
-            (b"{not json", true),
+            // Nothing a filter looks for: passed on unread.
+            (b"{not json", false),
+            (b"{not json, but kubernetes", true),
         ] {
             let mut filter = BodyFilter::new(session(), Verb::List);
             filter.push(body);

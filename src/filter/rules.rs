@@ -90,6 +90,29 @@ pub fn apply(
     }
 }
 
+/// Whether `filter` could change an object of `resource` whose bytes are
+/// `bytes` (JSON text or protobuf: strings are their own bytes in both):
+/// every object a filter changes holds a string it looks for, so one
+/// without it is passed on without being read. Most answers a filter sees
+/// (a node's pods, its ConfigMaps) hold none of them.
+pub fn may_change(filter: Filter, resource: &str, context: &Context, bytes: &[u8]) -> bool {
+    let has = |needle: &str| memchr::memmem::find(bytes, needle.as_bytes()).is_some();
+    match (filter, resource) {
+        (Filter::MasterService, "services") => has("kubernetes"),
+        (Filter::DiscardCloudService, "services") => {
+            has(DISCARD_ANNOTATION) || has("x-tunnel-server-internal-svc")
+        }
+        (Filter::NodePortIsolation, "services") => has(NODEPORT_LISTEN_ANNOTATION),
+        (Filter::InClusterConfig, "configmaps") => has("kube-proxy") && has("kubeconfig"),
+        (Filter::ForwardKubeSvcTraffic, "endpointslices") => has("kubernetes"),
+        (Filter::ServiceEnvUpdater, "pods") => has("KUBERNETES_SERVICE_"),
+        (Filter::ServiceTopology, "endpointslices") => {
+            context.topology.as_ref().is_some_and(|t| !t.is_empty()) && has(SERVICE_NAME_LABEL)
+        }
+        _ => false,
+    }
+}
+
 fn is(object: &Object, namespace: &str, name: &str) -> bool {
     object.str_at(&[METADATA, NAMESPACE]).as_deref() == Some(namespace)
         && object.str_at(&[METADATA, NAME]).as_deref() == Some(name)
@@ -914,5 +937,58 @@ mod tests {
             on_fixture(Filter::ServiceEnvUpdater, "pods", &c, "p1.pb").0,
             Verdict::Unchanged
         );
+    }
+
+    #[test]
+    fn an_object_a_filter_changes_always_holds_what_may_change_looks_for() {
+        let mut pool = context();
+        pool.topology = Some(BTreeMap::from([(
+            ("default".to_string(), "web".to_string()),
+            "openyurt.io/nodepool".to_string(),
+        )]));
+        let samples: Vec<(&str, Vec<u8>)> = [
+            ("services", "svc-kubernetes.pb"),
+            ("services", "svc-lb.pb"),
+            ("endpointslices", "eps-kubernetes.pb"),
+            ("endpointslices", "eps-topology.pb"),
+            ("configmaps", "cm-kube-proxy.pb"),
+            ("configmaps", "cm1.pb"),
+            ("pods", "pod-env.pb"),
+            ("pods", "p1.pb"),
+        ]
+        .into_iter()
+        .map(|(resource, name)| (resource, fixture(name)))
+        .collect();
+        let mut changed = 0;
+        for (resource, bytes) in &samples {
+            for filter in Filter::ALL {
+                let mut opened =
+                    crate::codec::edit::Opened::open(crate::codec::Encoding::Protobuf, bytes)
+                        .unwrap();
+                let verdict = apply(filter, resource, &pool, &mut opened.object).unwrap();
+                if verdict != Verdict::Unchanged {
+                    changed += 1;
+                    assert!(
+                        may_change(filter, resource, &pool, bytes),
+                        "{filter} on a {resource} it changes"
+                    );
+                }
+            }
+        }
+        assert!(changed >= 7, "every filter changed one sample ({changed})");
+        // And the common case is passed without being read.
+        let plain_pod = fixture("p1.pb");
+        assert!(!may_change(
+            Filter::ServiceEnvUpdater,
+            "pods",
+            &pool,
+            &plain_pod
+        ));
+        assert!(!may_change(
+            Filter::InClusterConfig,
+            "configmaps",
+            &pool,
+            &fixture("cm1.pb")
+        ));
     }
 }
