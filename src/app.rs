@@ -123,6 +123,7 @@ pub fn run(config: Config) -> Result<(), String> {
         agents::follow_configmap(
             upstream.clone(),
             config.heartbeat_interval * 3,
+            &config.root_dir,
             move |data| {
                 if let Some(cache) = &cache {
                     agents::apply_configmap(&cache.agents, data);

@@ -3,8 +3,11 @@
 //! `kube-system/yurt-hub-cfg` (followed while the hub runs). `*` means everyone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use crate::store::Store;
 
 use crate::upstream::Upstream;
 
@@ -116,16 +119,46 @@ pub fn apply_configmap(agents: &Agents, data: &BTreeMap<String, String>) {
     }
 }
 
-/// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
-/// reachable and hands its data to `apply` (empty once the ConfigMap is gone).
+/// Where the last data read of `yurt-hub-cfg` is kept, under `--root-dir`:
+/// a node restarting offline still caches, and filters for, the components
+/// it names.
+const SAVED_CONFIGMAP: &str = "yurt-hub-cfg.json";
+
+/// Hands `apply` the data an earlier run kept, at once, then re-reads
+/// `kube-system/yurt-hub-cfg` every `period` while the cloud is reachable
+/// and hands it each read (empty once the ConfigMap is gone), keeping what
+/// changed.
 pub fn follow_configmap(
     upstream: Arc<Upstream>,
     period: Duration,
+    root_dir: &Path,
     apply: impl Fn(&BTreeMap<String, String>) + Send + 'static,
 ) -> std::io::Result<()> {
+    let store = Store::open(root_dir)?;
+    let saved: Option<BTreeMap<String, String>> = store
+        .read(Path::new(SAVED_CONFIGMAP))
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if let Some(data) = &saved {
+        log::info!("yurt-hub-cfg as last read: {} key(s)", data.len());
+        apply(data);
+    }
+    let last = Mutex::new(saved);
+    let keep = move |data: &BTreeMap<String, String>| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() != Some(data) {
+            let bytes = serde_json::to_vec(data).unwrap_or_default();
+            match store.write(Path::new(SAVED_CONFIGMAP), &bytes) {
+                Ok(()) => *last = Some(data.clone()),
+                Err(e) => log::warn!("cannot keep yurt-hub-cfg under --root-dir: {e}"),
+            }
+        }
+        apply(data);
+    };
     std::thread::Builder::new()
         .name("yh-hub-config".into())
-        .spawn(move || follow(&upstream, period, apply))?;
+        .spawn(move || follow(&upstream, period, keep))?;
     Ok(())
 }
 

@@ -585,6 +585,44 @@ fn started_offline_the_hub_serves_its_cache_at_once_and_after_restarts() {
     }
 }
 
+/// A component `yurt-hub-cfg` names (not a flag) is still cached, and
+/// answered from the cache, after the node restarts offline.
+#[test]
+fn an_agent_named_by_yurt_hub_cfg_is_answered_offline_after_a_restart() {
+    let pki = TestPki::new();
+    let fake = fake_with_configmaps(&pki);
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/kube-system/configmaps/yurt-hub-cfg",
+        Behaviour::ok_json(
+            r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"yurt-hub-cfg","namespace":"kube-system"},"data":{"cache_agents":"my-agent"}}"#,
+        ),
+    );
+    let mut hub = Hub::start(&Hub::args_for(&[&fake], &pki));
+    hub.expect_log("my-agent", WAIT);
+    let read = |hub: &Hub| {
+        client::request(
+            "GET",
+            &format!("{}/api/v1/namespaces/a/configmaps/cm1", hub.proxy_url()),
+            &[("User-Agent", "my-agent/1.0")],
+            &[],
+        )
+    };
+    assert_eq!(read(&hub).0, 200);
+    wait_cached(&hub, "my-agent/configmaps/a/cm1.json", |_| true);
+    fake.stop();
+    hub.restart();
+    let (status, _, body) = read(&hub);
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&body),
+        hub.log()
+    );
+    assert_eq!(json(&body)["metadata"]["name"], "cm1");
+}
+
 #[test]
 fn a_held_offline_watch_ends_when_the_cloud_returns() {
     let pki = TestPki::new();
