@@ -1,6 +1,7 @@
 //! Wiring: builds the shared state, starts the named threads and listeners,
 //! waits for a signal, and shuts down in bounded time.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,9 +97,12 @@ pub fn run(config: Config) -> Result<(), String> {
     crate::upstream::follow_client_certificate(upstream.clone(), config.client_cert_file.clone())
         .map_err(|e| format!("cannot start the certificate follower: {e}"))?;
 
+    // yurt-hub-cfg as last read: its agents and filter components apply
+    // from the start, offline too.
+    let saved_hub_config = agents::saved_configmap(&config.root_dir);
     let cache = match config.working_mode {
         WorkingMode::Cloud => None,
-        WorkingMode::Edge => start_cache(&config),
+        WorkingMode::Edge => start_cache(&config, saved_hub_config.as_ref()),
     };
     if !config.unknown_filters.is_empty() {
         log::warn!(
@@ -117,6 +121,9 @@ pub fn run(config: Config) -> Result<(), String> {
             topology: None,
         },
     ));
+    if let Some(data) = &saved_hub_config {
+        filters.set_configmap_data(data);
+    }
     // kube-system/yurt-hub-cfg: the cache agents and the filters' components.
     let followed = {
         let (cache, filters) = (cache.clone(), filters.clone());
@@ -124,6 +131,7 @@ pub fn run(config: Config) -> Result<(), String> {
             upstream.clone(),
             config.heartbeat_interval * 3,
             &config.root_dir,
+            saved_hub_config.clone(),
             move |data| {
                 if let Some(cache) = &cache {
                     agents::apply_configmap(&cache.agents, data);
@@ -276,7 +284,10 @@ fn install_panic_policy() {
 
 /// Opens the cache. A cache that cannot be opened is logged; the hub then
 /// proxies without one.
-fn start_cache(config: &Config) -> Option<Arc<Cache>> {
+fn start_cache(
+    config: &Config,
+    saved_hub_config: Option<&BTreeMap<String, String>>,
+) -> Option<Arc<Cache>> {
     let upkeep = Upkeep {
         node_name: config.node_name.clone(),
         quota_bytes: config.disk_cache_max_bytes,
@@ -284,6 +295,9 @@ fn start_cache(config: &Config) -> Option<Arc<Cache>> {
         gc_period: Some(config.gc_period),
     };
     let agents = Agents::new(&config.cache_agents);
+    if let Some(data) = saved_hub_config {
+        agents::apply_configmap(&agents, data);
+    }
     let cache = match Cache::start(&config.disk_cache_path, agents, upkeep) {
         Ok(cache) => cache,
         Err(e) => {

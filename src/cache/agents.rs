@@ -124,35 +124,49 @@ pub fn apply_configmap(agents: &Agents, data: &BTreeMap<String, String>) {
 /// it names.
 const SAVED_CONFIGMAP: &str = "yurt-hub-cfg.json";
 
-/// Hands `apply` the data an earlier run kept, at once, then re-reads
-/// `kube-system/yurt-hub-cfg` every `period` while the cloud is reachable
-/// and hands it each read (empty once the ConfigMap is gone), keeping what
-/// changed.
+/// The data of `yurt-hub-cfg` as an earlier run kept it (applied at start,
+/// before the cache and the listeners open).
+pub fn saved_configmap(root_dir: &Path) -> Option<BTreeMap<String, String>> {
+    let store = Store::open(root_dir).ok()?;
+    let bytes = store.read(Path::new(SAVED_CONFIGMAP)).ok().flatten()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(data) => Some(data),
+        Err(e) => {
+            log::warn!("ignoring {SAVED_CONFIGMAP} under --root-dir: {e}");
+            None
+        }
+    }
+}
+
+/// Re-reads `kube-system/yurt-hub-cfg` every `period` while the cloud is
+/// reachable and hands each read to `apply` (empty once the ConfigMap is
+/// gone), keeping what changed under `root_dir` (`saved`: what is kept now).
 pub fn follow_configmap(
     upstream: Arc<Upstream>,
     period: Duration,
     root_dir: &Path,
+    saved: Option<BTreeMap<String, String>>,
     apply: impl Fn(&BTreeMap<String, String>) + Send + 'static,
 ) -> std::io::Result<()> {
-    let store = Store::open(root_dir)?;
-    let saved: Option<BTreeMap<String, String>> = store
-        .read(Path::new(SAVED_CONFIGMAP))
-        .ok()
-        .flatten()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    if let Some(data) = &saved {
-        log::info!("yurt-hub-cfg as last read: {} key(s)", data.len());
-        apply(data);
-    }
+    let store = match Store::open(root_dir) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            log::warn!("yurt-hub-cfg is followed but not kept for offline starts: {e}");
+            None
+        }
+    };
+    // The last data written (or tried: a failed write is said once).
     let last = Mutex::new(saved);
     let keep = move |data: &BTreeMap<String, String>| {
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.as_ref() != Some(data) {
+        if let Some(store) = &store
+            && last.as_ref() != Some(data)
+        {
             let bytes = serde_json::to_vec(data).unwrap_or_default();
-            match store.write(Path::new(SAVED_CONFIGMAP), &bytes) {
-                Ok(()) => *last = Some(data.clone()),
-                Err(e) => log::warn!("cannot keep yurt-hub-cfg under --root-dir: {e}"),
+            if let Err(e) = store.write(Path::new(SAVED_CONFIGMAP), &bytes) {
+                log::warn!("cannot keep yurt-hub-cfg under --root-dir: {e}");
             }
+            *last = Some(data.clone());
         }
         apply(data);
     };
@@ -166,9 +180,11 @@ fn follow(upstream: &Upstream, period: Duration, apply: impl Fn(&BTreeMap<String
     loop {
         if let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) {
             match upstream.call(server, "GET", CONFIGMAP_PATH, None, None) {
+                // An answer that does not read is a failed read, not an
+                // empty ConfigMap.
                 Ok((200, body)) => match configmap_data(&body) {
                     Some(data) => apply(&data),
-                    None => apply(&BTreeMap::new()),
+                    None => log::debug!("reading {CONFIGMAP_PATH}: not a ConfigMap"),
                 },
                 Ok((404, _)) => apply(&BTreeMap::new()),
                 Ok((status, _)) => {
