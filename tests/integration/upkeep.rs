@@ -438,6 +438,16 @@ fn past_its_quota_the_cache_drops_unnamed_components_first_and_kubelets_pods_las
         custom < 600,
         "the unnamed component's copy went first: {custom} left"
     );
+    // The report is made at most once a second: wait for one made after the
+    // quota's pass recorded what it could not keep.
+    let recorded = |report: &serde_json::Value| {
+        resource(component(report, "custom"), "configmaps")["lastWriteError"]["message"].is_string()
+    };
+    assert!(
+        wait_until(WAIT, || recorded(&report(&hub))),
+        "{:#}",
+        report(&hub)
+    );
     let known = report(&hub);
     let custom = component(&known, "custom");
     assert_eq!(custom["ready"], false, "{custom:#}");
