@@ -199,13 +199,9 @@ impl WatchDecoder for JsonWatchDecoder {
         self.pending.extend_from_slice(bytes);
         let mut events = Vec::new();
         let mut consumed = 0;
-        while let Some(offset) = self.pending[consumed..].iter().position(|&b| b == b'\n') {
-            let line = &self.pending[consumed..consumed + offset];
-            consumed += offset + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            events.push(decode_event(line)?);
+        while let Some(end) = super::Encoding::Json.watch_frame_end(&self.pending[consumed..]) {
+            events.extend(decode_line(&self.pending[consumed..consumed + end])?);
+            consumed += end;
         }
         self.pending.drain(..consumed);
         if self.pending.len() > MAX_OBJECT_BYTES {
@@ -217,14 +213,19 @@ impl WatchDecoder for JsonWatchDecoder {
     }
 }
 
-fn decode_event(line: &[u8]) -> Result<WatchEvent, CodecError> {
+/// The event of one line of a JSON watch (its newline included or not);
+/// `None` for a line of whitespace only.
+pub fn decode_line(line: &[u8]) -> Result<Option<WatchEvent>, CodecError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
     let event: RawEvent<'_> =
         serde_json::from_slice(line).map_err(|e| invalid("watch event", e))?;
     let event_type = EventType::parse(event.event_type.as_str())?;
-    Ok(WatchEvent {
+    Ok(Some(WatchEvent {
         event_type,
         object: event.object.get().as_bytes().to_vec(),
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -223,6 +223,15 @@ impl Encoding {
         }
     }
 
+    /// The event of one whole frame (as `watch_frame_end` cuts them);
+    /// `None` for a JSON line of whitespace only.
+    pub fn decode_watch_frame(self, frame: &[u8]) -> Result<Option<WatchEvent>, CodecError> {
+        match self {
+            Encoding::Json => json::decode_line(frame),
+            Encoding::Protobuf => protobuf::decode_frame(frame).map(Some),
+        }
+    }
+
     pub fn watch_decoder(self) -> Box<dyn WatchDecoder> {
         match self {
             Encoding::Json => Box::new(json::JsonWatchDecoder::default()),

@@ -435,19 +435,20 @@ impl WatchDecoder for ProtobufWatchDecoder {
                     "watch frame of {len} bytes is larger than {MAX_OBJECT_BYTES}"
                 )));
             }
-            if rest.len() < 4 + len {
+            let Some(end) = super::Encoding::Protobuf.watch_frame_end(rest) else {
                 break;
-            }
-            events.push(decode_event(&rest[4..4 + len])?);
-            consumed += 4 + len;
+            };
+            events.push(decode_frame(&rest[..end])?);
+            consumed += end;
         }
         self.pending.drain(..consumed);
         Ok(events)
     }
 }
 
-fn decode_event(frame: &[u8]) -> Result<WatchEvent, CodecError> {
-    let event = fields(frame)?;
+/// The event of one whole frame, its 4-byte length included.
+pub fn decode_frame(frame: &[u8]) -> Result<WatchEvent, CodecError> {
+    let event = fields(frame.get(4..).ok_or_else(|| invalid("watch frame"))?)?;
     let event_type = EventType::parse(&string(&event, 1)?)?;
     let raw_extension = fields(field(&event, 2).unwrap_or_default())?;
     let object = field(&raw_extension, 1).unwrap_or_default().to_vec();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{Context, Filter, FilterError, FilterState, Verdict, run};
 use crate::codec::edit::{Key, Object, Opened, key};
-use crate::codec::{Encoding, EventType, MAX_OBJECT_BYTES, WatchDecoder};
+use crate::codec::{Encoding, EventType, MAX_OBJECT_BYTES};
 use crate::request_info::Verb;
 
 const LIST_ITEMS: Key = key("items", 2);
@@ -135,7 +135,6 @@ pub enum BodyFilter {
     /// A watch: event by event.
     Watch {
         session: Session,
-        decoder: Box<dyn WatchDecoder>,
         /// Bytes of a frame not yet complete.
         unread: Vec<u8>,
         /// Objects this stream hid (namespace, name): the client does not
@@ -157,7 +156,6 @@ impl BodyFilter {
     pub fn new(session: Session, verb: Verb) -> BodyFilter {
         match verb {
             Verb::Watch => BodyFilter::Watch {
-                decoder: session.encoding.watch_decoder(),
                 blind: session.blind(),
                 session,
                 unread: Vec::new(),
@@ -238,7 +236,6 @@ impl BodyFilter {
             }
             BodyFilter::Watch {
                 session,
-                decoder,
                 unread,
                 hidden,
                 as_it_comes,
@@ -249,17 +246,21 @@ impl BodyFilter {
                 let mut consumed = 0;
                 while let Some(end) = session.encoding.watch_frame_end(&unread[consumed..]) {
                     let frame = &unread[consumed..consumed + end];
-                    let filtered = decoder.push(frame).and_then(|events| {
-                        let mut sent = Vec::new();
-                        for event in events {
-                            if let Some((event_type, object)) =
+                    let filtered = session
+                        .encoding
+                        .decode_watch_frame(frame)
+                        .and_then(|event| {
+                            let Some(event) = event else {
+                                return Ok(Vec::new());
+                            };
+                            Ok(
                                 watch_event(session, hidden, event.event_type, event.object)?
-                            {
-                                sent.extend(session.encoding.encode_event(event_type, &object));
-                            }
-                        }
-                        Ok(sent)
-                    });
+                                    .map(|(event_type, object)| {
+                                        session.encoding.encode_event(event_type, &object)
+                                    })
+                                    .unwrap_or_default(),
+                            )
+                        });
                     match filtered {
                         Ok(sent) => out.extend(sent),
                         Err(e) => {
