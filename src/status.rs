@@ -3,6 +3,8 @@
 
 use serde_json::json;
 
+use crate::codec::Encoding;
+use crate::codec::edit::{Object, Opened, key};
 use crate::http::{Exchange, Stream};
 
 /// The Kubernetes `StatusReason` that goes with an HTTP status code.
@@ -38,6 +40,26 @@ pub fn status_body(code: u16, message: &str) -> Vec<u8> {
         "code": code,
     });
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The same `Status` in `encoding`: a watch's ERROR event carries it in the
+/// stream's own encoding (protobuf: metadata 1, status 2, message 3,
+/// reason 4, code 6, in a `v1` `Status` envelope).
+pub fn status_object(encoding: Encoding, code: u16, message: &str) -> Vec<u8> {
+    if encoding == Encoding::Json {
+        return status_body(code, message);
+    }
+    let mut opened = Opened::typed(Object::empty(encoding), "v1", "Status");
+    let fields = [
+        (key("status", 2), "Failure"),
+        (key("message", 3), message),
+        (key("reason", 4), reason_for(code)),
+    ];
+    for (field, value) in fields {
+        let _ = opened.object.set_str(&[field], value);
+    }
+    let _ = opened.object.set_int(&[key("code", 6)], i64::from(code));
+    opened.seal()
 }
 
 /// Every failure the hub answers by itself, with its status code: the one

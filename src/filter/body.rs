@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::{Context, Filter, FilterError, FilterState, Verdict, run};
-use crate::codec::edit::{Key, Object, Opened, key};
+use crate::codec::edit::{Key, Opened, key};
 use crate::codec::{Encoding, EventType, MAX_OBJECT_BYTES};
 use crate::request_info::Verb;
 
@@ -315,25 +315,11 @@ impl BodyFilter {
 
 /// The `410 Gone` Status that makes a client list again, in `encoding`.
 fn gone(encoding: Encoding) -> Vec<u8> {
-    const MESSAGE: &str =
-        "the hub's response filters now know this node's pool and Services: list again";
-    let status = Object::empty(encoding);
-    let mut opened = Opened::typed(status, "v1", "Status");
-    let fields = [
-        (key("status", 2), "Failure"),
-        (key("message", 3), MESSAGE),
-        (key("reason", 4), "Expired"),
-    ];
-    for (field, value) in fields {
-        let _ = opened.object.set_str(&[field], value);
-    }
-    let _ = opened.object.set_int(&[key("code", 6)], 410);
-    if let Object::Json(value) = &mut opened.object {
-        value["kind"] = "Status".into();
-        value["apiVersion"] = "v1".into();
-        value["metadata"] = serde_json::json!({});
-    }
-    opened.seal()
+    crate::status::status_object(
+        encoding,
+        410,
+        "the hub's response filters now know this node's pool and Services: list again",
+    )
 }
 
 /// The events one upstream event becomes (none, or one).
