@@ -628,14 +628,7 @@ mod tests {
                 .unwrap();
             cache.enforce_quota();
         }
-        for i in 0..3 {
-            assert!(
-                dir.path()
-                    .join(format!("kubelet/pods/a/p{i}.json"))
-                    .exists()
-            );
-        }
-        assert!(dir.path().join("kubelet/nodes/edge-1.json").exists());
+        assert_kubelet_kept(dir.path());
         assert!(!dir.path().join("kubectl/pods/a/x0.json").exists());
         assert!(
             cache
@@ -645,6 +638,17 @@ mod tests {
         let (ready, verdict) = verdict_of(&cache, "kubelet");
         assert!(ready, "{verdict}");
         assert!(verdict.contains("3 pods"), "{verdict}");
+    }
+
+    /// kubelet's three pods and its Node are still on disk.
+    fn assert_kubelet_kept(root: &Path) {
+        for i in 0..3 {
+            assert!(
+                root.join(format!("kubelet/pods/a/p{i}.json")).exists(),
+                "pod p{i}"
+            );
+        }
+        assert!(root.join("kubelet/nodes/edge-1.json").exists());
     }
 
     #[test]
@@ -664,14 +668,7 @@ mod tests {
             .unwrap();
         with_node(&cache, "intruder", "edge-2");
         cache.enforce_quota();
-        for i in 0..3 {
-            assert!(
-                dir.path()
-                    .join(format!("kubelet/pods/a/p{i}.json"))
-                    .exists()
-            );
-        }
-        assert!(dir.path().join("kubelet/nodes/edge-1.json").exists());
+        assert_kubelet_kept(dir.path());
         assert!(!dir.path().join("intruder/nodes/edge-2.json").exists());
         assert_eq!(
             cache.stats.quota_overrun_bytes.load(Ordering::Relaxed),

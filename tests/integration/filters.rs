@@ -112,10 +112,7 @@ fn hub_with_secure_port(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> 
 }
 
 fn list(hub: &Hub, user_agent: &str, encoding: Encoding) -> (u16, Vec<u8>) {
-    let accept = match encoding {
-        Encoding::Json => "application/json",
-        Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
-    };
+    let accept = encoding.accept();
     let (status, _, body) = client::request(
         "GET",
         &format!("{}{SERVICES}", hub.proxy_url()),
@@ -507,10 +504,7 @@ fn kube_proxy_sees_only_its_pools_endpoints_online_and_offline() {
         all.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     ];
     let list_slices = |hub: &Hub, encoding: Encoding| {
-        let accept = match encoding {
-            Encoding::Json => "application/json",
-            Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
-        };
+        let accept = encoding.accept();
         let (status, _, body) = client::request(
             "GET",
             &format!("{}{SLICES}", hub.proxy_url()),

@@ -27,13 +27,6 @@ const KUBELET: &str = "kubelet/v1.35.0 (linux/amd64) kubernetes/66452049";
 const PODS_ON_EDGE_1: &str = "/api/v1/pods?allowWatchBookmarks=true&fieldSelector=spec.nodeName%3Dedge-1&resourceVersion=&resourceVersionMatch=NotOlderThan&sendInitialEvents=true&timeoutSeconds=2&watch=true";
 const PLAIN_POD_LIST: &str = "/api/v1/pods?fieldSelector=spec.nodeName%3Dedge-1";
 
-fn accept(encoding: Encoding) -> &'static str {
-    match encoding {
-        Encoding::Json => "application/json",
-        Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
-    }
-}
-
 fn pod(encoding: Encoding, name: &str, rv: u64) -> Vec<u8> {
     match encoding {
         Encoding::Json => k8s_wire::json_pod("default", name, rv, "edge-1").into_bytes(),
@@ -73,7 +66,7 @@ fn hub_for(fake: &FakeApiserver, pki: &TestPki, extra: &[&str]) -> Hub {
 fn watch_body(hub: &Hub, path: &str, encoding: Encoding) -> (u16, Vec<u8>) {
     let mut stream = RawStream::get(
         &format!("{}{path}", hub.proxy_url()),
-        &[("User-Agent", KUBELET), ("Accept", accept(encoding))],
+        &[("User-Agent", KUBELET), ("Accept", encoding.accept())],
     );
     let status = stream.status();
     (status, stream.read_to_end(WAIT))
@@ -204,7 +197,7 @@ fn offline_a_streaming_list_gets_added_events_and_the_annotated_bookmark_also_af
             let (status, _, list) = client::request(
                 "GET",
                 &format!("{}{PLAIN_POD_LIST}", hub.proxy_url()),
-                &[("User-Agent", KUBELET), ("Accept", accept(encoding))],
+                &[("User-Agent", KUBELET), ("Accept", encoding.accept())],
                 &[],
             );
             assert_eq!(

@@ -31,6 +31,14 @@ impl Encoding {
             Encoding::Protobuf => PROTOBUF,
         }
     }
+    /// The `Accept` of a client asking for this encoding (protobuf with JSON
+    /// as fallback, as client-go's protobuf clients send it).
+    pub fn accept(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/json",
+            Encoding::Protobuf => "application/vnd.kubernetes.protobuf,application/json",
+        }
+    }
     /// `Content-Type` of a watch stream, as kube-apiserver sends it.
     pub fn watch_content_type(self) -> &'static str {
         match self {
