@@ -20,6 +20,8 @@ pub struct Admin {
     pub cache: Option<Arc<Cache>>,
     pub budget: Arc<MemoryBudget>,
     pub filters: Arc<FilterState>,
+    /// The shared watches, for their metrics.
+    pub shared: Option<Arc<crate::shared::SharedWatches>>,
     /// Listener statistics, filled in once the listeners run.
     pub listeners: std::sync::OnceLock<Vec<(&'static str, Arc<ServerStats>)>>,
 }
@@ -103,6 +105,9 @@ impl<S: Stream> Handler<S> for Admin {
                     Some(&self.budget),
                 );
                 self.filters.render_metrics(&mut body);
+                if let Some(shared) = &self.shared {
+                    shared.render_metrics(&mut body);
+                }
                 let headers = vec![(
                     "Content-Type".to_string(),
                     "text/plain; version=0.0.4".to_string(),

@@ -24,6 +24,7 @@ use crate::http::{
 use crate::metrics::Metrics;
 use crate::offline::Offline;
 use crate::proxy::{Port, Proxy, ProxyPort};
+use crate::shared::SharedWatches;
 use crate::status::status_body;
 use crate::upstream::{Server, Upstream};
 
@@ -165,6 +166,15 @@ pub fn run(config: Config) -> Result<(), String> {
         filters: filters.clone(),
     });
 
+    // One upstream list+watch per shared resource, started on first use.
+    let shared = (!config.shared_watch_resources.is_empty()).then(|| {
+        Arc::new(SharedWatches::new(
+            config.shared_watch_resources.clone(),
+            upstream.clone(),
+            config.min_request_timeout,
+        ))
+    });
+
     let error_body: ErrorBody = Arc::new(status_body);
     let proxy = Arc::new(Proxy {
         upstream: upstream.clone(),
@@ -175,6 +185,7 @@ pub fn run(config: Config) -> Result<(), String> {
         first_probe_wait: config.heartbeat_timeout + FIRST_PROBE_GRACE,
         budget: budget.clone(),
         filters: filters.clone(),
+        shared: shared.clone(),
     });
     let proxy_stats = Arc::new(ServerStats::default());
     let mut proxy_server = http::spawn(
@@ -204,6 +215,7 @@ pub fn run(config: Config) -> Result<(), String> {
         cache,
         budget,
         filters,
+        shared,
         listeners: Default::default(),
     });
     let mut serve_server = http::spawn(

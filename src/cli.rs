@@ -130,6 +130,17 @@ pub struct Cli {
     #[argh(option, default = "String::new()")]
     pub nodepool_name: String,
 
+    /// resources listed and watched once for the whole node, every local
+    /// list and watch of them answered from that one upstream watch,
+    /// comma-separated as resource[.version][.group] or group/version/resource
+    /// (default: services,endpointslices.v1.discovery.k8s.io; empty: none)
+    #[argh(option)]
+    pub shared_watch_resources: Option<String>,
+
+    /// the original's name of --shared-watch-resources (used when that is not given)
+    #[argh(option)]
+    pub pool_scope_resources: Option<String>,
+
     /// seconds an offline watch is held when the client set no timeoutSeconds
     #[argh(option, default = "1800")]
     pub min_request_timeout: u64,

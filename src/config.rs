@@ -71,6 +71,9 @@ pub struct Config {
     /// Names in `--disabled-resource-filters` of no filter this hub has
     /// (ignored, as the original does; logged at start).
     pub unknown_filters: Vec<String>,
+    /// `--shared-watch-resources` (or `--pool-scope-resources`): resources
+    /// with one upstream watch for the whole node (edge mode only).
+    pub shared_watch_resources: Vec<crate::shared::ResourceSpec>,
 }
 
 /// A flag with a value that cannot work. Displayed as one line naming the flag.
@@ -187,6 +190,14 @@ impl Config {
         if cli.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
         }
+        let (shared_flag, shared_text) =
+            match (&cli.shared_watch_resources, &cli.pool_scope_resources) {
+                (Some(text), _) => ("shared-watch-resources", text.as_str()),
+                (None, Some(text)) => ("pool-scope-resources", text.as_str()),
+                (None, None) => ("shared-watch-resources", crate::shared::DEFAULT_RESOURCES),
+            };
+        let shared_watch_resources =
+            crate::shared::parse_resources(shared_text).map_err(|e| invalid(shared_flag, e))?;
         if !(1..=MAX_GC_FREQUENCY_MINUTES).contains(&cli.gc_frequency) {
             return Err(invalid(
                 "gc-frequency",
@@ -321,6 +332,7 @@ impl Config {
             },
             nodepool_name: Some(cli.nodepool_name.trim().to_string()).filter(|n| !n.is_empty()),
             unknown_filters,
+            shared_watch_resources,
         })
     }
 }

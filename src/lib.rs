@@ -25,6 +25,7 @@ mod offline;
 mod proxy;
 mod request_info;
 mod selector;
+mod shared;
 mod status;
 mod store;
 mod upstream;

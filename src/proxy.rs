@@ -15,6 +15,7 @@ use crate::http::{Exchange, Handler, ServerStats, Stream};
 use crate::metrics::Metrics;
 use crate::offline::{self, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
+use crate::shared::{SharedRequest, SharedWatches};
 use crate::status::{Refusal, refuse};
 use crate::upstream::{self, Deadline, Outgoing, Unreachable, Upstream};
 
@@ -72,6 +73,8 @@ pub struct Proxy {
     pub budget: Arc<MemoryBudget>,
     /// OpenYurt's response filters.
     pub filters: Arc<FilterState>,
+    /// One upstream watch per shared resource (`--shared-watch-resources`).
+    pub shared: Option<Arc<SharedWatches>>,
 }
 
 /// Holds one slot of a gauge for as long as it lives.
@@ -249,6 +252,36 @@ impl Proxy {
         if self.offline.is_some() && down_enough && self.upstream.recently_unreachable() {
             return self.answer_offline(exchange, asked, None, decided, Some("recent"));
         }
+        // Lists and watches of a shared resource, from the one upstream watch
+        // of the whole node, while the cloud is there (offline, the cache
+        // answers as it answers everything).
+        if let Some(shared) = &self.shared
+            && exchange.head.method == "GET"
+            && health.any_healthy()
+            && let Some(answer) = shared.answer(&SharedRequest {
+                info,
+                query,
+                accept: exchange.head.header("accept"),
+                authorization: exchange.head.header("authorization"),
+                impersonates: exchange
+                    .head
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.len() > 12 && n[..12].eq_ignore_ascii_case("impersonate-")),
+            })
+        {
+            let plan = self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.plan(info, query, component, edge_cache));
+            let target = exchange.head.target();
+            let answer = RelayedAnswer {
+                status: 200,
+                headers: answer.headers,
+                body: answer.body,
+            };
+            return self.relay_answer(exchange, asked, &target, answer, plan, None);
+        }
         // A body is read first when its request may have to be sent twice or
         // answered offline: a TokenRequest the cache keeps (its spec decides
         // where the answer goes), a write in edge mode (it goes to whichever
@@ -381,7 +414,7 @@ impl Proxy {
                 }
             }
         }
-        let Some((server, response)) = sent else {
+        let Some((server, mut response)) = sent else {
             let Some((url, e)) = last_error else {
                 return;
             };
@@ -416,10 +449,6 @@ impl Proxy {
                 },
             );
         };
-        let tee = |status: u16, content_type: Option<&str>| {
-            let cache = self.cache.as_ref()?;
-            cache.tee(plan?, status, content_type, self.budget.empty_copy())
-        };
         // A stream ends when its apiserver is marked unhealthy (a silent link
         // would otherwise hold it open forever with no events and no error).
         let source = long_running.then_some(StreamSource {
@@ -428,8 +457,32 @@ impl Proxy {
             url: &self.upstream.servers[server].url,
             ended: &self.metrics.streams_ended_unhealthy,
         });
-        // The filters see what the client gets; the cache keeps what the
-        // apiserver sent.
+        let answer = RelayedAnswer {
+            status: response.status,
+            headers: std::mem::take(&mut response.headers),
+            body: response.into_reader(),
+        };
+        self.relay_answer(exchange, asked, &target, answer, plan, source);
+    }
+
+    /// Relays an answer (an apiserver's or the shared watch's): the
+    /// filters see what the client gets; the cache keeps what was sent.
+    fn relay_answer<S: Stream>(
+        &self,
+        exchange: &mut Exchange<'_, S>,
+        asked: &Asked<'_>,
+        target: &str,
+        answer: RelayedAnswer<impl Read>,
+        plan: Option<crate::cache::Plan>,
+        source: Option<StreamSource<'_>>,
+    ) {
+        let Asked {
+            info, component, ..
+        } = *asked;
+        let tee = |status: u16, content_type: Option<&str>| {
+            let cache = self.cache.as_ref()?;
+            cache.tee(plan?, status, content_type, self.budget.empty_copy())
+        };
         let filters = self.filters.for_request(component, info);
         let head_request = exchange.head.method == "HEAD";
         let body_filter = |status: u16, content_type: Option<&str>| {
@@ -439,11 +492,11 @@ impl Proxy {
                 .flatten()
         };
         let relayed = Relayed {
-            target: &target,
+            target,
             budget: &self.budget,
             filters: &self.filters,
         };
-        relay(exchange, response, relayed, tee, body_filter, source);
+        relay(exchange, answer, relayed, tee, body_filter, source);
     }
 
     /// Answers from the cache (edge mode), counted: every offline answer,
@@ -562,6 +615,23 @@ impl ContentCoding {
     }
 }
 
+/// An answer as the relay sends it on: an apiserver's, or the shared
+/// watch's.
+struct RelayedAnswer<R> {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: R,
+}
+
+impl<R> RelayedAnswer<R> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// What a relay needs besides the response.
 struct Relayed<'a> {
     target: &'a str,
@@ -574,7 +644,7 @@ struct Relayed<'a> {
 /// the client gets, given the status and Content-Type.
 fn relay<S: Stream>(
     exchange: &mut Exchange<'_, S>,
-    response: upstream::Response,
+    answer: RelayedAnswer<impl Read>,
     relayed: Relayed<'_>,
     tee: impl FnOnce(u16, Option<&str>) -> Option<Tee>,
     body_filter: impl FnOnce(u16, Option<&str>) -> Option<BodyFilter>,
@@ -585,6 +655,7 @@ fn relay<S: Stream>(
         budget,
         filters,
     } = relayed;
+    let response = answer;
     // A gzip body (kube-apiserver compresses lists past 128 KiB for clients
     // that accept it) is read decompressed; one in another coding is not read.
     let coding = ContentCoding::of(response.header("content-encoding"));
@@ -616,7 +687,7 @@ fn relay<S: Stream>(
     let mut tee = tee(response.status, response.header("content-type")).filter(|_| readable);
     let mut gunzip = (coding == ContentCoding::Gzip && (tee.is_some() || filter.is_some()))
         .then(|| Gunzip::new(budget.limit()));
-    let mut reader = response.into_reader();
+    let mut reader = response.body;
     // Past the memory budget, a small buffer: slower, never bigger.
     let held = budget.reserve(RELAY_BUFFER);
     let size = if held.is_some() {

@@ -326,7 +326,7 @@ impl Query {
 
 /// A boolean parameter as kube-apiserver converts one: only `0` and `false`
 /// (any case) are false.
-fn parse_bool(value: &str) -> bool {
+pub fn parse_bool(value: &str) -> bool {
     !(value == "0" || value.eq_ignore_ascii_case("false"))
 }
 

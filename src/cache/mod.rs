@@ -50,7 +50,7 @@ use queue::WriteQueue;
 use tokens::{TokenBook, TokenOwner, TokenRecord};
 use writer::{MAX_QUEUED_BYTES, MAX_QUEUED_OPS};
 
-pub use plan::shape_of;
+pub use plan::{Plan, shape_of};
 pub use tee::Tee;
 pub use upkeep::CollectionSummary;
 

@@ -147,7 +147,6 @@ impl Message {
             .find_map(|(_, part)| part_bytes(part))
     }
 
-    #[cfg(test)]
     fn varint(&self, number: u64) -> Option<u64> {
         self.fields
             .iter()
@@ -303,7 +302,6 @@ impl Object {
     }
 
     /// The integer at `path`, if present.
-    #[cfg(test)]
     pub fn int_at(&self, path: &[Key]) -> Option<i64> {
         match self {
             Object::Json(value) => json_at(value, path)?.as_i64(),

@@ -110,7 +110,7 @@ pub trait WatchDecoder: Send {
 }
 
 /// An encoding the cache can store and serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Encoding {
     Json,
     Protobuf,
@@ -197,6 +197,16 @@ impl Encoding {
         items: Vec<T>,
         bookmark: &[u8],
     ) -> Pieces<T> {
+        self.encode_added_events(items, Some(bookmark))
+    }
+
+    /// Each of `items` as an ADDED event, then a BOOKMARK of `bookmark` if
+    /// given (a watch from `resourceVersion=0` starts without one).
+    pub fn encode_added_events<T: AsRef<[u8]>>(
+        self,
+        items: Vec<T>,
+        bookmark: Option<&[u8]>,
+    ) -> Pieces<T> {
         let frame_event = match self {
             Encoding::Json => json::frame_event::<T>,
             Encoding::Protobuf => protobuf::frame_event::<T>,
@@ -205,7 +215,9 @@ impl Encoding {
         for index in 0..pieces.items().len() {
             frame_event(&mut pieces, EventType::Added, index);
         }
-        pieces.frame(&self.encode_event(EventType::Bookmark, bookmark));
+        if let Some(bookmark) = bookmark {
+            pieces.frame(&self.encode_event(EventType::Bookmark, bookmark));
+        }
         pieces
     }
 

@@ -34,6 +34,13 @@ impl<T: AsRef<[u8]>> Pieces<T> {
         }
     }
 
+    /// Bytes of framing only (an event or two made on the spot).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        let mut pieces = Pieces::new(Vec::new());
+        pieces.frame(&bytes);
+        pieces
+    }
+
     pub(super) fn items(&self) -> &[T] {
         &self.items
     }
@@ -73,6 +80,32 @@ impl<T: AsRef<[u8]>> Pieces<T> {
         })
     }
 
+    /// Copies the bytes from `cursor` (a part and an offset in it, from
+    /// `(0, 0)`) into `out`, moving the cursor; 0 once all were read. For a
+    /// reader that hands the pieces on in buffers it is given.
+    pub fn read_at(&self, cursor: &mut (usize, usize), out: &mut [u8]) -> usize {
+        let mut written = 0;
+        while written < out.len() {
+            let Some(part) = self.parts.get(cursor.0) else {
+                break;
+            };
+            let slice = match part {
+                Part::Framing(range) => &self.framing[range.clone()],
+                Part::Item(index, range) => &self.items[*index].as_ref()[range.clone()],
+            };
+            let rest = &slice[cursor.1.min(slice.len())..];
+            let n = rest.len().min(out.len() - written);
+            out[written..written + n].copy_from_slice(&rest[..n]);
+            written += n;
+            if n == rest.len() {
+                *cursor = (cursor.0 + 1, 0);
+            } else {
+                cursor.1 += n;
+            }
+        }
+        written
+    }
+
     /// Every piece joined (tests, and the rare answer that needs one buffer).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
@@ -108,6 +141,29 @@ mod tests {
         assert_eq!(slices, [&b"["[..], b"abc", b", ", b"yz", b"]"]);
         assert_eq!(pieces.len(), 9);
         assert_eq!(pieces.to_vec(), b"[abc, yz]");
+    }
+
+    #[test]
+    fn read_in_buffers_of_any_size_gives_every_byte_once() {
+        let mut pieces = Pieces::new(vec![b"abc".to_vec(), b"xyz".to_vec()]);
+        pieces.frame(b"[");
+        pieces.item(0, 0..3);
+        pieces.frame(b",");
+        pieces.item(1, 0..3);
+        pieces.frame(b"]");
+        for size in [1, 2, 3, 7, 64] {
+            let mut cursor = (0, 0);
+            let mut out = Vec::new();
+            let mut buffer = vec![0; size];
+            loop {
+                let n = pieces.read_at(&mut cursor, &mut buffer);
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buffer[..n]);
+            }
+            assert_eq!(out, pieces.to_vec(), "buffers of {size}");
+        }
     }
 
     #[test]

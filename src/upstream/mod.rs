@@ -537,7 +537,7 @@ impl std::fmt::Display for QuietStream {
 
 impl std::error::Error for QuietStream {}
 
-fn quiet_stream() -> std::io::Error {
+pub fn quiet_stream() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, QuietStream)
 }
 

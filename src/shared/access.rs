@@ -1,0 +1,166 @@
+//! The shared state is read with the node's identity. A client that brings
+//! its own token (a pod's service account on the secure port, kube-proxy's
+//! in-cluster config) is answered from it only once the apiserver said that
+//! token may list or watch what it asks (a SelfSubjectAccessReview made
+//! with the client's own token), remembered as kube-apiserver's webhook
+//! authorizer remembers: 5 minutes when allowed, 30 s when not. Otherwise
+//! the request is forwarded and the apiserver answers it, so the node's
+//! identity is never lent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::request_info::RequestInfo;
+use crate::upstream::Upstream;
+
+const ALLOWED_FOR: Duration = Duration::from_secs(300);
+const DENIED_FOR: Duration = Duration::from_secs(30);
+/// Decisions remembered (tokens times what they asked).
+const MAX_DECISIONS: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Asked {
+    token: String,
+    verb: &'static str,
+    group: String,
+    resource: String,
+    namespace: String,
+}
+
+pub struct Access {
+    upstream: Arc<Upstream>,
+    decided: Mutex<HashMap<Asked, (bool, Instant)>>,
+}
+
+/// The token of an `Authorization: Bearer` value.
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The SelfSubjectAccessReview asking whether the token may do what the
+/// request does.
+fn review(asked: &Asked, version: &str) -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {
+            "verb": asked.verb,
+            "group": asked.group,
+            "version": version,
+            "resource": asked.resource,
+            "namespace": asked.namespace,
+        }},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+impl Access {
+    pub fn new(upstream: Arc<Upstream>) -> Access {
+        Access {
+            upstream,
+            decided: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the request's own credentials may read what it asks. Only
+    /// bearer tokens are checked; anything else (or no answer) is `false`.
+    pub fn allows(&self, authorization: &str, info: &RequestInfo) -> bool {
+        let Some(token) = bearer(authorization) else {
+            return false;
+        };
+        let asked = Asked {
+            token: token.to_string(),
+            verb: info.verb.as_str(),
+            group: info.api_group.clone(),
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+        };
+        let now = Instant::now();
+        if let Some(&(allowed, until)) = self.lock().get(&asked)
+            && now < until
+        {
+            return allowed;
+        }
+        let Some(server) = self.upstream.pick() else {
+            return false;
+        };
+        let body = review(&asked, &info.api_version);
+        let allowed = match self.upstream.call(
+            server,
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            Some(token),
+            Some(&body),
+        ) {
+            Ok((201 | 200, answer)) => serde_json::from_slice::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| v["status"]["allowed"].as_bool())
+                .unwrap_or(false),
+            Ok((status, _)) => {
+                log::debug!(
+                    "access review for a shared {}: status {status}",
+                    asked.resource
+                );
+                // Not remembered: the apiserver answers the request itself.
+                return false;
+            }
+            Err(e) => {
+                log::debug!("access review for a shared {}: {e}", asked.resource);
+                return false;
+            }
+        };
+        let until = now + if allowed { ALLOWED_FOR } else { DENIED_FOR };
+        let mut decided = self.lock();
+        if decided.len() >= MAX_DECISIONS {
+            decided.retain(|_, (_, until)| now < *until);
+            if decided.len() >= MAX_DECISIONS {
+                decided.clear();
+            }
+        }
+        decided.insert(asked, (allowed, until));
+        allowed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Asked, (bool, Instant)>> {
+        self.decided.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bearer_tokens_are_reviewed() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer(" bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn the_review_asks_exactly_what_the_request_does() {
+        let asked = Asked {
+            token: "t".into(),
+            verb: "watch",
+            group: "discovery.k8s.io".into(),
+            resource: "endpointslices".into(),
+            namespace: "kube-system".into(),
+        };
+        let review: serde_json::Value = serde_json::from_slice(&review(&asked, "v1")).unwrap();
+        assert_eq!(
+            review["spec"]["resourceAttributes"],
+            serde_json::json!({"verb": "watch", "group": "discovery.k8s.io", "version": "v1",
+                "resource": "endpointslices", "namespace": "kube-system"})
+        );
+        assert!(
+            !review.to_string().contains("\"t\""),
+            "the token is not in the body"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! One local client's answer from the shared state, as a body the relay
+//! reads like an apiserver's: a list at once, or a watch that waits for
+//! changes (a quiet poll between them lets the relay notice a client that
+//! left), each change through the client's selection.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::serve::{Selection, Sent, for_client};
+use super::state::Object;
+use crate::codec::edit::{Opened, key};
+use crate::codec::{Encoding, EventType, Pieces};
+use crate::status::status_object;
+
+/// Longest a watch waits for a change before the relay checks its client.
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct SharedBody {
+    shared: Arc<Shared>,
+    encoding: Encoding,
+    selection: Selection,
+    /// Pieces being sent: a list, a watch's initial events, the events of
+    /// the last changes read.
+    pending: Option<Pieces<Arc<[u8]>>>,
+    cursor: (usize, usize),
+    /// A watch: the next change to look at, changes at or before
+    /// `after` skipped, bookmarks if asked, and when it ends.
+    watch: Option<WatchCursor>,
+    /// The watch ends once what is pending is sent (an ERROR was queued).
+    ending: bool,
+    /// Counted among the resource's local watchers while it lives.
+    _watcher: Option<super::WatcherSlot>,
+}
+
+struct WatchCursor {
+    seq: u64,
+    after: u64,
+    bookmarks: bool,
+    ends_at: Instant,
+}
+
+impl SharedBody {
+    /// A list (or a streaming list's initial events): sent, then the end.
+    pub fn whole(shared: Arc<Shared>, encoding: Encoding, pieces: Pieces<Arc<[u8]>>) -> SharedBody {
+        SharedBody {
+            shared,
+            encoding,
+            selection: Selection::default(),
+            pending: Some(pieces),
+            cursor: (0, 0),
+            watch: None,
+            ending: false,
+            _watcher: None,
+        }
+    }
+
+    /// A watch from change `seq` (skipping changes at or before `after`),
+    /// after `initial` (ADDED events, the streaming list's end) if any.
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch(
+        shared: Arc<Shared>,
+        encoding: Encoding,
+        selection: Selection,
+        initial: Option<Pieces<Arc<[u8]>>>,
+        seq: u64,
+        after: u64,
+        bookmarks: bool,
+        timeout: Duration,
+    ) -> SharedBody {
+        let watcher = Some(shared.watcher());
+        SharedBody {
+            shared,
+            encoding,
+            selection,
+            pending: initial,
+            cursor: (0, 0),
+            watch: Some(WatchCursor {
+                seq,
+                after,
+                bookmarks,
+                ends_at: Instant::now() + timeout,
+            }),
+            ending: false,
+            _watcher: watcher,
+        }
+    }
+
+    /// A watch that starts too far back: one `410 Gone` ERROR event, then
+    /// the end (the client lists again, as after the apiserver's).
+    pub fn gone(shared: Arc<Shared>, encoding: Encoding, asked: u64) -> SharedBody {
+        let mut body = SharedBody::whole(shared, encoding, Pieces::from_bytes(Vec::new()));
+        body.queue_gone(Some(asked));
+        body
+    }
+
+    fn queue_gone(&mut self, asked: Option<u64>) {
+        let message = match asked {
+            Some(asked) => format!("too old resource version: {asked}"),
+            None => "the shared watch's changes moved on past this watch; list again".into(),
+        };
+        let status = status_object(self.encoding, 410, &message);
+        let event = self.encoding.encode_event(EventType::Error, &status);
+        self.pending = Some(Pieces::from_bytes(event));
+        self.cursor = (0, 0);
+        self.ending = true;
+    }
+
+    /// Waits (at most `POLL`) for changes past the cursor and queues what
+    /// the client sees of them. `Ok(false)`: nothing yet.
+    fn next_changes(&mut self) -> io::Result<bool> {
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(false);
+        };
+        let wait = watch
+            .ends_at
+            .saturating_duration_since(Instant::now())
+            .min(POLL);
+        let changes = match self.shared.wait_changes(watch.seq, wait) {
+            Some(changes) => changes,
+            None => {
+                self.queue_gone(None);
+                return Ok(true);
+            }
+        };
+        let Some(last) = changes.last() else {
+            return Ok(false);
+        };
+        watch.seq = last.seq + 1;
+        let mut events: Vec<u8> = Vec::new();
+        for change in &changes {
+            if change.resource_version <= watch.after && change.event_type != EventType::Bookmark {
+                continue;
+            }
+            let Some(sent) = for_client(change, &self.selection, watch.bookmarks) else {
+                continue;
+            };
+            let (event_type, object) = match sent {
+                Sent::Event(event_type, object) => (event_type, object.bytes.to_vec()),
+                Sent::Left(previous, at) => (
+                    EventType::Deleted,
+                    with_resource_version(self.encoding, &previous, at),
+                ),
+            };
+            events.extend_from_slice(&self.encoding.encode_event(event_type, &object));
+        }
+        if events.is_empty() {
+            return Ok(false);
+        }
+        self.pending = Some(Pieces::from_bytes(events));
+        self.cursor = (0, 0);
+        Ok(true)
+    }
+}
+
+/// An object's bytes with `metadata.resourceVersion` set to `at` (as is,
+/// if the object cannot be opened).
+fn with_resource_version(encoding: Encoding, object: &Object, at: u64) -> Vec<u8> {
+    const PATH: [crate::codec::edit::Key; 2] = [key("metadata", 1), key("resourceVersion", 6)];
+    let Ok(mut opened) = Opened::open(encoding, &object.bytes) else {
+        return object.bytes.to_vec();
+    };
+    match opened.object.set_str(&PATH, &at.to_string()) {
+        Ok(()) => opened.seal(),
+        Err(_) => object.bytes.to_vec(),
+    }
+}
+
+impl Read for SharedBody {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(pieces) = &self.pending {
+                let n = pieces.read_at(&mut self.cursor, out);
+                if n > 0 {
+                    return Ok(n);
+                }
+                self.pending = None;
+            }
+            if self.ending {
+                return Ok(0);
+            }
+            let Some(watch) = &self.watch else {
+                return Ok(0);
+            };
+            if Instant::now() >= watch.ends_at {
+                return Ok(0);
+            }
+            if !self.next_changes()? {
+                // Quiet: the relay checks its client and reads again.
+                return Err(crate::upstream::quiet_stream());
+            }
+        }
+    }
+}

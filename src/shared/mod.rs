@@ -1,0 +1,586 @@
+//! One upstream list+watch per resource for the whole node
+//! (`--shared-watch-resources`): kube-proxy, coredns, flannel and every
+//! agent listing and watching Services or EndpointSlices are answered from
+//! one shared state instead of each pulling the same objects from the cloud.
+//!
+//! `state.rs` holds what the shared watch knows (pure), `serve.rs` decides
+//! which requests it answers and what a change looks like to one client
+//! (pure), `body.rs` is one client's answer as the relay reads it,
+//! `follow.rs` the `yh-shared-watch` thread per resource and encoding, and
+//! `access.rs` checks that a client with its own token may read what it
+//! asks (the shared state is read with the node's identity).
+
+mod access;
+mod body;
+mod follow;
+pub mod serve;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use body::SharedBody;
+use serve::{Plan, Selection, Start};
+use state::{Change, Resume, State};
+
+use crate::codec::{self, Encoding, Pieces};
+use crate::metrics::header;
+use crate::request_info::{Query, RequestInfo, Verb};
+use crate::upstream::Upstream;
+
+/// How long a request waits for a shared state being filled for the first
+/// time, or behind the resourceVersion it asks for, before it is forwarded.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// A resource named in `--shared-watch-resources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceSpec {
+    pub group: String,
+    /// `None`: every version the apiserver serves.
+    pub version: Option<String>,
+    pub resource: String,
+}
+
+impl ResourceSpec {
+    fn matches(&self, info: &RequestInfo) -> bool {
+        info.resource == self.resource
+            && info.api_group == self.group
+            && self.version.as_ref().is_none_or(|v| *v == info.api_version)
+    }
+}
+
+/// The default of `--shared-watch-resources`, as the original's
+/// `--pool-scope-resources`.
+pub const DEFAULT_RESOURCES: &str = "services,endpointslices.v1.discovery.k8s.io";
+
+/// Parses `--shared-watch-resources`: comma-separated, each as kubectl
+/// names them (`services`, `endpointslices.v1.discovery.k8s.io`,
+/// `endpointslices.discovery.k8s.io`) or as the original's
+/// `--pool-scope-resources` (`/v1/services`,
+/// `discovery.k8s.io/v1/endpointslices`). Empty: none.
+pub fn parse_resources(text: &str) -> Result<Vec<ResourceSpec>, String> {
+    let mut specs = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad =
+            || format!("{part:?} is neither resource[.version][.group] nor group/version/resource");
+        let spec = if part.contains('/') {
+            let pieces: Vec<&str> = part.split('/').map(str::trim).collect();
+            let [group, version, resource] = pieces[..] else {
+                return Err(bad());
+            };
+            if version.is_empty() || resource.is_empty() {
+                return Err(bad());
+            }
+            ResourceSpec {
+                group: group.to_string(),
+                version: Some(version.to_string()),
+                resource: resource.to_string(),
+            }
+        } else {
+            let (resource, rest) = part.split_once('.').unwrap_or((part, ""));
+            let (version, group) = match rest.split_once('.') {
+                Some((first, group)) if is_version(first) => (Some(first), group),
+                _ if is_version(rest) => (Some(rest), ""),
+                _ => (None, rest),
+            };
+            ResourceSpec {
+                group: group.to_string(),
+                version: version.map(str::to_string),
+                resource: resource.to_string(),
+            }
+        };
+        let plain = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        if spec.resource.is_empty()
+            || !plain(&spec.resource)
+            || !plain(&spec.group)
+            || !spec.version.as_deref().is_none_or(plain)
+        {
+            return Err(bad());
+        }
+        if !specs.contains(&spec) {
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
+}
+
+/// `v1`, `v1beta1`, `v2alpha3`.
+fn is_version(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix('v') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return false;
+    }
+    let rest = &rest[digits..];
+    rest.is_empty()
+        || ["alpha", "beta"].iter().any(|stage| {
+            rest.strip_prefix(stage)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// The shared state of one resource in one encoding, the counters about it,
+/// and the wake-up of local watches.
+pub struct Shared {
+    /// `services.v1`, `endpointslices.v1.discovery.k8s.io`: the metric label.
+    pub label: String,
+    pub encoding: Encoding,
+    /// The collection's path: `/api/v1/services`.
+    pub path: String,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Upstream streams open (0 or 1).
+    pub streams_open: AtomicI64,
+    /// Body bytes received from the apiserver, as sent (compressed lists
+    /// counted compressed).
+    pub received_bytes: AtomicU64,
+    /// Local watches served now.
+    pub watchers: AtomicI64,
+    pub lists_served: AtomicU64,
+    pub watches_served: AtomicU64,
+    /// Lists from upstream after the first (a 410 Gone, an unreadable stream).
+    pub relists: AtomicU64,
+    /// The last list failed (a 403, an unreadable answer): requests are
+    /// forwarded at once instead of waiting for a state that may not come.
+    pub failing: AtomicBool,
+}
+
+/// Counts a local watch for as long as it lives.
+pub struct WatcherSlot(Arc<Shared>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn new(label: String, encoding: Encoding, path: String) -> Shared {
+        Shared {
+            label,
+            encoding,
+            path,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            streams_open: AtomicI64::new(0),
+            received_bytes: AtomicU64::new(0),
+            watchers: AtomicI64::new(0),
+            lists_served: AtomicU64::new(0),
+            watches_served: AtomicU64::new(0),
+            relists: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state and wakes every local watch.
+    pub fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> T {
+        let out = change(&mut self.lock());
+        self.changed.notify_all();
+        out
+    }
+
+    fn watcher(self: &Arc<Self>) -> WatcherSlot {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherSlot(self.clone())
+    }
+
+    /// The changes from `seq` on, waiting up to `wait` for one; `None`:
+    /// some are no longer kept.
+    fn wait_changes(&self, seq: u64, wait: Duration) -> Option<Vec<Arc<Change>>> {
+        let mut state = self.lock();
+        if state.next_seq() <= seq && !wait.is_zero() {
+            state = self
+                .changed
+                .wait_timeout_while(state, wait, |s| s.next_seq() <= seq)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        state.changes_from(seq)
+    }
+
+    /// The state once synced and at least at `at_least`, waiting up to
+    /// `wait`; `None` if it is not by then.
+    fn wait_ready(&self, at_least: Option<u64>, wait: Duration) -> Option<MutexGuard<'_, State>> {
+        let ready =
+            |s: &mut State| s.synced() && at_least.is_none_or(|rv| s.resource_version() >= rv);
+        let failing = || self.failing.load(Ordering::Relaxed);
+        let mut state = self.lock();
+        if !ready(&mut state) && !failing() {
+            state = self
+                .changed
+                .wait_timeout_while(state, wait, |s| !ready(s) && !failing())
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        ready(&mut state).then_some(state)
+    }
+}
+
+/// What the proxy needs to know of a request to ask for a shared answer.
+pub struct SharedRequest<'a> {
+    pub info: &'a RequestInfo,
+    pub query: &'a Query,
+    pub accept: Option<&'a str>,
+    /// The client's own `Authorization` (none: the node's identity).
+    pub authorization: Option<&'a str>,
+    /// The request asks to act as someone else (`Impersonate-*`).
+    pub impersonates: bool,
+}
+
+/// An answer from the shared state, relayed as an apiserver's would be.
+pub struct SharedAnswer {
+    pub headers: Vec<(String, String)>,
+    pub body: SharedBody,
+}
+
+/// Every shared resource of the hub.
+pub struct SharedWatches {
+    specs: Vec<ResourceSpec>,
+    upstream: Arc<Upstream>,
+    access: access::Access,
+    /// A watch without `timeoutSeconds` lasts this long.
+    watch_timeout: Duration,
+    collections: Mutex<BTreeMap<(String, Encoding), Arc<Shared>>>,
+}
+
+impl SharedWatches {
+    pub fn new(
+        specs: Vec<ResourceSpec>,
+        upstream: Arc<Upstream>,
+        watch_timeout: Duration,
+    ) -> SharedWatches {
+        SharedWatches {
+            specs,
+            access: access::Access::new(upstream.clone()),
+            upstream,
+            watch_timeout,
+            collections: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The answer the shared state gives, or `None` when the request goes
+    /// to the apiserver (another resource, a request the shared state
+    /// cannot answer as the apiserver would, a state not synced in time, a
+    /// client whose own credentials may not read it).
+    pub fn answer(&self, request: &SharedRequest<'_>) -> Option<SharedAnswer> {
+        let info = request.info;
+        if !info.is_resource_request
+            || !info.subresource.is_empty()
+            || !matches!(info.verb, Verb::List | Verb::Watch)
+            || !self.specs.iter().any(|spec| spec.matches(info))
+        {
+            return None;
+        }
+        let plan = serve::plan(info, request.query);
+        let selection = Selection::of(info, request.query);
+        let (plan, selection) = match (plan, selection) {
+            (Plan::Forward(why), _) | (_, Err(why)) => {
+                log::debug!("{}: forwarded, {why}", info.path);
+                return None;
+            }
+            (plan, Ok(selection)) => (plan, selection),
+        };
+        // A client asking for another shape first (kubectl's Tables) gets
+        // it from the apiserver.
+        let other_shape = request.accept.is_some_and(|a| a.contains("as="));
+        let accepted = codec::accepted(request.accept);
+        if accepted.is_empty() || other_shape || request.impersonates {
+            return None;
+        }
+        if let Some(authorization) = request.authorization
+            && !self.access.allows(authorization, info)
+        {
+            return None;
+        }
+        let shared = self.shared_for(info, &accepted)?;
+        let encoding = shared.encoding;
+        let at_least = match &plan {
+            Plan::List { at_least } => *at_least,
+            Plan::Watch(watch) => match watch.start {
+                Start::Initial { at_least, .. } => at_least,
+                Start::After(_) => None,
+            },
+            Plan::Forward(_) => None,
+        };
+        let Some(state) = shared.wait_ready(at_least, SYNC_WAIT) else {
+            log::debug!(
+                "{}: forwarded, the shared watch of {} is not ready",
+                info.path,
+                shared.label
+            );
+            return None;
+        };
+        let item_kind = state.kind.clone();
+        let api_version = state.api_version.clone();
+        let headers =
+            |content_type: &str| vec![("Content-Type".to_string(), content_type.to_string())];
+        let answer = match plan {
+            Plan::List { .. } => {
+                let (objects, rv, _) = state.snapshot(|o| selection.selects(o));
+                drop(state);
+                let items: Vec<Arc<[u8]>> = objects.iter().map(|o| o.bytes.clone()).collect();
+                let pieces = encoding.encode_list(
+                    &format!("{item_kind}List"),
+                    &api_version,
+                    &rv.to_string(),
+                    items,
+                );
+                let mut headers = headers(encoding.content_type());
+                headers.push(("Content-Length".into(), pieces.len().to_string()));
+                shared.lists_served.fetch_add(1, Ordering::Relaxed);
+                SharedAnswer {
+                    headers,
+                    body: SharedBody::whole(shared.clone(), encoding, pieces),
+                }
+            }
+            Plan::Watch(watch) => {
+                let timeout = watch.timeout.unwrap_or(self.watch_timeout);
+                let body = match watch.start {
+                    Start::Initial { annotated_end, .. } => {
+                        let (objects, rv, seq) = state.snapshot(|o| selection.selects(o));
+                        drop(state);
+                        let items: Vec<Arc<[u8]>> =
+                            objects.iter().map(|o| o.bytes.clone()).collect();
+                        let bookmark = annotated_end.then(|| {
+                            encoding.initial_events_end_bookmark(
+                                &item_kind,
+                                &api_version,
+                                &rv.to_string(),
+                            )
+                        });
+                        let initial: Pieces<Arc<[u8]>> =
+                            encoding.encode_added_events(items, bookmark.as_deref());
+                        SharedBody::watch(
+                            shared.clone(),
+                            encoding,
+                            selection,
+                            Some(initial),
+                            seq,
+                            rv,
+                            watch.bookmarks,
+                            timeout,
+                        )
+                    }
+                    Start::After(after) => match state.resume(after) {
+                        Resume::Gone => {
+                            drop(state);
+                            SharedBody::gone(shared.clone(), encoding, after)
+                        }
+                        Resume::At(seq) => {
+                            drop(state);
+                            SharedBody::watch(
+                                shared.clone(),
+                                encoding,
+                                selection,
+                                None,
+                                seq,
+                                after,
+                                watch.bookmarks,
+                                timeout,
+                            )
+                        }
+                    },
+                };
+                shared.watches_served.fetch_add(1, Ordering::Relaxed);
+                SharedAnswer {
+                    headers: headers(encoding.watch_content_type()),
+                    body,
+                }
+            }
+            Plan::Forward(_) => return None,
+        };
+        Some(answer)
+    }
+
+    /// The shared state to answer from: one already synced in an encoding
+    /// the client accepts (its first choice first), else its first choice,
+    /// started now.
+    fn shared_for(&self, info: &RequestInfo, accepted: &[Encoding]) -> Option<Arc<Shared>> {
+        let label = if info.api_group.is_empty() {
+            format!("{}.{}", info.resource, info.api_version)
+        } else {
+            format!("{}.{}.{}", info.resource, info.api_version, info.api_group)
+        };
+        let mut collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
+        let synced = accepted.iter().find_map(|&encoding| {
+            collections
+                .get(&(label.clone(), encoding))
+                .filter(|s| s.lock().synced())
+                .cloned()
+        });
+        if let Some(shared) = synced {
+            return Some(shared);
+        }
+        let encoding = *accepted.first()?;
+        if let Some(shared) = collections.get(&(label.clone(), encoding)) {
+            return Some(shared.clone());
+        }
+        let path = if info.api_group.is_empty() {
+            format!(
+                "/{}/{}/{}",
+                info.api_prefix, info.api_version, info.resource
+            )
+        } else {
+            format!(
+                "/{}/{}/{}/{}",
+                info.api_prefix, info.api_group, info.api_version, info.resource
+            )
+        };
+        let shared = Arc::new(Shared::new(label.clone(), encoding, path));
+        if let Err(e) = follow::start(shared.clone(), self.upstream.clone()) {
+            log::warn!("cannot start the shared watch of {label}: {e}");
+            return None;
+        }
+        log::info!("shared watch of {label} ({}) started", encoding.extension());
+        collections.insert((label, encoding), shared.clone());
+        Some(shared)
+    }
+
+    pub fn render_metrics(&self, out: &mut String) {
+        let collections: Vec<Arc<Shared>> = self
+            .collections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        type Read = fn(&Shared) -> u64;
+        let series: [(&str, &str, &str, Read); 8] = [
+            (
+                "node_yurthub_shared_watch_upstream_streams",
+                "gauge",
+                "upstream watches open for the shared state",
+                |s| s.streams_open.load(Ordering::Relaxed).max(0) as u64,
+            ),
+            (
+                "node_yurthub_shared_watch_received_bytes_total",
+                "counter",
+                "bytes received from the apiserver for the shared state (lists as sent, compressed or not)",
+                |s| s.received_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_shared_watch_watchers",
+                "gauge",
+                "local watches served from the shared state",
+                |s| s.watchers.load(Ordering::Relaxed).max(0) as u64,
+            ),
+            (
+                "node_yurthub_shared_watch_lists_total",
+                "counter",
+                "local lists answered from the shared state",
+                |s| s.lists_served.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_shared_watch_watches_total",
+                "counter",
+                "local watches and streaming lists answered from the shared state",
+                |s| s.watches_served.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_shared_watch_relists_total",
+                "counter",
+                "upstream lists after the first (410 Gone, a broken stream)",
+                |s| s.relists.load(Ordering::Relaxed),
+            ),
+            (
+                "node_yurthub_shared_watch_objects",
+                "gauge",
+                "objects the shared state holds",
+                |s| s.lock().len() as u64,
+            ),
+            (
+                "node_yurthub_shared_watch_memory_bytes",
+                "gauge",
+                "memory the shared state's objects and kept changes take",
+                |s| s.lock().bytes() as u64,
+            ),
+        ];
+        for (name, kind, help, read) in series {
+            header(out, name, kind, help);
+            for shared in &collections {
+                let _ = writeln!(
+                    out,
+                    "{name}{{resource=\"{}\",encoding=\"{}\"}} {}",
+                    shared.label,
+                    shared.encoding.extension(),
+                    read(shared)
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(group: &str, version: Option<&str>, resource: &str) -> ResourceSpec {
+        ResourceSpec {
+            group: group.into(),
+            version: version.map(str::to_string),
+            resource: resource.into(),
+        }
+    }
+
+    #[test]
+    fn resources_are_named_as_kubectl_or_the_original_names_them() {
+        let rows: Vec<(&str, Result<Vec<ResourceSpec>, ()>)> = vec![
+            (
+                DEFAULT_RESOURCES,
+                Ok(vec![
+                    spec("", None, "services"),
+                    spec("discovery.k8s.io", Some("v1"), "endpointslices"),
+                ]),
+            ),
+            ("", Ok(vec![])),
+            (" , ", Ok(vec![])),
+            ("services.v1", Ok(vec![spec("", Some("v1"), "services")])),
+            (
+                "endpointslices.discovery.k8s.io",
+                Ok(vec![spec("discovery.k8s.io", None, "endpointslices")]),
+            ),
+            (
+                "endpointslices.v1beta1.discovery.k8s.io",
+                Ok(vec![spec(
+                    "discovery.k8s.io",
+                    Some("v1beta1"),
+                    "endpointslices",
+                )]),
+            ),
+            (
+                "/v1/services,discovery.k8s.io/v1/endpointslices",
+                Ok(vec![
+                    spec("", Some("v1"), "services"),
+                    spec("discovery.k8s.io", Some("v1"), "endpointslices"),
+                ]),
+            ),
+            ("services,services", Ok(vec![spec("", None, "services")])),
+            ("v1/services", Err(())),
+            ("/v1/", Err(())),
+            ("Services", Err(())),
+            ("services/../x/y", Err(())),
+        ];
+        for (text, expected) in rows {
+            assert_eq!(parse_resources(text).map_err(|_| ()), expected, "{text:?}");
+        }
+        assert!(is_version("v1") && is_version("v2beta3") && is_version("v1alpha1"));
+        assert!(
+            !is_version("v")
+                && !is_version("vbeta1")
+                && !is_version("v1beta")
+                && !is_version("discovery")
+        );
+    }
+}
