@@ -144,6 +144,15 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Err(e) = followed {
         log::warn!("cannot follow kube-system/yurt-hub-cfg: {e}");
     }
+    // One upstream list+watch per shared resource, started on first use.
+    let shared = (!config.shared_watch_resources.is_empty()).then(|| {
+        Arc::new(SharedWatches::new(
+            config.shared_watch_resources.clone(),
+            upstream.clone(),
+            config.min_request_timeout,
+        ))
+    });
+
     // servicetopology and nodeportisolation need the pool and the Services.
     let needs_context = config.filters.as_ref().is_some_and(|f| {
         f.is_on(filter::Filter::ServiceTopology) || f.is_on(filter::Filter::NodePortIsolation)
@@ -152,6 +161,7 @@ pub fn run(config: Config) -> Result<(), String> {
         && let Err(e) = filter::follow_context(
             filters.clone(),
             upstream.clone(),
+            shared.clone(),
             &config.root_dir,
             config.nodepool_name.clone(),
         )
@@ -164,15 +174,6 @@ pub fn run(config: Config) -> Result<(), String> {
         health: upstream.health.clone(),
         min_request_timeout: config.min_request_timeout,
         filters: filters.clone(),
-    });
-
-    // One upstream list+watch per shared resource, started on first use.
-    let shared = (!config.shared_watch_resources.is_empty()).then(|| {
-        Arc::new(SharedWatches::new(
-            config.shared_watch_resources.clone(),
-            upstream.clone(),
-            config.min_request_timeout,
-        ))
     });
 
     let error_body: ErrorBody = Arc::new(status_body);

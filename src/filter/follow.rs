@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::FilterState;
 use super::rules::TOPOLOGY_ANNOTATION;
+use crate::codec::edit::{Opened, key};
 use crate::codec::{Encoding, EventType};
+use crate::shared::SharedWatches;
+use crate::shared::state::Object;
 use crate::store::Store;
 use crate::upstream::{self, Deadline, Outgoing, Upstream};
 
@@ -37,6 +40,9 @@ const WARN_INTERVAL: Duration = Duration::from_secs(300);
 const WATCH_SECONDS: u64 = 300;
 /// Wait before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(5);
+/// How long the shared Services wait before the follower looks at the pool
+/// again, or gives the shared state up to sync.
+const SHARED_WAIT: Duration = Duration::from_secs(5);
 /// The file the context is kept in, under `--root-dir`.
 const FILE: &str = "filter-context.json";
 
@@ -54,6 +60,7 @@ struct Saved {
 pub fn follow_context(
     filters: Arc<FilterState>,
     upstream: Arc<Upstream>,
+    shared: Option<Arc<SharedWatches>>,
     root_dir: &Path,
     fixed_pool: Option<String>,
 ) -> std::io::Result<()> {
@@ -67,7 +74,7 @@ pub fn follow_context(
     apply(&filters, &saved, fixed_pool.as_deref());
     std::thread::Builder::new()
         .name("yh-filter-context".into())
-        .spawn(move || run(&filters, &upstream, store, saved, fixed_pool))?;
+        .spawn(move || run(&filters, &upstream, shared, store, saved, fixed_pool))?;
     Ok(())
 }
 
@@ -101,6 +108,7 @@ struct Follower<'a> {
 fn run(
     filters: &FilterState,
     upstream: &Upstream,
+    shared: Option<Arc<SharedWatches>>,
     store: Store,
     saved: Saved,
     fixed_pool: Option<String>,
@@ -121,6 +129,15 @@ fn run(
             continue;
         };
         follower.read_pool(server);
+        // Services the node already watches once for everyone: read from
+        // that watch, not from a second one.
+        if let Some(services) = shared
+            .as_ref()
+            .and_then(|s| s.for_hub("", "v1", "services"))
+        {
+            follower.follow_shared_services(&services);
+            continue;
+        }
         match follower.list_services(server) {
             Ok(resource_version) => follower.watch_services(server, resource_version),
             Err(e) => follower.warn(&format!("listing Services: {e}")),
@@ -254,6 +271,61 @@ impl Follower<'_> {
         }
     }
 
+    /// The topology keys from the shared Services: all of them once, then
+    /// each change, until the follower falls behind or the state is not
+    /// synced (the caller comes back).
+    fn follow_shared_services(&mut self, services: &crate::shared::Shared) {
+        let Some(state) = services.wait_ready(None, SHARED_WAIT) else {
+            std::thread::sleep(SHARED_WAIT);
+            return;
+        };
+        let (objects, _, mut seq) = state.snapshot(|_| true);
+        drop(state);
+        let encoding = services.encoding;
+        let topology: BTreeMap<String, String> = objects
+            .iter()
+            .filter_map(|o| Some((object_key(o), topology_keys(encoding, o)?)))
+            .collect();
+        if self.saved.topology.as_ref() != Some(&topology) {
+            log::info!(
+                "filter context: {} Service(s) with {TOPOLOGY_ANNOTATION}",
+                topology.len()
+            );
+            self.saved.topology = Some(topology);
+            self.save();
+        }
+        loop {
+            let Some(changes) = services.wait_changes(seq, SHARED_WAIT) else {
+                return;
+            };
+            let topology = self.saved.topology.get_or_insert_with(BTreeMap::new);
+            let mut changed = false;
+            for change in changes {
+                seq = change.seq + 1;
+                let key = object_key(&change.object);
+                let keys = match change.event_type {
+                    EventType::Added | EventType::Modified => {
+                        topology_keys(encoding, &change.object)
+                    }
+                    EventType::Deleted => None,
+                    EventType::Bookmark | EventType::Error => continue,
+                };
+                changed |= match keys {
+                    Some(value) => topology.insert(key, value.clone()).as_ref() != Some(&value),
+                    None => topology.remove(&key).is_some(),
+                };
+            }
+            if changed {
+                self.save();
+            }
+            if self.upstream.health.any_healthy()
+                && let Some(server) = self.upstream.pick()
+            {
+                self.read_pool(server);
+            }
+        }
+    }
+
     /// Follows changes from `resource_version` until the watch ends, fails
     /// or the apiserver says the version is gone (the caller lists again).
     fn watch_services(&mut self, server: usize, mut resource_version: String) {
@@ -365,6 +437,19 @@ fn query_value(value: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+fn object_key(object: &Object) -> String {
+    format!("{}/{}", object.namespace, object.name)
+}
+
+/// The topology annotation of a shared Service, in either encoding.
+fn topology_keys(encoding: Encoding, object: &Object) -> Option<String> {
+    const ANNOTATIONS: [crate::codec::edit::Key; 2] = [key("metadata", 1), key("annotations", 12)];
+    Opened::open(encoding, &object.bytes)
+        .ok()?
+        .object
+        .map_str_at(&ANNOTATIONS, TOPOLOGY_ANNOTATION)
 }
 
 fn service_key(service: &serde_json::Value) -> Option<String> {

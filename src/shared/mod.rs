@@ -45,10 +45,10 @@ pub struct ResourceSpec {
 }
 
 impl ResourceSpec {
-    fn matches(&self, info: &RequestInfo) -> bool {
-        info.resource == self.resource
-            && info.api_group == self.group
-            && self.version.as_ref().is_none_or(|v| *v == info.api_version)
+    fn matches(&self, group: &str, version: &str, resource: &str) -> bool {
+        resource == self.resource
+            && group == self.group
+            && self.version.as_ref().is_none_or(|v| v == version)
     }
 }
 
@@ -198,7 +198,7 @@ impl Shared {
 
     /// The changes from `seq` on, waiting up to `wait` for one; `None`:
     /// some are no longer kept.
-    fn wait_changes(&self, seq: u64, wait: Duration) -> Option<Vec<Arc<Change>>> {
+    pub fn wait_changes(&self, seq: u64, wait: Duration) -> Option<Vec<Arc<Change>>> {
         let mut state = self.lock();
         if state.next_seq() <= seq && !wait.is_zero() {
             state = self
@@ -212,7 +212,11 @@ impl Shared {
 
     /// The state once synced and at least at `at_least`, waiting up to
     /// `wait`; `None` if it is not by then.
-    fn wait_ready(&self, at_least: Option<u64>, wait: Duration) -> Option<MutexGuard<'_, State>> {
+    pub fn wait_ready(
+        &self,
+        at_least: Option<u64>,
+        wait: Duration,
+    ) -> Option<MutexGuard<'_, State>> {
         let ready =
             |s: &mut State| s.synced() && at_least.is_none_or(|rv| s.resource_version() >= rv);
         let failing = || self.failing.load(Ordering::Relaxed);
@@ -279,7 +283,7 @@ impl SharedWatches {
         if !info.is_resource_request
             || !info.subresource.is_empty()
             || !matches!(info.verb, Verb::List | Verb::Watch)
-            || !self.specs.iter().any(|spec| spec.matches(info))
+            || !self.is_shared(&info.api_group, &info.api_version, &info.resource)
         {
             return None;
         }
@@ -304,7 +308,13 @@ impl SharedWatches {
         {
             return None;
         }
-        let shared = self.shared_for(info, &accepted)?;
+        let shared = self.shared_for(
+            &info.api_prefix,
+            &info.api_group,
+            &info.api_version,
+            &info.resource,
+            &accepted,
+        )?;
         let encoding = shared.encoding;
         let at_least = match &plan {
             Plan::List { at_least } => *at_least,
@@ -404,14 +414,38 @@ impl SharedWatches {
         Some(answer)
     }
 
+    fn is_shared(&self, group: &str, version: &str, resource: &str) -> bool {
+        self.specs
+            .iter()
+            .any(|spec| spec.matches(group, version, resource))
+    }
+
+    /// The shared state of a resource the hub itself follows (the filters'
+    /// Services), started if it is not yet; `None` when it is not shared.
+    pub fn for_hub(&self, group: &str, version: &str, resource: &str) -> Option<Arc<Shared>> {
+        if !self.is_shared(group, version, resource) {
+            return None;
+        }
+        let prefix = if group.is_empty() { "api" } else { "apis" };
+        let encodings = [Encoding::Json, Encoding::Protobuf];
+        self.shared_for(prefix, group, version, resource, &encodings)
+    }
+
     /// The shared state to answer from: one already synced in an encoding
     /// the client accepts (its first choice first), else its first choice,
     /// started now.
-    fn shared_for(&self, info: &RequestInfo, accepted: &[Encoding]) -> Option<Arc<Shared>> {
-        let label = if info.api_group.is_empty() {
-            format!("{}.{}", info.resource, info.api_version)
+    fn shared_for(
+        &self,
+        prefix: &str,
+        group: &str,
+        version: &str,
+        resource: &str,
+        accepted: &[Encoding],
+    ) -> Option<Arc<Shared>> {
+        let label = if group.is_empty() {
+            format!("{resource}.{version}")
         } else {
-            format!("{}.{}.{}", info.resource, info.api_version, info.api_group)
+            format!("{resource}.{version}.{group}")
         };
         let mut collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
         let synced = accepted.iter().find_map(|&encoding| {
@@ -427,16 +461,10 @@ impl SharedWatches {
         if let Some(shared) = collections.get(&(label.clone(), encoding)) {
             return Some(shared.clone());
         }
-        let path = if info.api_group.is_empty() {
-            format!(
-                "/{}/{}/{}",
-                info.api_prefix, info.api_version, info.resource
-            )
+        let path = if group.is_empty() {
+            format!("/{prefix}/{version}/{resource}")
         } else {
-            format!(
-                "/{}/{}/{}/{}",
-                info.api_prefix, info.api_group, info.api_version, info.resource
-            )
+            format!("/{prefix}/{group}/{version}/{resource}")
         };
         let shared = Arc::new(Shared::new(label.clone(), encoding, path));
         if let Err(e) = follow::start(shared.clone(), self.upstream.clone()) {
