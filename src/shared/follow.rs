@@ -31,6 +31,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Least time between two watches (an apiserver or a load balancer that
 /// ends them at once must not make the thread spin).
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Least time between two warnings (a 403 needs an operator, not a log
+/// line every 30 s).
+const WARN_INTERVAL: Duration = Duration::from_secs(300);
 
 pub fn start(shared: Arc<Shared>, upstream: Arc<Upstream>) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -55,6 +58,15 @@ fn run(shared: &Shared, upstream: &Upstream) {
     // (any version: the apiserver answers from its watch cache).
     let mut list_from: Option<&str> = Some("0");
     let mut last_watch: Option<Instant> = None;
+    let mut warned: Option<Instant> = None;
+    let mut warn = |what: String| {
+        if warned.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
+            warned = Some(Instant::now());
+            log::warn!("shared watch of {}: {what}", shared.label);
+        } else {
+            log::debug!("shared watch of {}: {what}", shared.label);
+        }
+    };
     loop {
         let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) else {
             let seen = upstream.health.generation();
@@ -69,7 +81,7 @@ fn run(shared: &Shared, upstream: &Upstream) {
                     shared.failing.store(false, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    log::warn!("shared watch of {}: list failed: {e}", shared.label);
+                    warn(format!("list failed: {e} (requests are forwarded)"));
                     shared.update(|_| shared.failing.store(true, Ordering::Relaxed));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -95,7 +107,7 @@ fn run(shared: &Shared, upstream: &Upstream) {
                 list_from = Some("");
             }
             Ended::Failed(e) => {
-                log::warn!("shared watch of {}: {e}", shared.label);
+                warn(e);
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
