@@ -1,14 +1,16 @@
 //! Self-tests of the test support library: the fake apiserver driven
 //! directly over TLS (the test client and RawStream), without the hub.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::client::{self, RawStream};
-use crate::support::{self, k8s_wire};
+use crate::support::{self, k8s_wire, wait_until};
 use crate::support::{
-    Behaviour, Encoding, FakeApiserver, StreamEnd, TestPki, TokenIssuer, json_event,
+    Behaviour, Encoding, FakeApiserver, LivePoll, StreamEnd, TestPki, TokenIssuer, json_event,
     json_initial_events_end_bookmark, pb_event, pb_initial_events_end_bookmark,
 };
 
@@ -1226,4 +1228,88 @@ fn frozen_fake_still_stops_and_drops_promptly() {
     );
     assert!(watch.next_chunk(Duration::from_secs(2)).is_none() && watch.is_ended());
     assert!(TcpStream::connect(addr).is_err());
+}
+
+// ------------------------------------------------------------ live streams
+
+/// Bounds every wait of the live-stream and live-collection tests.
+const LIVE_WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn live_behaviour_streams_what_its_source_gives_until_finish_or_departure() {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let queue: Arc<Mutex<VecDeque<LivePoll>>> = Arc::default();
+    let q = queue.clone();
+    fake.route(
+        "GET",
+        "/api/v1/namespaces/*/pods",
+        Behaviour::func(move |_| {
+            let q = q.clone();
+            Behaviour::live(200, "application/json", move |wait| {
+                let next = q.lock().unwrap().pop_front();
+                next.unwrap_or_else(|| {
+                    // A source waits for data; the test's queue does not
+                    // wake it, so wait a little only.
+                    std::thread::sleep(wait.min(Duration::from_millis(5)));
+                    LivePoll::Idle
+                })
+            })
+        }),
+    );
+    // `*` in the middle stands for one segment.
+    let (status, _, _) = client::request_with(
+        &node_agent(&pki),
+        "GET",
+        &format!("{}/api/v1/namespaces/a/b/pods", fake.url()),
+        &[],
+        &[],
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = client::request_with(
+        &node_agent(&pki),
+        "GET",
+        &format!("{}/api/v1/namespaces//pods", fake.url()),
+        &[],
+        &[],
+    );
+    assert_eq!(status, 404, "one non-empty segment");
+
+    let mut stream = open_tls(&fake, &pki, "/api/v1/namespaces/a/pods?watch=true");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.header("transfer-encoding"), Some("chunked"));
+    queue.lock().unwrap().extend([
+        LivePoll::Data(b"one\n".to_vec()),
+        LivePoll::Data(Vec::new()),
+        LivePoll::Data(b"two\n".to_vec()),
+    ]);
+    assert_eq!(stream.next_chunk(LIVE_WAIT).unwrap().1, b"one\n");
+    assert_eq!(stream.next_chunk(LIVE_WAIT).unwrap().1, b"two\n");
+    queue.lock().unwrap().push_back(LivePoll::Finish);
+    assert!(stream.next_chunk(LIVE_WAIT).is_none());
+    assert!(stream.ended_cleanly());
+    // The connection stays usable after a clean end.
+    assert_eq!(
+        client::request_with(
+            &node_agent(&pki),
+            "GET",
+            &format!("{}/readyz", fake.url()),
+            &[],
+            &[]
+        )
+        .0,
+        200
+    );
+
+    // A client that leaves is noticed within the 50 ms checks.
+    let stream = open_tls(&fake, &pki, "/api/v1/namespaces/b/pods?watch=true");
+    let closed_at = Instant::now();
+    stream.close();
+    assert!(wait_until(LIVE_WAIT, || {
+        fake.streams_closed_by_client()
+            .iter()
+            .any(|(path, _)| path == "/api/v1/namespaces/b/pods")
+    }));
+    let (_, noticed) = fake.streams_closed_by_client().pop().unwrap();
+    assert!(noticed - closed_at < Duration::from_secs(1));
 }

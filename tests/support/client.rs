@@ -188,6 +188,8 @@ pub struct RawStream {
     last_read_at: Instant,
     framing: Framing,
     ended: bool,
+    /// The body ended as its framing says (not cut short).
+    complete: bool,
     line_buf: Vec<u8>,
     line_at: Instant,
     /// The `Host` of the requests.
@@ -278,6 +280,7 @@ impl RawStream {
             last_read_at: Instant::now(),
             framing: Framing::NoBody,
             ended: false,
+            complete: false,
             line_buf: Vec::new(),
             line_at: Instant::now(),
             authority: authority.to_string(),
@@ -297,6 +300,7 @@ impl RawStream {
         timeout: Duration,
     ) -> io::Result<()> {
         self.ended = false;
+        self.complete = false;
         self.exchange(method, path, headers, body, Instant::now() + timeout)
     }
 
@@ -392,6 +396,7 @@ impl RawStream {
         };
         if stream.framing == Framing::NoBody {
             stream.ended = true;
+            stream.complete = true;
         }
         Ok(())
     }
@@ -405,6 +410,11 @@ impl RawStream {
     /// True once the body ended (terminating chunk, full length, EOF or error).
     pub fn is_ended(&self) -> bool {
         self.ended && self.line_buf.is_empty()
+    }
+    /// True once the body ended as framed: terminating chunk, full length,
+    /// or EOF for a body without framing (not cut short or broken).
+    pub fn ended_cleanly(&self) -> bool {
+        self.ended && self.complete
     }
 
     /// Reads more bytes; Ok(false) on EOF, Err(TimedOut) at the deadline.
@@ -507,7 +517,12 @@ impl RawStream {
         loop {
             match self.parse() {
                 Ok(Parsed::Piece(d)) => return Some((self.last_read_at, d)),
-                Ok(Parsed::End) | Err(_) => {
+                Ok(Parsed::End) => {
+                    self.ended = true;
+                    self.complete = true;
+                    return None;
+                }
+                Err(_) => {
                     self.ended = true;
                     return None;
                 }
@@ -518,6 +533,7 @@ impl RawStream {
                 Ok(false) => {
                     // EOF: the body ends here (cleanly only for UntilClose).
                     self.ended = true;
+                    self.complete = self.framing == Framing::UntilClose;
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
@@ -583,6 +599,7 @@ impl RawStream {
             }
         }
         self.ended = true;
+        self.complete = true;
         Ok(out)
     }
 

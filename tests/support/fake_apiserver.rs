@@ -30,6 +30,14 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the TLS handshake and for reading one request once its
 /// first byte arrived.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a `Behaviour::Live` source may wait for data before the
+/// connection checks for its client and the server's stop again.
+const LIVE_WAIT: Duration = Duration::from_millis(30);
+/// Read timeout while a `Behaviour::Live` stream looks for its client.
+const LIVE_READ_POLL: Duration = Duration::from_millis(10);
+/// Longest a `Behaviour::Live` stream goes without looking for its client,
+/// even while it has data to write.
+const LIVE_CHECK: Duration = Duration::from_millis(50);
 /// Longest a frozen connection thread sleeps before re-checking (it is also
 /// woken by `thaw()` and `stop()`).
 const FROZEN_POLL: Duration = Duration::from_millis(200);
@@ -75,7 +83,33 @@ pub enum Behaviour {
     /// piece, each flushed on its own (one TLS record each): framing split
     /// at odd points. The connection stays open.
     Pieces(Vec<Vec<u8>>),
+    /// Chunked response whose chunks come from `source` as they become
+    /// available (a watch fed by a `LiveCollection`). Between calls, and at
+    /// least every 50 ms, the connection checks whether its client left or
+    /// the server stopped; either ends the stream without a terminating
+    /// chunk. `LivePoll::Finish` ends it cleanly.
+    Live {
+        status: u16,
+        content_type: String,
+        source: LiveSource,
+    },
 }
+
+/// What the source of a `Behaviour::Live` stream has for its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LivePoll {
+    /// One chunk to write now (an empty one is skipped).
+    Data(Vec<u8>),
+    /// Nothing within the wait: the connection looks for its client and
+    /// the server's stop, then asks again.
+    Idle,
+    /// The body ends here (terminating chunk); the connection stays usable.
+    Finish,
+}
+
+/// The source of a `Behaviour::Live` stream: called with the longest time it
+/// may block waiting for data. Dropped when the stream ends, however it ends.
+pub type LiveSource = Arc<dyn Fn(Duration) -> LivePoll + Send + Sync>;
 
 /// How a `Behaviour::Stream` ends after its last chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +246,18 @@ impl Behaviour {
         end: StreamEnd,
     ) -> Behaviour {
         ListWorld::new(encoding, kind, api_version, &objects, list_rv, after, end).behaviour(false)
+    }
+    /// A live chunked stream: see `Behaviour::Live`.
+    pub fn live(
+        status: u16,
+        content_type: &str,
+        source: impl Fn(Duration) -> LivePoll + Send + Sync + 'static,
+    ) -> Behaviour {
+        Behaviour::Live {
+            status,
+            content_type: content_type.to_string(),
+            source: Arc::new(source),
+        }
     }
     /// Answers TokenRequests with tokens valid for `lifetime`; use a
     /// `TokenIssuer` to see what was issued or to issue expired tokens.
@@ -494,6 +540,15 @@ impl fmt::Debug for Behaviour {
                 .finish(),
             Behaviour::Func(_) => f.write_str("Func(..)"),
             Behaviour::Pieces(pieces) => write!(f, "Pieces({})", pieces.len()),
+            Behaviour::Live {
+                status,
+                content_type,
+                ..
+            } => f
+                .debug_struct("Live")
+                .field("status", status)
+                .field("content_type", content_type)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -574,7 +629,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// One chunk written by a `Behaviour::Stream`.
+/// One chunk written by a `Behaviour::Stream` or `Behaviour::Live`.
 #[derive(Clone, Debug)]
 pub struct ChunkWrite {
     pub data: Vec<u8>,
@@ -591,11 +646,40 @@ struct Route {
 impl Route {
     fn matches(&self, method: &str, path: &str) -> bool {
         (self.method == "*" || self.method.eq_ignore_ascii_case(method))
-            && match self.path.strip_suffix('*') {
-                Some(prefix) => path.starts_with(prefix),
-                None => self.path == path,
-            }
+            && path_matches(&self.path, path)
     }
+}
+
+/// Whether `path` matches a route's `pattern`: exactly, or as a prefix when
+/// the pattern ends with `*`; a `*` segment inside the pattern (`/a/*/b`)
+/// stands for one non-empty path segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (pattern, prefix) = match pattern.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (pattern, false),
+    };
+    if !pattern.split('/').any(|s| s == "*") {
+        return if prefix {
+            path.starts_with(pattern)
+        } else {
+            pattern == path
+        };
+    }
+    let wanted: Vec<&str> = pattern.split('/').collect();
+    let got: Vec<&str> = path.split('/').collect();
+    if got.len() < wanted.len() || (!prefix && got.len() != wanted.len()) {
+        return false;
+    }
+    let last = wanted.len() - 1;
+    wanted
+        .iter()
+        .zip(&got)
+        .enumerate()
+        .all(|(i, (w, g))| match *w {
+            "*" => !g.is_empty(),
+            w if prefix && i == last => g.starts_with(w),
+            w => w == *g,
+        })
 }
 
 struct RunState {
@@ -754,8 +838,9 @@ impl FakeApiserver {
     }
 
     /// Adds a route. `path` matches the request path (without query) exactly,
-    /// or as a prefix when it ends with `*`; `method` `"*"` matches any method.
-    /// Later routes win over earlier ones.
+    /// or as a prefix when it ends with `*`; a `*` segment inside it
+    /// (`/api/v1/namespaces/*/services`) matches any one segment; `method`
+    /// `"*"` matches any method. Later routes win over earlier ones.
     pub fn route(&self, method: &str, path: &str, behaviour: Behaviour) {
         lock(&self.shared.routes).push(Route {
             method: method.to_string(),
@@ -815,7 +900,7 @@ impl FakeApiserver {
         found
     }
 
-    /// Every chunk written by `Behaviour::Stream` so far.
+    /// Every chunk written by `Behaviour::Stream` and `Behaviour::Live` so far.
     pub fn chunk_writes(&self) -> Vec<ChunkWrite> {
         lock(&self.shared.chunks).clone()
     }
@@ -835,8 +920,9 @@ impl FakeApiserver {
         });
         found
     }
-    /// `(path, when)` for each `StreamEnd::UntilClientGone` stream whose
-    /// client went away (not counting server stops).
+    /// `(path, when)` for each `StreamEnd::UntilClientGone` or
+    /// `Behaviour::Live` stream whose client went away (not counting server
+    /// stops).
     pub fn streams_closed_by_client(&self) -> Vec<(String, Instant)> {
         lock(&self.shared.client_gone).clone()
     }
@@ -1397,7 +1483,86 @@ impl Conn<'_> {
                 }
                 Ok(Next::KeepAlive)
             }
+            Behaviour::Live {
+                status,
+                content_type,
+                source,
+            } => {
+                let mut out = status_line(status);
+                out.extend_from_slice(
+                    format!("Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n")
+                        .as_bytes(),
+                );
+                self.write_all(&out)?;
+                let _ = self.tls.sock.set_read_timeout(Some(LIVE_READ_POLL));
+                let next = self.live_stream(req, &source);
+                let _ = self.tls.sock.set_read_timeout(Some(READ_POLL));
+                next
+            }
         }
+    }
+
+    /// The body of a `Behaviour::Live` stream, until its source finishes,
+    /// its client leaves or the server stops.
+    fn live_stream(&mut self, req: &RecordedRequest, source: &LiveSource) -> io::Result<Next> {
+        let mut looked = Instant::now();
+        loop {
+            if !self.live() {
+                return Ok(Next::Abort);
+            }
+            let idle = match source(LIVE_WAIT) {
+                LivePoll::Data(data) => {
+                    if !data.is_empty() {
+                        self.write_chunk(data)?;
+                    }
+                    false
+                }
+                LivePoll::Idle => true,
+                LivePoll::Finish => {
+                    self.write_all(b"0\r\n\r\n")?;
+                    return Ok(Next::KeepAlive);
+                }
+            };
+            if idle || looked.elapsed() >= LIVE_CHECK {
+                looked = Instant::now();
+                match self.client_left() {
+                    None => return Ok(Next::Abort),
+                    Some(true) => {
+                        lock(&self.shared.client_gone).push((req.path.clone(), Instant::now()));
+                        return Ok(Next::Abort);
+                    }
+                    Some(false) => {}
+                }
+            }
+        }
+    }
+
+    /// One read attempt (bounded by the socket's read timeout): whether the
+    /// client closed the connection; `None` when the server stopped.
+    fn client_left(&mut self) -> Option<bool> {
+        let mut tmp = [0u8; 4096];
+        let tls = &mut self.tls;
+        let read = self.shared.gated(self.generation, || tls.read(&mut tmp))?;
+        Some(match read {
+            Ok(0) => true,
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                false
+            }
+            Err(e) if is_timeout(&e) => false,
+            Err(_) => true,
+        })
+    }
+
+    /// Writes and flushes one chunk of a chunked body, and records it.
+    fn write_chunk(&mut self, data: Vec<u8>) -> io::Result<()> {
+        let mut frame = format!("{:x}\r\n", data.len()).into_bytes();
+        frame.extend_from_slice(&data);
+        frame.extend_from_slice(b"\r\n");
+        self.write_all(&frame)?;
+        let written_at = Instant::now();
+        lock(&self.shared.chunks).push(ChunkWrite { data, written_at });
+        Ok(())
     }
 
     fn stream(
@@ -1421,12 +1586,7 @@ impl Conn<'_> {
             if data.is_empty() {
                 continue;
             }
-            let mut frame = format!("{:x}\r\n", data.len()).into_bytes();
-            frame.extend_from_slice(&data);
-            frame.extend_from_slice(b"\r\n");
-            self.write_all(&frame)?;
-            let written_at = Instant::now();
-            lock(&self.shared.chunks).push(ChunkWrite { data, written_at });
+            self.write_chunk(data)?;
         }
         match end {
             StreamEnd::Finish => {

@@ -16,7 +16,7 @@ pub mod hub;
 pub mod k8s_wire;
 pub mod pki;
 
-pub use fake_apiserver::{Behaviour, FakeApiserver, StreamEnd, TokenIssuer};
+pub use fake_apiserver::{Behaviour, FakeApiserver, LivePoll, StreamEnd, TokenIssuer};
 pub use hub::Hub;
 pub use k8s_wire::{
     Encoding, json_event, json_initial_events_end_bookmark, pb_event,
