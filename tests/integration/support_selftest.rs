@@ -1313,3 +1313,34 @@ fn live_behaviour_streams_what_its_source_gives_until_finish_or_departure() {
     let (_, noticed) = fake.streams_closed_by_client().pop().unwrap();
     assert!(noticed - closed_at < Duration::from_secs(1));
 }
+
+#[test]
+fn status_objects_read_back_the_same_in_both_encodings() {
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        let status = encoding.status(410, "Expired", "too old resource version: 1 (2)");
+        let decoded = match encoding {
+            Encoding::Json => {
+                let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
+                assert!(v.get("details").is_none());
+                (
+                    v["code"].as_u64().unwrap() as u16,
+                    v["reason"].as_str().unwrap().to_string(),
+                    v["message"].as_str().unwrap().to_string(),
+                )
+            }
+            Encoding::Protobuf => k8s_wire::pb_decode_status(&status).unwrap(),
+        };
+        assert_eq!(
+            decoded,
+            (
+                410,
+                "Expired".into(),
+                "too old resource version: 1 (2)".into()
+            )
+        );
+    }
+    assert_eq!(
+        k8s_wire::pb_decode_status(&k8s_wire::pb_bookmark("Service", "v1", 1)),
+        None
+    );
+}
