@@ -1,17 +1,20 @@
-//! Self-tests of the test support library: the fake apiserver driven
-//! directly over TLS (the test client and RawStream), without the hub.
+//! Self-tests of the test support library: the fake apiserver and its live
+//! collections driven directly over TLS (the test client, RawStream and
+//! WatchRecorder), without the hub.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::client::{self, RawStream};
+use crate::support::live_collection::{self, EventStatus};
 use crate::support::{self, k8s_wire, wait_until};
 use crate::support::{
-    Behaviour, Encoding, FakeApiserver, LivePoll, StreamEnd, TestPki, TokenIssuer, json_event,
-    json_initial_events_end_bookmark, pb_event, pb_initial_events_end_bookmark,
+    Behaviour, Encoding, FakeApiserver, LiveCollection, LivePoll, RecordedEvent, StreamEnd,
+    TestPki, TokenIssuer, WatchRecorder, json_event, json_initial_events_end_bookmark, pb_event,
+    pb_initial_events_end_bookmark,
 };
 
 fn node_agent(pki: &TestPki) -> client::Agent {
@@ -1343,4 +1346,716 @@ fn status_objects_read_back_the_same_in_both_encodings() {
         k8s_wire::pb_decode_status(&k8s_wire::pb_bookmark("Service", "v1", 1)),
         None
     );
+}
+
+// ------------------------------------------------------ live collections
+
+struct LiveBed {
+    pki: TestPki,
+    fake: FakeApiserver,
+    services: Arc<LiveCollection>,
+    encoding: Encoding,
+}
+
+/// A fake serving a Services collection in `encoding`.
+fn live_bed(encoding: Encoding) -> LiveBed {
+    let pki = TestPki::new();
+    let fake = FakeApiserver::start(&pki);
+    let services = LiveCollection::new(encoding, "Service", "v1");
+    services.route_on(&fake);
+    LiveBed {
+        pki,
+        fake,
+        services,
+        encoding,
+    }
+}
+
+impl LiveBed {
+    fn get(&self, path_and_query: &str) -> client::Reply {
+        client::request_with(
+            &node_agent(&self.pki),
+            "GET",
+            &format!("{}{path_and_query}", self.fake.url()),
+            &[("Accept", self.encoding.accept())],
+            &[],
+        )
+    }
+    /// The objects and resourceVersion of a list that must succeed.
+    fn list(&self, path_and_query: &str) -> (BTreeMap<(String, String), u64>, u64) {
+        let (status, headers, body) = self.get(path_and_query);
+        assert_eq!(
+            status,
+            200,
+            "{path_and_query}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(
+            client::header(&headers, "content-type"),
+            Some(self.encoding.content_type())
+        );
+        live_collection::list_state(&body, self.encoding)
+    }
+    fn watch(&self, path_and_query: &str) -> WatchRecorder {
+        let (ca, pem) = (self.pki.ca_path(), self.pki.client_pem_path());
+        WatchRecorder::start(
+            &self.fake.url(),
+            path_and_query,
+            self.encoding,
+            &[],
+            Some((&ca, Some(&pem))),
+        )
+    }
+    /// A watch already registered with the collection when this returns.
+    fn open_watch(&self, path_and_query: &str) -> WatchRecorder {
+        let before = self.services.open_watches();
+        let watch = self.watch(path_and_query);
+        assert_eq!(watch.wait_open(LIVE_WAIT), Some(200), "{path_and_query}");
+        assert!(wait_until(LIVE_WAIT, || self.services.open_watches() > before));
+        watch
+    }
+}
+
+fn keys(objects: &[(&str, &str, u64)]) -> BTreeMap<(String, String), u64> {
+    objects
+        .iter()
+        .map(|(ns, name, rv)| ((ns.to_string(), name.to_string()), *rv))
+        .collect()
+}
+
+/// `(type, name, resourceVersion)` of each event.
+fn brief(events: &[RecordedEvent]) -> Vec<(String, String, u64)> {
+    events
+        .iter()
+        .map(|e| (e.event_type.clone(), e.name.clone(), e.resource_version))
+        .collect()
+}
+
+fn ev(event_type: &str, name: &str, rv: u64) -> (String, String, u64) {
+    (event_type.to_string(), name.to_string(), rv)
+}
+
+fn count(events: &[RecordedEvent], event_type: &str) -> usize {
+    events.iter().filter(|e| e.event_type == event_type).count()
+}
+
+/// A watch's state after its events.
+fn state_of(events: &[RecordedEvent]) -> BTreeMap<(String, String), u64> {
+    let mut state = BTreeMap::new();
+    live_collection::apply(&mut state, events);
+    state
+}
+
+#[test]
+fn label_selectors_parse_and_match_as_kube_apiserver_reads_them() {
+    let labels = [("app", "web"), ("tier", "front"), ("size", "3")];
+    let cases: &[(&str, bool)] = &[
+        ("", true),
+        ("app=web", true),
+        ("app==web", true),
+        ("app = web", true),
+        ("app=db", false),
+        ("app!=db", true),
+        ("app!=web", false),
+        ("missing!=x", true),
+        ("app", true),
+        ("missing", false),
+        ("!missing", true),
+        ("!app", false),
+        ("tier in (front,back)", true),
+        ("tier in (back)", false),
+        ("missing in (a)", false),
+        ("tier notin (back, side)", true),
+        ("tier notin (front)", false),
+        ("missing notin (a)", true),
+        ("app=web,tier=front", true),
+        ("app=web,tier=back", false),
+        ("app=web, tier in (front), !missing, size", true),
+        ("size>2", true),
+        ("size<3", false),
+        ("app>2", false),
+        ("app=", false),
+        ("missing=", false),
+    ];
+    for (selector, want) in cases {
+        assert_eq!(
+            live_collection::label_selector_matches(selector, &labels),
+            Ok(*want),
+            "{selector:?}"
+        );
+    }
+    assert_eq!(
+        live_collection::label_selector_matches("empty=", &[("empty", "")]),
+        Ok(true)
+    );
+    for bad in [
+        "app=web,",
+        "=web",
+        "app in a",
+        "app in (a",
+        "!",
+        "app=(x)",
+        "app>x",
+    ] {
+        assert!(
+            live_collection::label_selector_matches(bad, &labels).is_err(),
+            "{bad:?} should not parse"
+        );
+    }
+}
+
+fn live_list_selects(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    assert_eq!(s.current_rv(), live_collection::INITIAL_RESOURCE_VERSION);
+    let web_a = s.put("a", "web", &[("app", "web"), ("tier", "front")]);
+    let db_a = s.put("a", "db", &[("app", "db"), ("tier", "back")]);
+    let web_b = s.put("b", "web", &[("app", "web"), ("canary", "true")]);
+    let bare_b = s.put("b", "bare", &[]);
+    assert!(web_a < db_a && db_a < web_b && web_b < bare_b);
+    assert_eq!(s.current_rv(), bare_b);
+    let all = keys(&[
+        ("a", "web", web_a),
+        ("a", "db", db_a),
+        ("b", "web", web_b),
+        ("b", "bare", bare_b),
+    ]);
+    assert_eq!(s.objects(), all);
+
+    let (objects, rv) = bed.list("/api/v1/services");
+    assert_eq!((objects, rv), (all, bare_b));
+    let (objects, _) = bed.list(&s.path(Some("a")));
+    assert_eq!(objects, keys(&[("a", "web", web_a), ("a", "db", db_a)]));
+    let (objects, _) = bed.list("/api/v1/namespaces/nowhere/services");
+    assert!(objects.is_empty());
+
+    let (objects, _) = bed.list("/api/v1/services?labelSelector=app%3Dweb");
+    assert_eq!(objects, keys(&[("a", "web", web_a), ("b", "web", web_b)]));
+    let (objects, _) = bed.list("/api/v1/services?labelSelector=app%3Dweb,!canary");
+    assert_eq!(objects, keys(&[("a", "web", web_a)]));
+    let (objects, _) = bed.list("/api/v1/services?labelSelector=tier+in+(front,back)");
+    assert_eq!(objects, keys(&[("a", "web", web_a), ("a", "db", db_a)]));
+    let (objects, _) = bed.list("/api/v1/namespaces/b/services?labelSelector=app!%3Dweb");
+    assert_eq!(objects, keys(&[("b", "bare", bare_b)]));
+    let (objects, _) = bed.list("/api/v1/services?fieldSelector=metadata.name%3Dweb");
+    assert_eq!(objects, keys(&[("a", "web", web_a), ("b", "web", web_b)]));
+    let (objects, _) = bed.list(
+        "/api/v1/services?fieldSelector=metadata.namespace!%3Da,metadata.name%3D%3Dweb&limit=1",
+    );
+    assert_eq!(objects, keys(&[("b", "web", web_b)]));
+
+    // Refused as kube-apiserver refuses them, in the collection's encoding.
+    let (status, _, body) = bed.get("/api/v1/services?fieldSelector=spec.clusterIP%3DNone");
+    assert_eq!(status, 400);
+    let message = match encoding {
+        Encoding::Json => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["kind"], "Status");
+            v["message"].as_str().unwrap().to_string()
+        }
+        Encoding::Protobuf => k8s_wire::pb_decode_status(&body).unwrap().2,
+    };
+    assert_eq!(message, "field label not supported: spec.clusterIP");
+    let (status, _, _) = bed.get("/api/v1/services?labelSelector=app%3Dweb,");
+    assert_eq!(status, 400);
+
+    // Single objects.
+    let (status, _, body) = bed.get("/api/v1/namespaces/a/services/db");
+    assert_eq!(status, 200);
+    let (namespace, name, rv) = match encoding {
+        Encoding::Json => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let m = &v["metadata"];
+            (
+                m["namespace"].clone(),
+                m["name"].clone(),
+                m["resourceVersion"].clone(),
+            )
+        }
+        Encoding::Protobuf => {
+            let o = k8s_wire::pb_decode(&body).unwrap();
+            (o.namespace.into(), o.name.into(), o.resource_version.into())
+        }
+    };
+    assert_eq!((namespace, name), ("a".into(), "db".into()));
+    assert_eq!(rv, serde_json::Value::from(db_a.to_string()));
+    let (status, _, body) = bed.get("/api/v1/namespaces/b/services/db");
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = bed.get("/api/v1/namespaces/a/configmaps");
+    assert_eq!(status, 404, "another resource is not this collection's");
+
+    // Deleting, and the counters.
+    assert_eq!(s.delete("a", "db"), Some(bare_b + 1));
+    assert_eq!(s.delete("a", "db"), None);
+    let (objects, rv) = bed.list(&s.path(Some("a")));
+    assert_eq!((objects, rv), (keys(&[("a", "web", web_a)]), bare_b + 1));
+    assert_eq!(s.lists(), 12);
+    assert_eq!(s.watches(), 0);
+    let sent = s.bytes_sent();
+    bed.list("/api/v1/services");
+    assert!(s.bytes_sent() > sent);
+
+    // Another group: its own paths and list kind.
+    let slices = LiveCollection::new(encoding, "EndpointSlice", "discovery.k8s.io/v1");
+    slices.route_on(&bed.fake);
+    let rv = slices.put("a", "web-x1", &[("kubernetes.io/service-name", "web")]);
+    slices.put("b", "web-x2", &[("kubernetes.io/service-name", "web")]);
+    assert_eq!(
+        slices.path(Some("a")),
+        "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices"
+    );
+    let (status, _, body) = bed.get(
+        "/apis/discovery.k8s.io/v1/namespaces/a/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb",
+    );
+    assert_eq!(status, 200);
+    let kind = match encoding {
+        Encoding::Json => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            v["kind"].as_str().unwrap().to_string()
+        }
+        Encoding::Protobuf => k8s_wire::pb_decode_list(&body).unwrap().kind,
+    };
+    assert_eq!(kind, "EndpointSliceList");
+    assert_eq!(
+        live_collection::list_state(&body, encoding).0,
+        keys(&[("a", "web-x1", rv)])
+    );
+    // The Services collection still answers its own paths.
+    assert_eq!(bed.list("/api/v1/services").0.len(), 3);
+}
+
+#[test]
+fn live_list_selects_by_namespace_labels_and_fields_json() {
+    live_list_selects(Encoding::Json);
+}
+
+#[test]
+fn live_list_selects_by_namespace_labels_and_fields_protobuf() {
+    live_list_selects(Encoding::Protobuf);
+}
+
+fn live_watch_from_zero(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    let one = s.put("a", "one", &[("app", "web")]);
+    let two = s.put("a", "two", &[]);
+
+    let watch = bed.open_watch("/api/v1/services?watch=true&resourceVersion=0");
+    assert_eq!(
+        watch.content_type().as_deref(),
+        Some(encoding.watch_content_type())
+    );
+    assert!(watch.wait_for(|e| e.len() >= 2, LIVE_WAIT));
+    let one_again = s.put("a", "one", &[("app", "db")]);
+    let two_gone = s.delete("a", "two").unwrap();
+    let three = s.put("b", "three", &[]);
+    assert!(watch.wait_for(|e| e.len() >= 5, LIVE_WAIT));
+    let events = watch.events();
+    assert_eq!(
+        brief(&events),
+        [
+            ev("ADDED", "one", one),
+            ev("ADDED", "two", two),
+            ev("MODIFIED", "one", one_again),
+            ev("DELETED", "two", two_gone),
+            ev("ADDED", "three", three),
+        ]
+    );
+    assert_eq!(events[0].labels, [("app".to_string(), "web".to_string())]);
+    assert_eq!(events[2].labels, [("app".to_string(), "db".to_string())]);
+    assert_eq!(events[4].namespace, "b");
+    assert_eq!(state_of(&events), s.objects());
+    assert!(!watch.ended());
+    assert_eq!(watch.problem(), None);
+    assert_eq!(s.watches(), 1);
+
+    // From an absent resourceVersion too; with sendInitialEvents=false, only
+    // what comes next.
+    let absent = bed.open_watch("/api/v1/services?watch=1");
+    let from_now = bed.open_watch("/api/v1/services?watch=true&sendInitialEvents=false");
+    let four = s.put("a", "four", &[]);
+    assert!(absent.wait_for(|e| e.len() >= 3, LIVE_WAIT));
+    assert_eq!(
+        brief(&absent.events()),
+        [
+            ev("ADDED", "one", one_again),
+            ev("ADDED", "three", three),
+            ev("ADDED", "four", four),
+        ]
+    );
+    assert!(from_now.wait_for(|e| !e.is_empty(), LIVE_WAIT));
+    assert_eq!(brief(&from_now.events()), [ev("ADDED", "four", four)]);
+    assert_eq!(s.open_watches(), 3);
+}
+
+#[test]
+fn live_watch_from_zero_sees_added_then_changes_json() {
+    live_watch_from_zero(Encoding::Json);
+}
+
+#[test]
+fn live_watch_from_zero_sees_added_then_changes_protobuf() {
+    live_watch_from_zero(Encoding::Protobuf);
+}
+
+fn live_watch_selector_transitions(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    let by_label = bed.open_watch("/api/v1/services?watch=true&labelSelector=app%3Dweb");
+    let by_field = bed.open_watch(
+        "/api/v1/namespaces/a/services?watch=true&fieldSelector=metadata.name!%3Dother",
+    );
+
+    let added = s.put("a", "svc", &[("app", "web")]);
+    let out = s.put("a", "svc", &[("app", "db")]);
+    s.put("a", "other", &[("app", "db")]);
+    let back = s.put("a", "svc", &[("app", "web")]);
+    let changed = s.put("a", "svc", &[("app", "web"), ("v", "2")]);
+    s.put("b", "svc", &[("app", "db")]);
+    let web_b = s.put("b", "web", &[("app", "web")]);
+    let gone = s.delete("a", "svc").unwrap();
+    s.delete("a", "other").unwrap();
+
+    assert!(by_label.wait_for(|e| e.len() >= 6, LIVE_WAIT));
+    let events = by_label.events();
+    assert_eq!(
+        brief(&events),
+        [
+            ev("ADDED", "svc", added),
+            ev("DELETED", "svc", out),
+            ev("ADDED", "svc", back),
+            ev("MODIFIED", "svc", changed),
+            ev("ADDED", "web", web_b),
+            ev("DELETED", "svc", gone),
+        ]
+    );
+    // Leaving the selector: DELETED carries the object as it was before,
+    // at the change's resourceVersion (kube-apiserver's cacheWatcher).
+    assert_eq!(events[1].labels, [("app".to_string(), "web".to_string())]);
+    assert_eq!(events[5].labels.len(), 2);
+
+    assert!(by_field.wait_for(|e| e.len() >= 5, LIVE_WAIT));
+    assert_eq!(
+        brief(&by_field.events()),
+        [
+            ev("ADDED", "svc", added),
+            ev("MODIFIED", "svc", out),
+            ev("MODIFIED", "svc", back),
+            ev("MODIFIED", "svc", changed),
+            ev("DELETED", "svc", gone),
+        ]
+    );
+
+    // What each watch holds is what a list with its selectors returns.
+    s.put("a", "svc", &[("app", "web")]);
+    s.put("b", "more", &[("app", "web")]);
+    assert!(by_label.wait_for(|e| e.len() >= 8, LIVE_WAIT));
+    assert!(by_field.wait_for(|e| e.len() >= 6, LIVE_WAIT));
+    assert_eq!(
+        state_of(&by_label.events()),
+        bed.list("/api/v1/services?labelSelector=app%3Dweb").0
+    );
+    assert_eq!(
+        state_of(&by_field.events()),
+        bed.list("/api/v1/namespaces/a/services?fieldSelector=metadata.name!%3Dother")
+            .0
+    );
+    assert_eq!(state_of(&by_label.events()).len(), 3);
+}
+
+#[test]
+fn live_watch_selector_transitions_json() {
+    live_watch_selector_transitions(Encoding::Json);
+}
+
+#[test]
+fn live_watch_selector_transitions_protobuf() {
+    live_watch_selector_transitions(Encoding::Protobuf);
+}
+
+fn live_watch_resume_and_expiry(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    s.put("a", "x", &[]);
+    let second = s.put("a", "y", &[]);
+    let third = s.put("a", "x", &[("v", "2")]);
+    let fourth = s.delete("a", "y").unwrap();
+
+    let resumed = bed.open_watch(&format!(
+        "/api/v1/services?watch=true&resourceVersion={second}"
+    ));
+    let fifth = s.put("a", "z", &[]);
+    assert!(resumed.wait_for(|e| e.len() >= 3, LIVE_WAIT));
+    assert_eq!(
+        brief(&resumed.events()),
+        [
+            ev("MODIFIED", "x", third),
+            ev("DELETED", "y", fourth),
+            ev("ADDED", "z", fifth),
+        ]
+    );
+
+    // After a compaction: 200, one ERROR event with a 410 Expired Status,
+    // then the end of the stream, for any resourceVersion before it.
+    s.compact();
+    let expired = bed.watch(&format!(
+        "/api/v1/services?watch=true&resourceVersion={second}"
+    ));
+    assert!(expired.wait_ended(LIVE_WAIT));
+    assert_eq!(expired.status(), Some(200));
+    assert!(expired.ended_cleanly());
+    let events = expired.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].event_type, "ERROR");
+    assert_eq!(
+        events[0].error,
+        Some(EventStatus {
+            code: 410,
+            reason: "Expired".to_string(),
+            message: format!("too old resource version: {second} ({fifth})"),
+        })
+    );
+    // The open watch goes on; one from the compaction point misses nothing.
+    let at_compaction = bed.open_watch(&format!(
+        "/api/v1/services?watch=true&resourceVersion={fifth}"
+    ));
+    let sixth = s.put("a", "x", &[]);
+    assert!(at_compaction.wait_for(|e| !e.is_empty(), LIVE_WAIT));
+    assert_eq!(brief(&at_compaction.events()), [ev("MODIFIED", "x", sixth)]);
+    assert!(resumed.wait_for(|e| e.len() >= 4, LIVE_WAIT));
+    assert_eq!(state_of(&resumed.events()), s.objects());
+
+    // A resourceVersion the collection has not reached yet: 504.
+    let ahead = bed.watch(&format!(
+        "/api/v1/services?watch=true&resourceVersion={}",
+        sixth + 10
+    ));
+    assert!(ahead.wait_ended(LIVE_WAIT));
+    assert_eq!(ahead.status(), Some(504));
+    assert!(
+        ahead
+            .problem()
+            .unwrap()
+            .contains("Too large resource version")
+    );
+    assert_eq!(s.watches(), 4);
+    assert_eq!(s.open_watches(), 2);
+}
+
+#[test]
+fn live_watch_resumes_from_rv_and_expires_after_compaction_json() {
+    live_watch_resume_and_expiry(Encoding::Json);
+}
+
+#[test]
+fn live_watch_resumes_from_rv_and_expires_after_compaction_protobuf() {
+    live_watch_resume_and_expiry(Encoding::Protobuf);
+}
+
+fn live_bookmarks(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    s.set_bookmark_interval(Some(Duration::from_millis(100)));
+    s.put("a", "x", &[]);
+    // Opened first: it has had longer to get a bookmark it must not get.
+    let without = bed.open_watch("/api/v1/services?watch=true&allowWatchBookmarks=false");
+    let with = bed.open_watch("/api/v1/services?watch=true&allowWatchBookmarks=true");
+    assert!(with.wait_for(|e| count(e, "BOOKMARK") >= 3, LIVE_WAIT));
+    let rv = s.current_rv();
+    let bookmarks: Vec<RecordedEvent> = with
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "BOOKMARK")
+        .collect();
+    for b in &bookmarks {
+        assert_eq!((b.resource_version, b.name.as_str()), (rv, ""));
+        assert!(!b.initial_events_end);
+    }
+    let changed = s.put("a", "x", &[("v", "2")]);
+    assert!(with.wait_for(
+        |e| {
+            e.iter()
+                .any(|b| b.event_type == "BOOKMARK" && b.resource_version == changed)
+        },
+        LIVE_WAIT
+    ));
+    assert!(without.wait_for(|e| e.len() >= 2, LIVE_WAIT));
+    assert_eq!(count(&without.events(), "BOOKMARK"), 0);
+
+    // None: no more bookmarks.
+    s.set_bookmark_interval(None);
+    let seen = count(&with.events(), "BOOKMARK");
+    assert!(!with.wait_for(
+        |e| count(e, "BOOKMARK") > seen + 1,
+        Duration::from_millis(500)
+    ));
+}
+
+#[test]
+fn live_bookmarks_arrive_when_asked_and_not_otherwise_json() {
+    live_bookmarks(Encoding::Json);
+}
+
+#[test]
+fn live_bookmarks_arrive_when_asked_and_not_otherwise_protobuf() {
+    live_bookmarks(Encoding::Protobuf);
+}
+
+fn live_streaming_list(encoding: Encoding) {
+    let bed = live_bed(encoding);
+    let s = &bed.services;
+    s.set_bookmark_interval(None);
+    let web = s.put("a", "web", &[("app", "web")]);
+    s.put("a", "db", &[("app", "db")]);
+    let web2 = s.put("b", "web2", &[("app", "web")]);
+    let list_rv = s.current_rv();
+
+    let watch = bed.open_watch(&format!(
+        "/api/v1/services?watch=true&sendInitialEvents=true&allowWatchBookmarks=true\
+         &resourceVersionMatch=NotOlderThan&resourceVersion=&labelSelector=app%3Dweb&{}",
+        "timeoutSeconds=300"
+    ));
+    let later = s.put("a", "web", &[("app", "web"), ("v", "2")]);
+    assert!(watch.wait_for(|e| e.len() >= 4, LIVE_WAIT));
+    let events = watch.events();
+    assert_eq!(
+        brief(&events),
+        [
+            ev("ADDED", "web", web),
+            ev("ADDED", "web2", web2),
+            ev("BOOKMARK", "", list_rv),
+            ev("MODIFIED", "web", later),
+        ]
+    );
+    assert!(events[2].initial_events_end);
+    assert_eq!(
+        events.iter().filter(|e| e.initial_events_end).count(),
+        1,
+        "only the bookmark ending the initial events is annotated"
+    );
+
+    // Without sendInitialEvents: no annotated bookmark.
+    s.set_bookmark_interval(Some(Duration::from_millis(50)));
+    let plain = bed.open_watch("/api/v1/services?watch=true&allowWatchBookmarks=true");
+    assert!(plain.wait_for(|e| count(e, "BOOKMARK") >= 2, LIVE_WAIT));
+    assert!(plain.events().iter().all(|e| !e.initial_events_end));
+}
+
+#[test]
+fn live_streaming_list_ends_initial_events_with_annotated_bookmark_json() {
+    live_streaming_list(Encoding::Json);
+}
+
+#[test]
+fn live_streaming_list_ends_initial_events_with_annotated_bookmark_protobuf() {
+    live_streaming_list(Encoding::Protobuf);
+}
+
+#[test]
+fn live_watches_end_on_end_watches_timeout_departure_and_stop() {
+    let bed = live_bed(Encoding::Json);
+    let s = &bed.services;
+    s.set_bookmark_interval(None);
+    let first = bed.open_watch("/api/v1/services?watch=true");
+    let second = bed.open_watch("/api/v1/namespaces/a/services?watch=true");
+    let rv = s.put("a", "x", &[]);
+    s.end_watches();
+    for watch in [&first, &second] {
+        assert!(watch.wait_ended(LIVE_WAIT));
+        assert!(watch.ended_cleanly());
+        // Events recorded before end_watches are delivered first.
+        assert_eq!(brief(&watch.events()), [ev("ADDED", "x", rv)]);
+    }
+    assert!(wait_until(LIVE_WAIT, || s.open_watches() == 0));
+
+    // timeoutSeconds: a clean end after that long.
+    let t0 = Instant::now();
+    let timed = bed.open_watch("/api/v1/services?watch=true&timeoutSeconds=1");
+    assert!(timed.wait_ended(LIVE_WAIT));
+    let took = t0.elapsed();
+    assert!(timed.ended_cleanly());
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(brief(&timed.events()), [ev("ADDED", "x", rv)]);
+
+    // A client that goes away: the fake notices and forgets the watch.
+    let gone_before = bed.fake.streams_closed_by_client().len();
+    let leaving = bed.open_watch("/api/v1/services?watch=true");
+    leaving.stop();
+    assert!(
+        !leaving.ended(),
+        "stopped by the client, not ended by the server"
+    );
+    assert!(wait_until(LIVE_WAIT, || s.open_watches() == 0));
+    assert!(wait_until(LIVE_WAIT, || {
+        bed.fake.streams_closed_by_client().len() > gone_before
+    }));
+    // So does a recorder at its limit.
+    let (ca, pem) = (bed.pki.ca_path(), bed.pki.client_pem_path());
+    let limited = WatchRecorder::start_with_limit(
+        &bed.fake.url(),
+        "/api/v1/services?watch=true",
+        Encoding::Json,
+        &[],
+        Some((&ca, Some(&pem))),
+        Duration::from_millis(300),
+    );
+    assert!(limited.wait_for(|e| !e.is_empty(), LIVE_WAIT));
+    assert!(wait_until(LIVE_WAIT, || s.open_watches() == 0));
+    assert!(!limited.ended());
+
+    // The fake stopping ends open watches abruptly.
+    let open = bed.open_watch("/api/v1/services?watch=true");
+    bed.fake.stop();
+    assert!(open.wait_ended(LIVE_WAIT));
+    assert!(!open.ended_cleanly());
+    assert!(wait_until(LIVE_WAIT, || s.open_watches() == 0));
+    assert_eq!(s.watches(), 6);
+}
+
+#[test]
+fn recorder_helpers_give_an_informers_state() {
+    let event = |t: &str, name: &str, rv: u64| RecordedEvent {
+        event_type: t.to_string(),
+        namespace: "ns".to_string(),
+        name: name.to_string(),
+        resource_version: rv,
+        labels: Vec::new(),
+        initial_events_end: false,
+        error: None,
+    };
+    let mut state = BTreeMap::new();
+    live_collection::apply(
+        &mut state,
+        &[
+            event("ADDED", "a", 1),
+            event("ADDED", "b", 2),
+            event("MODIFIED", "a", 3),
+            event("BOOKMARK", "", 4),
+            event("ERROR", "", 0),
+            event("DELETED", "b", 5),
+        ],
+    );
+    assert_eq!(state, keys(&[("ns", "a", 3)]));
+
+    for encoding in [Encoding::Json, Encoding::Protobuf] {
+        let objects = [
+            encoding_object(encoding, "x", "one", 7),
+            encoding_object(encoding, "", "two", 8),
+        ];
+        let body = encoding.list("Service", "v1", 9, &objects);
+        assert_eq!(
+            live_collection::list_state(&body, encoding),
+            (keys(&[("x", "one", 7), ("", "two", 8)]), 9)
+        );
+    }
+}
+
+fn encoding_object(encoding: Encoding, namespace: &str, name: &str, rv: u64) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => k8s_wire::json_object("Service", "v1", namespace, name, rv, &[]).into(),
+        Encoding::Protobuf => k8s_wire::pb_object("Service", "v1", namespace, name, rv, &[]),
+    }
 }

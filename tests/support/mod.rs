@@ -14,6 +14,7 @@ pub mod client;
 pub mod fake_apiserver;
 pub mod hub;
 pub mod k8s_wire;
+pub mod live_collection;
 pub mod pki;
 
 pub use fake_apiserver::{Behaviour, FakeApiserver, LivePoll, StreamEnd, TokenIssuer};
@@ -22,6 +23,7 @@ pub use k8s_wire::{
     Encoding, json_event, json_initial_events_end_bookmark, pb_event,
     pb_initial_events_end_bookmark,
 };
+pub use live_collection::{LiveCollection, RecordedEvent, WatchRecorder};
 pub use pki::TestPki;
 
 use std::time::{Duration, Instant};
