@@ -253,11 +253,11 @@ impl Proxy {
             return self.answer_offline(exchange, asked, None, decided, Some("recent"));
         }
         // Lists and watches of a shared resource, from the one upstream watch
-        // of the whole node, while the cloud is there (offline, the cache
+        // of the whole node, unless every apiserver is down (offline, the cache
         // answers as it answers everything).
         if let Some(shared) = &self.shared
             && exchange.head.method == "GET"
-            && health.any_healthy()
+            && !health.all_unhealthy()
             && let Some(answer) = shared.answer(&SharedRequest {
                 info,
                 query,

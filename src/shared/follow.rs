@@ -68,7 +68,8 @@ fn run(shared: &Shared, upstream: &Upstream) {
         }
     };
     loop {
-        let Some(server) = upstream.pick().filter(|_| upstream.health.any_healthy()) else {
+        // A server not yet judged is used, as for any request.
+        let Some(server) = upstream.pick() else {
             let seen = upstream.health.generation();
             upstream.health.wait_change(seen, Duration::from_secs(5));
             continue;
