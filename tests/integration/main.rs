@@ -29,6 +29,8 @@
 //!   refused with a `Status`; huge valid ones are served, bounded
 //! - `upkeep`: the cache over months: garbage collection's rules, the disk
 //!   quota's order, the autonomy report
+//! - `shared`: one upstream list+watch per resource for every local client,
+//!   compared with direct watches, across breaks, relists and restarts
 //! - `support_selftest`: the fake apiserver and the wire helpers checked on
 //!   their own, without the hub
 //!
@@ -48,5 +50,6 @@ mod hostile;
 mod modern;
 mod protobuf;
 mod proxy;
+mod shared;
 mod support_selftest;
 mod upkeep;
