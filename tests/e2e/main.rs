@@ -21,6 +21,8 @@
 //!   restarted while every apiserver is down, it keeps its pods
 //! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
 //!   hub; a pod's service-account token over the secure port
+//! - the shared watch: three clients watching Services and EndpointSlices through the hub with
+//!   their own selectors and encodings see exactly what the same watches show directly
 //! - a hub and a hollow kubelet started together against a just-started kube-apiserver (ready,
 //!   only listening, or answering /readyz with errors): the node is registered in the cloud every
 //!   time, over 12 starts, and no write is answered locally
@@ -1852,4 +1854,215 @@ fn kube_proxy_sees_only_its_pools_endpoints_online_and_offline() {
     for protobuf in [true, false] {
         assert_eq!(list(protobuf), pool_only, "offline, protobuf {protobuf}");
     }
+}
+
+/// What the shared-watch test compares of an event: type, object,
+/// resourceVersion, labels (bookmarks left out: their timing is the
+/// apiserver's).
+type WatchedEvent = (String, String, String, u64, Vec<(String, String)>);
+
+fn watch_events(watch: &support::WatchRecorder) -> Vec<WatchedEvent> {
+    watch
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type != "BOOKMARK")
+        .map(|e| {
+            (
+                e.event_type,
+                e.namespace,
+                e.name,
+                e.resource_version,
+                e.labels,
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "end to end: needs the test bed (scripts/testbed.sh install); scripts/test.sh runs it"]
+fn three_clients_watching_through_the_shared_watch_see_what_direct_watches_show() {
+    use support::{Encoding, WatchRecorder};
+    let bed = Testbed::up(&[]);
+    let admin = bed.admin_kubeconfig();
+    // Kubernetes 1.20 serves EndpointSlices as discovery.k8s.io/v1beta1.
+    let hub = hub_for(
+        &bed,
+        "ADMIN_PEM",
+        &[
+            "--shared-watch-resources",
+            "services,endpointslices.discovery.k8s.io",
+        ],
+    );
+    kubectl_ok(&admin, &["create", "namespace", "shared"]);
+    let services = "/api/v1/services";
+    let slices = "/apis/discovery.k8s.io/v1beta1/endpointslices";
+    let list_rv = |path: &str| -> String {
+        let (status, _, body) = support::client::request(
+            "GET",
+            &format!("{}{path}", hub.proxy_url()),
+            &[
+                ("User-Agent", "kube-proxy/v1.20.2"),
+                ("Accept", "application/json"),
+            ],
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (services_rv, slices_rv) = (list_rv(services), list_rv(slices));
+    // kube-proxy (everything, JSON, bookmarks), coredns (a namespace and a
+    // label, protobuf), an agent (one Service's slices, protobuf).
+    let clients = [
+        (
+            format!("{services}?watch=true&resourceVersion={services_rv}&allowWatchBookmarks=true"),
+            Encoding::Json,
+            6,
+        ),
+        (
+            format!(
+                "/api/v1/namespaces/shared/services?watch=true&resourceVersion={services_rv}&labelSelector=app%3Dweb"
+            ),
+            Encoding::Protobuf,
+            4,
+        ),
+        (
+            format!(
+                "{slices}?watch=true&resourceVersion={slices_rv}&labelSelector=kubernetes.io%2Fservice-name%3Dweb"
+            ),
+            Encoding::Protobuf,
+            3,
+        ),
+    ];
+    let (ca, admin_pem) = (
+        PathBuf::from(bed.env("CA_FILE")),
+        PathBuf::from(bed.env("ADMIN_PEM")),
+    );
+    let watches: Vec<(WatchRecorder, WatchRecorder)> = clients
+        .iter()
+        .map(|(query, encoding, _)| {
+            let accept = match encoding {
+                Encoding::Json => "application/json",
+                Encoding::Protobuf => "application/vnd.kubernetes.protobuf",
+            };
+            let through_hub = WatchRecorder::start(
+                &hub.proxy_url(),
+                query,
+                *encoding,
+                &[("User-Agent", "kube-proxy/v1.20.2"), ("Accept", accept)],
+                None,
+            );
+            let direct = WatchRecorder::start(
+                &bed.env("APISERVER_0_URL"),
+                query,
+                *encoding,
+                &[("Accept", accept)],
+                Some((&ca, Some(&admin_pem))),
+            );
+            for watch in [&through_hub, &direct] {
+                assert_eq!(
+                    watch.wait_open(WAIT),
+                    Some(200),
+                    "{query}: {:?}",
+                    watch.problem()
+                );
+            }
+            (through_hub, direct)
+        })
+        .collect();
+
+    let apply = |name: &str, manifest: serde_json::Value| {
+        let path = bed.dir().join(name);
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        kubectl_ok(&admin, &["apply", "-f", &path.display().to_string()]);
+    };
+    let service = |name: &str, app: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "shared", "labels": {"app": app}},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+    };
+    let slice = |name: &str, service: &str, address: &str| {
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1beta1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "shared",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})
+    };
+    apply("web.json", service("web", "web"));
+    apply("db.json", service("db", "db"));
+    apply("web-1.json", slice("web-1", "web", "10.8.0.1"));
+    apply("db-1.json", slice("db-1", "db", "10.8.0.2"));
+    let label = |app: &str| {
+        kubectl_ok(
+            &admin,
+            &[
+                "-n",
+                "shared",
+                "label",
+                "service",
+                "web",
+                &format!("app={app}"),
+                "--overwrite",
+            ],
+        );
+    };
+    label("other");
+    label("web");
+    apply("web-1.json", slice("web-1", "web", "10.8.0.3"));
+    for (kind, name) in [
+        ("endpointslice", "web-1"),
+        ("service", "db"),
+        ("service", "web"),
+    ] {
+        kubectl_ok(&admin, &["-n", "shared", "delete", kind, name]);
+    }
+
+    for ((through_hub, direct), (query, _, least)) in watches.iter().zip(&clients) {
+        let agreed = wait_until(WAIT, || {
+            let theirs = watch_events(direct);
+            theirs.len() >= *least && watch_events(through_hub) == theirs
+        });
+        assert!(
+            agreed,
+            "{query}\nthrough the hub: {:#?}\ndirect: {:#?}\n{:?}\n{}",
+            watch_events(through_hub),
+            watch_events(direct),
+            through_hub.problem(),
+            hub.log()
+        );
+    }
+    // The coredns-like client saw web leave its selection and come back.
+    let types: Vec<String> = watch_events(&watches[1].0)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(types, ["ADDED", "DELETED", "ADDED", "DELETED"]);
+    // One upstream watch per resource and encoding served them all.
+    let metric = |name: &str, resource: &str, encoding: &str| {
+        hub.metric(&format!(
+            "node_yurthub_shared_watch_{name}{{resource=\"{resource}\",encoding=\"{encoding}\"}}"
+        ))
+    };
+    let slices_label = "endpointslices.v1beta1.discovery.k8s.io";
+    for (resource, encoding, watchers) in [
+        ("services.v1", "json", 1),
+        ("services.v1", "pb", 1),
+        (slices_label, "pb", 1),
+    ] {
+        assert_eq!(
+            metric("upstream_streams", resource, encoding),
+            1,
+            "{resource} {encoding}"
+        );
+        assert_eq!(
+            metric("watchers", resource, encoding),
+            watchers,
+            "{resource} {encoding}"
+        );
+    }
+    assert!(metric("received_bytes_total", slices_label, "pb") > 0);
 }
