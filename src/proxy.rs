@@ -263,11 +263,7 @@ impl Proxy {
                 query,
                 accept: exchange.head.header("accept"),
                 authorization: exchange.head.header("authorization"),
-                impersonates: exchange
-                    .head
-                    .headers
-                    .iter()
-                    .any(|(n, _)| n.len() > 12 && n[..12].eq_ignore_ascii_case("impersonate-")),
+                headers: &exchange.head.headers,
             })
         {
             let plan = self

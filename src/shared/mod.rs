@@ -239,8 +239,9 @@ pub struct SharedRequest<'a> {
     pub accept: Option<&'a str>,
     /// The client's own `Authorization` (none: the node's identity).
     pub authorization: Option<&'a str>,
-    /// The request asks to act as someone else (`Impersonate-*`).
-    pub impersonates: bool,
+    /// Every header field (one asking to act as someone else,
+    /// `Impersonate-*`, is never answered here).
+    pub headers: &'a [(String, String)],
 }
 
 /// An answer from the shared state, relayed as an apiserver's would be.
@@ -300,7 +301,12 @@ impl SharedWatches {
         // it from the apiserver.
         let other_shape = request.accept.is_some_and(|a| a.contains("as="));
         let accepted = codec::accepted(request.accept);
-        if accepted.is_empty() || other_shape || request.impersonates {
+        let impersonates = request.headers.iter().any(|(name, _)| {
+            name.as_bytes()
+                .get(..12)
+                .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"impersonate-"))
+        });
+        if accepted.is_empty() || other_shape || impersonates {
             return None;
         }
         if let Some(authorization) = request.authorization
