@@ -274,7 +274,8 @@ impl Follower<'_> {
     /// The topology keys from the shared Services: all of them once, then
     /// each change, until the follower falls behind or the state is not
     /// synced (the caller comes back).
-    fn follow_shared_services(&mut self, services: &crate::shared::Shared) {
+    fn follow_shared_services(&mut self, services: &Arc<crate::shared::Shared>) {
+        let _held = services.hold();
         let Some(state) = services.wait_ready(None, SHARED_WAIT) else {
             std::thread::sleep(SHARED_WAIT);
             return;

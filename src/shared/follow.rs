@@ -35,10 +35,18 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// line every 30 s).
 const WARN_INTERVAL: Duration = Duration::from_secs(300);
 
-pub fn start(shared: Arc<Shared>, upstream: Arc<Upstream>) -> std::io::Result<()> {
+/// How often a busy follower asks whether its state is still used.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
+/// `retire` retires the state if nobody uses it (true: the thread ends).
+pub fn start(
+    shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
+    retire: impl Fn(&Shared) -> bool + Send + 'static,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("yh-shared-watch".into())
-        .spawn(move || run(&shared, &upstream))?;
+        .spawn(move || run(&shared, &upstream, &retire))?;
     Ok(())
 }
 
@@ -50,9 +58,11 @@ enum Ended {
     Gone,
     /// A failure worth a pause.
     Failed(String),
+    /// Nobody uses the state any more.
+    Retired,
 }
 
-fn run(shared: &Shared, upstream: &Upstream) {
+fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared) -> bool) {
     let mut backoff = BACKOFF;
     // None: list first; "" after a 410 (a consistent read), "0" at first
     // (any version: the apiserver answers from its watch cache).
@@ -68,6 +78,9 @@ fn run(shared: &Shared, upstream: &Upstream) {
         }
     };
     loop {
+        if retire(shared) {
+            return;
+        }
         // A server not yet judged is used, as for any request.
         let Some(server) = upstream.pick() else {
             let seen = upstream.health.generation();
@@ -95,9 +108,10 @@ fn run(shared: &Shared, upstream: &Upstream) {
         }
         last_watch = Some(Instant::now());
         shared.streams_open.fetch_add(1, Ordering::Relaxed);
-        let ended = watch(shared, upstream, server);
+        let ended = watch(shared, upstream, server, retire);
         shared.streams_open.fetch_sub(1, Ordering::Relaxed);
         match ended {
+            Ended::Retired => return,
             Ended::Resume => backoff = BACKOFF,
             Ended::Gone => {
                 log::info!(
@@ -143,6 +157,10 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
     let response = upstream.send(server, outgoing).map_err(|e| e.to_string())?;
     if response.status != 200 {
         return Err(format!("status {}", response.status));
+    }
+    let content_type = response.header("content-type").unwrap_or("");
+    if Encoding::from_content_type(content_type) != Some(shared.encoding) {
+        return Err(format!("the apiserver answered in {content_type:?}"));
     }
     let gzip = response
         .header("content-encoding")
@@ -207,7 +225,12 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
 }
 
 /// Watches from the state's resourceVersion until the stream ends.
-fn watch(shared: &Shared, upstream: &Upstream, server: usize) -> Ended {
+fn watch(
+    shared: &Shared,
+    upstream: &Upstream,
+    server: usize,
+    retire: &dyn Fn(&Shared) -> bool,
+) -> Ended {
     let from = shared.update(|state| state.resource_version());
     let spread = WATCH_SECONDS.1 - WATCH_SECONDS.0;
     let seconds = WATCH_SECONDS.0 + (u64::from(std::process::id()) + from) % spread;
@@ -238,7 +261,14 @@ fn watch(shared: &Shared, upstream: &Upstream, server: usize) -> Ended {
     let mut reader = response.into_reader();
     let mut decoder = encoding.watch_decoder();
     let mut buffer = vec![0; 64 * 1024];
+    let mut checked = Instant::now();
     loop {
+        if checked.elapsed() >= IDLE_CHECK {
+            checked = Instant::now();
+            if retire(shared) {
+                return Ended::Retired;
+            }
+        }
         let n = match reader.read(&mut buffer) {
             Ok(0) => return Ended::Resume,
             Ok(n) => n,

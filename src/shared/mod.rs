@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use body::SharedBody;
 use serve::{Plan, Selection, Start};
@@ -34,6 +34,11 @@ use crate::upstream::Upstream;
 /// How long a request waits for a shared state being filled for the first
 /// time, or behind the resourceVersion it asks for, before it is forwarded.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// A shared state nobody used for this long (no local watch, list, or
+/// follower inside the hub) closes its upstream watch and is forgotten:
+/// a client that asked once does not keep a stream open for ever.
+const IDLE_STOP: Duration = Duration::from_secs(600);
 
 /// A resource named in `--shared-watch-resources`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,16 @@ pub fn parse_resources(text: &str) -> Result<Vec<ResourceSpec>, String> {
     Ok(specs)
 }
 
+/// A resource's name in metrics and logs: `services.v1`,
+/// `endpointslices.v1.discovery.k8s.io`.
+fn label_of(group: &str, version: &str, resource: &str) -> String {
+    if group.is_empty() {
+        format!("{resource}.{version}")
+    } else {
+        format!("{resource}.{version}.{group}")
+    }
+}
+
 /// `v1`, `v1beta1`, `v2alpha3`.
 fn is_version(text: &str) -> bool {
     let Some(rest) = text.strip_prefix('v') else {
@@ -151,6 +166,12 @@ pub struct Shared {
     /// The last list failed (a 403, an unreadable answer): requests are
     /// forwarded at once instead of waiting for a state that may not come.
     pub failing: AtomicBool,
+    /// Retired after `IDLE_STOP` unused: its upstream watch is closed; a
+    /// request holding it is forwarded, a watch from it ends.
+    pub stopped: AtomicBool,
+    /// Followers inside the hub (the filters' context) holding it.
+    held: AtomicI64,
+    last_used: Mutex<Instant>,
 }
 
 /// Counts a local watch for as long as it lives.
@@ -159,6 +180,18 @@ pub struct WatcherSlot(Arc<Shared>);
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
         self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Keeps a shared state from being retired while a follower inside the
+/// hub reads it.
+pub struct Hold(Arc<Shared>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
     }
 }
 
@@ -177,6 +210,9 @@ impl Shared {
             watches_served: AtomicU64::new(0),
             relists: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            held: AtomicI64::new(0),
+            last_used: Mutex::new(Instant::now()),
         }
     }
 
@@ -194,6 +230,27 @@ impl Shared {
     fn watcher(self: &Arc<Self>) -> WatcherSlot {
         self.watchers.fetch_add(1, Ordering::Relaxed);
         WatcherSlot(self.clone())
+    }
+
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Hold(self.clone())
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Nobody watches, holds or listed it for `IDLE_STOP`.
+    fn idle(&self) -> bool {
+        self.watchers.load(Ordering::Relaxed) <= 0
+            && self.held.load(Ordering::Relaxed) <= 0
+            && self
+                .last_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= IDLE_STOP
     }
 
     /// The changes from `seq` on, waiting up to `wait` for one; `None`:
@@ -219,7 +276,8 @@ impl Shared {
     ) -> Option<MutexGuard<'_, State>> {
         let ready =
             |s: &mut State| s.synced() && at_least.is_none_or(|rv| s.resource_version() >= rv);
-        let failing = || self.failing.load(Ordering::Relaxed);
+        let failing =
+            || self.failing.load(Ordering::Relaxed) || self.stopped.load(Ordering::Relaxed);
         let mut state = self.lock();
         if !ready(&mut state) && !failing() {
             state = self
@@ -228,7 +286,7 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        ready(&mut state).then_some(state)
+        (ready(&mut state) && !self.stopped.load(Ordering::Relaxed)).then_some(state)
     }
 }
 
@@ -257,7 +315,28 @@ pub struct SharedWatches {
     access: access::Access,
     /// A watch without `timeoutSeconds` lasts this long.
     watch_timeout: Duration,
-    collections: Mutex<BTreeMap<(String, Encoding), Arc<Shared>>>,
+    collections: Arc<Collections>,
+}
+
+type Collections = Mutex<BTreeMap<(String, Encoding), Arc<Shared>>>;
+
+/// Retires `shared` if it is idle: forgotten (the next request starts a
+/// new one) and stopped, under the lock every request takes to find it.
+fn retire_if_idle(collections: &Collections, shared: &Shared) -> bool {
+    let mut collections = collections.lock().unwrap_or_else(|e| e.into_inner());
+    if !shared.idle() {
+        return false;
+    }
+    collections.retain(|_, s| !std::ptr::eq(&**s, shared));
+    shared.stopped.store(true, Ordering::Relaxed);
+    shared.changed.notify_all();
+    log::info!(
+        "shared watch of {} ({}) stopped, unused for {} s",
+        shared.label,
+        shared.encoding.extension(),
+        IDLE_STOP.as_secs()
+    );
+    true
 }
 
 impl SharedWatches {
@@ -271,7 +350,7 @@ impl SharedWatches {
             access: access::Access::new(upstream.clone()),
             upstream,
             watch_timeout,
-            collections: Mutex::new(BTreeMap::new()),
+            collections: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -319,7 +398,7 @@ impl SharedWatches {
             &info.api_group,
             &info.api_version,
             &info.resource,
-            &accepted,
+            accepted[0],
         )?;
         let encoding = shared.encoding;
         let at_least = match &plan {
@@ -427,44 +506,46 @@ impl SharedWatches {
     }
 
     /// The shared state of a resource the hub itself follows (the filters'
-    /// Services), started if it is not yet; `None` when it is not shared.
+    /// Services): one in either encoding, else protobuf (what kube-proxy
+    /// and coredns ask for, and the smaller), started now. `None` when the
+    /// resource is not shared.
     pub fn for_hub(&self, group: &str, version: &str, resource: &str) -> Option<Arc<Shared>> {
         if !self.is_shared(group, version, resource) {
             return None;
         }
         let prefix = if group.is_empty() { "api" } else { "apis" };
-        let encodings = [Encoding::Json, Encoding::Protobuf];
-        self.shared_for(prefix, group, version, resource, &encodings)
+        let label = label_of(group, version, resource);
+        let encoding = {
+            let collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
+            let state = |e| collections.get(&(label.clone(), e));
+            let works = |e| state(e).is_some_and(|s| !s.failing.load(Ordering::Relaxed));
+            match (works(Encoding::Protobuf), works(Encoding::Json)) {
+                (true, _) => Encoding::Protobuf,
+                (false, true) => Encoding::Json,
+                // Protobuf tried and failing (an apiserver or a resource
+                // that does not speak it): JSON.
+                _ if state(Encoding::Protobuf).is_some() => Encoding::Json,
+                _ => Encoding::Protobuf,
+            }
+        };
+        self.shared_for(prefix, group, version, resource, encoding)
     }
 
-    /// The shared state to answer from: one already synced in an encoding
-    /// the client accepts (its first choice first), else its first choice,
-    /// started now.
+    /// The shared state of a resource in an encoding, started if there is
+    /// none: a client gets the encoding it prefers, as from the apiserver
+    /// (the hub cannot turn one into the other).
     fn shared_for(
         &self,
         prefix: &str,
         group: &str,
         version: &str,
         resource: &str,
-        accepted: &[Encoding],
+        encoding: Encoding,
     ) -> Option<Arc<Shared>> {
-        let label = if group.is_empty() {
-            format!("{resource}.{version}")
-        } else {
-            format!("{resource}.{version}.{group}")
-        };
+        let label = label_of(group, version, resource);
         let mut collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
-        let synced = accepted.iter().find_map(|&encoding| {
-            collections
-                .get(&(label.clone(), encoding))
-                .filter(|s| s.lock().synced())
-                .cloned()
-        });
-        if let Some(shared) = synced {
-            return Some(shared);
-        }
-        let encoding = *accepted.first()?;
         if let Some(shared) = collections.get(&(label.clone(), encoding)) {
+            shared.touch();
             return Some(shared.clone());
         }
         let path = if group.is_empty() {
@@ -473,7 +554,11 @@ impl SharedWatches {
             format!("/{prefix}/{group}/{version}/{resource}")
         };
         let shared = Arc::new(Shared::new(label.clone(), encoding, path));
-        if let Err(e) = follow::start(shared.clone(), self.upstream.clone()) {
+        let retire = {
+            let collections = self.collections.clone();
+            move |shared: &Shared| retire_if_idle(&collections, shared)
+        };
+        if let Err(e) = follow::start(shared.clone(), self.upstream.clone(), retire) {
             log::warn!("cannot start the shared watch of {label}: {e}");
             return None;
         }
@@ -566,6 +651,48 @@ mod tests {
             version: version.map(str::to_string),
             resource: resource.into(),
         }
+    }
+
+    #[test]
+    fn a_state_is_retired_only_once_nobody_watches_holds_or_used_it_for_a_while() {
+        let collections: Collections = Mutex::new(BTreeMap::new());
+        let shared = Arc::new(Shared::new(
+            "services.v1".into(),
+            Encoding::Json,
+            "/api/v1/services".into(),
+        ));
+        collections
+            .lock()
+            .unwrap()
+            .insert(("services.v1".into(), Encoding::Json), shared.clone());
+        let long_ago = |shared: &Shared| {
+            if let Some(at) = Instant::now().checked_sub(IDLE_STOP + Duration::from_secs(1)) {
+                *shared.last_used.lock().unwrap() = at;
+            }
+        };
+        assert!(!retire_if_idle(&collections, &shared), "just used");
+        long_ago(&shared);
+        let watcher = shared.watcher();
+        assert!(!retire_if_idle(&collections, &shared), "watched");
+        drop(watcher);
+        long_ago(&shared);
+        let held = shared.hold();
+        assert!(!retire_if_idle(&collections, &shared), "held");
+        drop(held);
+        if Instant::now()
+            .checked_sub(IDLE_STOP + Duration::from_secs(1))
+            .is_none()
+        {
+            return; // a machine up for less than the idle time cannot say
+        }
+        long_ago(&shared);
+        assert!(retire_if_idle(&collections, &shared));
+        assert!(collections.lock().unwrap().is_empty());
+        assert!(shared.stopped.load(Ordering::Relaxed));
+        assert!(
+            shared.wait_ready(None, Duration::ZERO).is_none(),
+            "a stopped state answers nothing"
+        );
     }
 
     #[test]

@@ -577,7 +577,10 @@ fn gzip_answers_are_cached_and_filtered_decompressed() {
     fake.route(
         "GET",
         SERVICES,
-        Behaviour::func(move |_| {
+        Behaviour::func(move |request| {
+            if request.query_param("watch").is_some() {
+                return Behaviour::watch(Vec::new(), StreamEnd::Stall(Duration::from_secs(20)));
+            }
             Behaviour::respond(
                 200,
                 &[
@@ -588,7 +591,30 @@ fn gzip_answers_are_cached_and_filtered_decompressed() {
             )
         }),
     );
-    let (hub, _) = hub_with_secure_port(&fake, &pki, &[]);
+    // The shared watch reads the compressed list once and answers from
+    // what it decompressed.
+    let (shared, _) = hub_with_secure_port(&fake, &pki, &[]);
+    let (status, headers, body) = client::request(
+        "GET",
+        &format!("{}{SERVICES}", shared.proxy_url()),
+        &[
+            ("User-Agent", "flanneld/v0.14.0"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(client::header(&headers, "content-encoding"), None);
+    assert_eq!(services(&body, Encoding::Json).len(), 400);
+    assert_eq!(
+        shared.metric(
+            "node_yurthub_shared_watch_received_bytes_total{resource=\"services.v1\",encoding=\"json\"}"
+        ),
+        compressed.len() as u64
+    );
+    drop(shared);
+    // Relayed (Services not shared):
+    let (hub, _) = hub_with_secure_port(&fake, &pki, &["--shared-watch-resources="]);
     let get = |user_agent: &str| {
         client::request(
             "GET",
