@@ -20,6 +20,8 @@ use crate::upstream::{self, Deadline, Outgoing, Upstream};
 
 /// Largest list read for a shared state (decompressed).
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
+/// What is read of a failed list's answer (its Status).
+const FAILURE_BODY: u64 = 64 * 1024;
 /// A list may take this long (a big list on a slow link).
 const LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// Upstream watches are renewed after 5 to 10 minutes, as client-go's
@@ -155,12 +157,28 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
         connect_timeout: None,
     };
     let response = upstream.send(server, outgoing).map_err(|e| e.to_string())?;
-    if response.status != 200 {
-        return Err(format!("status {}", response.status));
-    }
-    let content_type = response.header("content-type").unwrap_or("");
-    if Encoding::from_content_type(content_type) != Some(shared.encoding) {
-        return Err(format!("the apiserver answered in {content_type:?}"));
+    let content_type = response.header("content-type").unwrap_or("").to_string();
+    let readable = Encoding::from_content_type(&content_type) == Some(shared.encoding);
+    if response.status != 200 || !readable {
+        // What it says, read (bounded) and counted: those bytes came too.
+        let status = response.status;
+        let mut said = Vec::new();
+        let _ = response
+            .into_reader()
+            .take(FAILURE_BODY)
+            .read_to_end(&mut said);
+        shared
+            .received_bytes
+            .fetch_add(said.len() as u64, Ordering::Relaxed);
+        let message = serde_json::from_slice::<serde_json::Value>(&said)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Err(if status != 200 {
+            format!("status {status} {message}")
+        } else {
+            format!("the apiserver answered in {content_type:?}")
+        });
     }
     let gzip = response
         .header("content-encoding")
