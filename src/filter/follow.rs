@@ -277,7 +277,9 @@ impl Follower<'_> {
     fn follow_shared_services(&mut self, services: &Arc<crate::shared::Shared>) {
         let _held = services.hold();
         let Some(state) = services.wait_ready(None, SHARED_WAIT) else {
-            std::thread::sleep(SHARED_WAIT);
+            // Not synced in time, or failing (the caller may try the other
+            // encoding next): a pause, not a spin.
+            std::thread::sleep(WATCH_INTERVAL);
             return;
         };
         let (objects, _, mut seq) = state.snapshot(|_| true);
