@@ -221,6 +221,21 @@ impl Encoding {
         pieces
     }
 
+    /// Watch events, each object with its type, as pieces sent without
+    /// gathering the objects (a shared watch's changes to one client).
+    pub fn encode_events<T: AsRef<[u8]>>(self, events: Vec<(EventType, T)>) -> Pieces<T> {
+        let frame_event = match self {
+            Encoding::Json => json::frame_event::<T>,
+            Encoding::Protobuf => protobuf::frame_event::<T>,
+        };
+        let (types, items): (Vec<EventType>, Vec<T>) = events.into_iter().unzip();
+        let mut pieces = Pieces::new(items);
+        for (index, event_type) in types.into_iter().enumerate() {
+            frame_event(&mut pieces, event_type, index);
+        }
+        pieces
+    }
+
     /// Where the first whole frame of a watch stream ends (a JSON line with
     /// its newline, a length-prefixed protobuf frame), if it is complete.
     pub fn watch_frame_end(self, bytes: &[u8]) -> Option<usize> {
@@ -361,6 +376,24 @@ mod tests {
             Encoding::from_content_type("application/vnd.kubernetes.protobuf;stream=watch"),
             Some(Encoding::Protobuf)
         );
+    }
+
+    #[test]
+    fn events_written_from_pieces_read_back_as_they_were() {
+        let json: Vec<u8> =
+            br#"{"kind":"Service","apiVersion":"v1","metadata":{"name":"a"}}"#.to_vec();
+        let pb = include_bytes!("../../tests/fixtures/protobuf/svc-kubernetes.pb").to_vec();
+        for (encoding, object) in [(Encoding::Json, json), (Encoding::Protobuf, pb)] {
+            let types = [EventType::Added, EventType::Deleted, EventType::Bookmark];
+            let events: Vec<(EventType, &[u8])> = types.iter().map(|&t| (t, &object[..])).collect();
+            let stream = encoding.encode_events(events).to_vec();
+            let read = encoding.watch_decoder().push(&stream).unwrap();
+            let read: Vec<(EventType, Vec<u8>)> =
+                read.into_iter().map(|e| (e.event_type, e.object)).collect();
+            let want: Vec<(EventType, Vec<u8>)> =
+                types.iter().map(|&t| (t, object.clone())).collect();
+            assert_eq!(read, want, "{encoding:?}");
+        }
     }
 
     #[test]

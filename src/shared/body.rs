@@ -128,7 +128,7 @@ impl SharedBody {
             return Ok(false);
         };
         watch.seq = last.seq + 1;
-        let mut events: Vec<u8> = Vec::new();
+        let mut events: Vec<(EventType, Arc<[u8]>)> = Vec::new();
         for change in &changes {
             if change.resource_version <= watch.after && change.event_type != EventType::Bookmark {
                 continue;
@@ -136,19 +136,19 @@ impl SharedBody {
             let Some(sent) = for_client(change, &self.selection, watch.bookmarks) else {
                 continue;
             };
-            let (event_type, object) = match sent {
-                Sent::Event(event_type, object) => (event_type, object.bytes.to_vec()),
+            events.push(match sent {
+                Sent::Event(event_type, object) => (event_type, object.bytes.clone()),
                 Sent::Left(previous, at) => (
                     EventType::Deleted,
-                    with_resource_version(self.encoding, &previous, at),
+                    with_resource_version(self.encoding, &previous, at).into(),
                 ),
-            };
-            events.extend_from_slice(&self.encoding.encode_event(event_type, &object));
+            });
         }
         if events.is_empty() {
             return Ok(false);
         }
-        self.pending = Some(Pieces::from_bytes(events));
+        // The objects as the shared state holds them, never copied per client.
+        self.pending = Some(self.encoding.encode_events(events));
         self.cursor = (0, 0);
         Ok(true)
     }
