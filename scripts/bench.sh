@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks of the hub, each printed beside a baseline measured in the same run:
 # pass-through (direct / nginx / hub), offline answers, watch relay latency,
-# footprint, cold start, binary size. See BENCHMARKS.md for what each row means.
+# footprint, cold start, binary size, bytes from the apiserver with and without
+# the shared watch. See BENCHMARKS.md for what each row means.
 #
 #   scripts/bench.sh                 # full run (about 10 minutes on 2 cores)
 #   scripts/bench.sh --quick         # reduced run, as CI does (well under 2 minutes)
+#   BENCH_ONLY=shared scripts/bench.sh   # the shared-watch section alone (under a minute)
 #   scripts/bench.sh --out FILE      # results file (default target/bench-results.txt)
 #   BENCH_REPS=3 BENCH_SECONDS=2 scripts/bench.sh   # override wrk repetitions/duration
 #

@@ -3,6 +3,7 @@
 BENCHMARKS.md for what each row means). Called by scripts/bench.sh:
 
   bench_main.py --binary target/release/yurthub --work DIR --out FILE [--quick]
+  BENCH_ONLY=shared bench_main.py ...     # section 7 (shared watch) alone
 
 Starts, on free loopback ports, all of them children of this process:
   - upstream nginx: the "apiserver", fixed JSON files over TLS (client
@@ -11,9 +12,12 @@ Starts, on free loopback ports, all of them children of this process:
     second server block in front of the watch upstream);
   - the watch upstream (bench_watch.py serve): TLS, a chunked watch stream;
   - hubs: cloud (pure pass-through), edge (caches kubelet's copies), offline
-    (cache pre-filled, apiserver refused), and two in front of the watch upstream.
+    (cache pre-filled, apiserver refused), and two in front of the watch upstream;
+  - for the shared watch (section 7), once the others are stopped: the
+    shared-watch upstream (bench_shared.py serve: Services and EndpointSlices
+    that change) and, one after the other, three edge hubs in front of it.
 Measures with wrk (throughput, latency percentiles) and Python (watch relay,
-footprint from /proc), prints one table to stdout and to FILE; progress goes
+footprint from /proc, informers), prints one table to stdout and to FILE; progress goes
 to stderr. Exits 1 when something is broken (a server never ready, a wrong
 answer, a row with errors); a slow figure is never a failure. Every wait is
 bounded; every child is stopped on exit."""
@@ -35,6 +39,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_coldstart  # noqa: E402
 import bench_fixtures as fx  # noqa: E402
+import bench_shared  # noqa: E402
 import bench_watch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -378,6 +383,276 @@ def wrk(work, url, conns, seconds, headers):
     raise Broken(f"wrk {url}: no result (exit {r.returncode}): {r.stderr.strip()[:300]}")
 
 
+# ---------------------------------------------------------------- shared watch
+
+# The four local clients of section 7, as User-Agent and label selector
+# (kube-proxy's own, on both resources); the unit is one of them alone.
+SHARED_AGENTS = [("kube-proxy/v1.30.0", bench_shared.KUBE_PROXY_SELECTOR), ("coredns/1.11.1", ""),
+                 ("flanneld/0.25", ""), ("node-agent/1.0", "")]
+SHARED_UNIT = "coredns/1.11.1"
+SHARED_RESOURCES = ("services", "endpointslices")
+SHARED_LABELS = {"services": "services.v1", "endpointslices": "endpointslices.v1.discovery.k8s.io"}
+SHARED_UA = "yurthub/shared-watch"
+
+
+def metrics_of(hub):
+    """Every sample of the hub's /metrics: 'name{labels}' -> value."""
+    _, _, body = http_get(hub["serve"], "/metrics", timeout=5)
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+def shared_metric(metrics, name, resource):
+    return metrics.get(f'{name}{{resource="{SHARED_LABELS[resource]}",encoding="json"}}')
+
+
+def shared_phase(name, sub, binary, work, pki, up_port, agents, hub_flags, churn, problems, wait_healthy=True):
+    """One row of section 7: the informers of `agents` against the upstream
+    (hub_flags None) or a hub in front of it (started now; with wait_healthy,
+    the informers start once it counts its apiserver healthy); the churn;
+    their convergence. Returns what the upstream wrote meanwhile and what
+    the hub reported."""
+    def up(path):
+        return json.loads(http_get(up_port, path, tls_ca=pki["ca"], timeout=10)[2])
+
+    rate, seconds, services_per_s = churn
+    # The watches of the row before end within 0.2 s of their client (bounded wait).
+    end = time.monotonic() + 3
+    while sum(up("/bench/stats")["watches_open"].values()) and time.monotonic() < end:
+        time.sleep(0.05)  # poll interval
+    up("/bench/reset")
+    hub = None
+    port, ca = up_port, pki["ca"]
+    if hub_flags is not None:
+        hub = start_hub(sub, binary, work, name, f"https://127.0.0.1:{up_port}", "edge", pki, hub_flags)
+        wait_for(f"{name} /v1/readyz", lambda: http_get(hub["serve"], "/v1/readyz")[0] == 200, hub["proc"])
+        t_ready = time.monotonic()
+        if wait_healthy:
+            wait_for(f"{name}: a healthy apiserver",
+                     lambda: b"no healthy" not in http_get(hub["serve"], "/v1/readyz")[2], hub["proc"])
+        res_healthy_s = time.monotonic() - t_ready
+        if wait_healthy:
+            # The response filters' context lists the Services and watches
+            # them once the apiserver is healthy (within 5 s): that one-off
+            # cost of a starting hub is in every such row, or in none.
+            end = time.monotonic() + 8
+            while time.monotonic() < end and not up("/bench/stats")["by"].get("yurthub|services|watch"):
+                time.sleep(0.05)  # poll interval
+        res_context_s = time.monotonic() - t_ready - res_healthy_s
+        port, ca = hub["proxy"], None
+    res = {"hub": hub}
+    if hub:
+        res["rss_start"] = proc_status(hub["pid"])[0]
+        res["healthy_s"], res["context_s"] = res_healthy_s, res_context_s
+    infs = [bench_shared.Informer(port, agent, resource, sel, tls_ca=ca, deadline_s=seconds + 90)
+            for agent, sel in agents for resource in SHARED_RESOURCES]
+    sampler = Sampler([hub["pid"]] if hub else [])
+    try:
+        with sampler:
+            t0 = time.monotonic()
+            for inf in infs:
+                inf.start()
+            for inf in infs:
+                if not inf.watching.wait(max(0.1, t0 + 20 - time.monotonic())):
+                    raise Broken(f"shared watch, {name}: {inf.agent} {inf.resource} is not watching after 20 s "
+                                 f"({inf.error or 'no error'}; lists {inf.lists})")
+            res["synced_s"] = time.monotonic() - t0
+            if hub:
+                res["metrics_before"] = metrics_of(hub)
+            up(f"/bench/churn?slices_per_s={rate}&seconds={seconds}&services_per_s={services_per_s}&seed=7")
+            end = time.monotonic() + seconds + 15
+            while up("/bench/stats")["churn"]["running"]:
+                if time.monotonic() > end:
+                    raise Broken(f"shared watch, {name}: the upstream's churn did not end")
+                time.sleep(0.05)  # poll interval
+            churn_end = time.monotonic()
+            state = up("/bench/state")
+            want = {(inf.agent, inf.resource): bench_shared.expected(state, inf.resource, inf.selector_text)
+                    for inf in infs}
+            waited, pending = 15.0, infs
+            while pending and time.monotonic() < churn_end + waited:
+                pending = [inf for inf in pending if inf.snapshot() != want[(inf.agent, inf.resource)]]
+                if pending:
+                    time.sleep(0.02)  # poll interval
+            res["converged_ms"] = (time.monotonic() - churn_end) * 1000
+            res["pending"] = []
+            for inf in pending:
+                got, exp = inf.snapshot(), want[(inf.agent, inf.resource)]
+                missing = [k for k in exp if k not in got]
+                extra = [k for k in got if k not in exp]
+                stale = [(k, got[k], exp[k]) for k in exp if k in got and got[k] != exp[k]]
+                res["pending"].append(
+                    f"{inf.agent} {inf.resource}: {len(got)} objects, upstream {len(exp)}; missing {missing[:3]}, "
+                    f"extra {extra[:3]}, stale (have, want) {stale[:3]}; last rv {inf.rv}, upstream "
+                    f"{state['rv']}; {inf.lists} list(s), {inf.watches} watch(es), {inf.gone} 410(s), "
+                    f"error {inf.error}")
+            res["stats"] = up("/bench/stats")
+            res["state"] = state
+            if hub:
+                res["metrics_after"] = metrics_of(hub)
+                res["rss_end"] = proc_status(hub["pid"])[0]
+            res["errors"] = [f"{inf.agent} {inf.resource}: {inf.error}" for inf in infs if inf.error]
+            res["informers"] = len(infs)
+            res["events"] = sum(inf.events for inf in infs)
+            res["client_bytes"] = sum(inf.body_bytes for inf in infs)
+    finally:
+        for inf in infs:
+            inf.stop.set()
+        for inf in infs:
+            inf.join(timeout=3)
+        if hub:
+            hub["proc"].terminate()
+            try:
+                hub["proc"].wait(timeout=7)
+            except subprocess.TimeoutExpired:
+                hub["proc"].kill()
+                hub["proc"].wait(timeout=5)
+    res["rss_peak"] = sampler.max_rss
+    for p in res["pending"]:
+        problems.append(f"shared watch, {name}: not converged {waited:.0f} s after the churn: {p}")
+    for e in res["errors"]:
+        problems.append(f"shared watch, {name}: {e}")
+    return res
+
+
+def shared_section(children, binary, work, pki, quick, problems):
+    """Section 7: bytes from the apiserver for four local informers of
+    Services and EndpointSlices, through the hub with and without the shared
+    watch, against one informer alone; the shared state's memory."""
+    n_services, n_slices = 200, 1000
+    churn = (20, 2, 1) if quick else (20, 10, 1)  # EndpointSlice changes/s, seconds, Service changes/s
+    up_port = free_ports(1)[0]
+    sub = Children(children.pidfile)
+    try:
+        upstream = sub.start("shared-upstream", [sys.executable, os.path.join(HERE, "bench_shared.py"), "serve",
+                                                 str(up_port), pki["server_crt"], pki["server_key"], "1800",
+                                                 str(n_services), str(n_slices)],
+                             os.path.join(work, "shared-upstream.log"))
+        wait_for("shared-watch upstream", lambda: http_get(up_port, "/readyz", tls_ca=pki["ca"])[0] == 200, upstream)
+        log("shared watch: one informer client direct")
+        rows = [("direct", "one informer client (coredns), direct (TLS)",
+                 shared_phase("shared-direct", sub, binary, work, pki, up_port, [(SHARED_UNIT, "")], None,
+                              churn, problems))]
+        # The hub counts its apiserver healthy after one probe instead of two
+        # (10 s apart): the informers start once it does, as on a running node.
+        healthy = ["--heartbeat-healthy-threshold", "1"]
+        for key, label, name, flags, wait in (
+                ("on", "hub, shared watch on (default), 4 clients", "hub-shared-on", healthy, True),
+                ("off", "hub, shared watch off, 4 clients", "hub-shared-off",
+                 healthy + ["--shared-watch-resources="], True),
+                ("boot", "hub, shared watch on, 4 clients start with it", "hub-shared-boot", [], False)):
+            log(f"shared watch: {label}")
+            rows.append((key, label, shared_phase(name, sub, binary, work, pki, up_port, SHARED_AGENTS, flags,
+                                                  churn, problems, wait_healthy=wait)))
+    finally:
+        sub.stop_all()
+    return shared_table(rows, churn, n_services, n_slices, problems)
+
+
+def shared_bytes(res):
+    """Upstream body bytes of one row: (for the clients, the hub's own,
+    {agent: bytes}, {kind: bytes}) where "for the clients" is every list and
+    watch of the two resources asked by a client or by the shared watch."""
+    clients = {a for a, _ in SHARED_AGENTS} | {SHARED_UA}
+    for_clients, own, by_agent, by_kind = 0, 0, {}, {}
+    for key, (_, body, _) in res["stats"]["by"].items():
+        agent, resource, kind = key.split("|")
+        if agent in clients and resource in SHARED_RESOURCES:
+            for_clients += body
+            by_agent[agent] = by_agent.get(agent, 0) + body
+            by_kind[kind] = by_kind.get(kind, 0) + body
+        else:
+            own += body
+            label = {"yurthub": "yurthub (filter context)", "": "no User-Agent (probes)"}.get(agent, agent)
+            k = f"{label} {resource if resource != 'other' else 'other paths'}"
+            by_agent[k] = by_agent.get(k, 0) + body
+    return for_clients, own, by_agent, by_kind
+
+
+def shared_table(rows, churn, n_services, n_slices, problems):
+    W = 50
+    rate, seconds, services_per_s = churn
+    res_of = {key: res for key, _, res in rows}
+    direct, on = res_of["direct"], res_of["on"]
+    out = []
+    eps_json = on["state"]["json_bytes"]["endpointslices"]
+    out.append(f"7. SHARED WATCH  informers of Services and EndpointSlices (list, then watch with bookmarks; JSON, "
+               f"gzip lists) as kube-proxy (its label selector), coredns, flanneld, node-agent; upstream: Python TLS "
+               f"server, {n_services} Services, {n_slices:,} EndpointSlices ({eps_json / n_slices / 1000:.1f} KB "
+               f"each); churn {rate}/s for {seconds} s: {int(rate * seconds)} EndpointSlice changes (every 25th a "
+               f"delete and a create), {int(services_per_s * seconds)} Service changes")
+    out.append(f"{'':<{W}}{'B from upstream':>16}{'x 1 client':>11}{'hub own B':>11}{'watches':>8}{'hub RSS':>11}"
+               f"{'EPS state':>11}{'objects':>8}")
+    unit = shared_bytes(direct)[0]
+    for key, label, res in rows:
+        mine, own, _, _ = shared_bytes(res)
+        watches = sum(res["stats"]["watches_max"].values())
+        hub = res["hub"]
+        mem = objects = "-"
+        if hub:
+            m = shared_metric(res["metrics_before"], "node_yurthub_shared_watch_memory_bytes", "endpointslices")
+            o = shared_metric(res["metrics_before"], "node_yurthub_shared_watch_objects", "endpointslices")
+            if m is not None:
+                mem, objects = kib(m / 1024), f"{o:,.0f}"
+        out.append(f"{label:<{W}}{mine:>16,}{mine / unit:>10.2f}x{(f'{own:,}' if hub else '-'):>11}{watches:>8}"
+                   f"{(kib(res['rss_end']) if hub else '-'):>11}{mem:>11}{objects:>8}")
+    for key, _, res in rows:
+        mine, own, by_agent, by_kind = shared_bytes(res)
+        kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(by_kind.items()))
+        agents = ", ".join(f"{a} {v:,}" for a, v in sorted(by_agent.items(), key=lambda kv: -kv[1]))
+        line = f"  {key}: {kinds}; by User-Agent: {agents}"
+        if res["hub"]:
+            line += f"; with the hub's own: {(mine + own) / unit:.2f}x one client"
+        out.append(line)
+    ma, mb = on["metrics_after"], on["metrics_before"]
+    received = {r: shared_metric(ma, "node_yurthub_shared_watch_received_bytes_total", r) or 0
+                for r in SHARED_RESOURCES}
+    counted = sum(v[1] for k, v in on["stats"]["by"].items() if k.startswith(SHARED_UA + "|"))
+    out.append(f"  on: hub metric shared_watch_received_bytes_total: Services {received['services']:,.0f} + "
+               f"EndpointSlices {received['endpointslices']:,.0f} = {sum(received.values()):,.0f} "
+               f"(the upstream counted {counted:,} for {SHARED_UA})")
+    if sum(received.values()) != counted:
+        problems.append(f"shared watch: the hub counted {sum(received.values()):,.0f} bytes received, the "
+                        f"upstream {counted:,} sent to {SHARED_UA}")
+    parts = []
+    for r in SHARED_RESOURCES:
+        before = shared_metric(mb, "node_yurthub_shared_watch_memory_bytes", r)
+        after = shared_metric(ma, "node_yurthub_shared_watch_memory_bytes", r)
+        n = shared_metric(ma, "node_yurthub_shared_watch_objects", r)
+        if before is None or after is None:
+            parts.append(f"{r}: no shared state")
+            continue
+        parts.append(f"{r} {n:,.0f} objects, {kib(before / 1024)} before the churn, {kib(after / 1024)} after "
+                     f"(kept changes); their JSON {kib(on['state']['json_bytes'][r] / 1024)}")
+    out.append("  on: shared state: " + "; ".join(parts))
+    streams = sum(shared_metric(ma, "node_yurthub_shared_watch_upstream_streams", r) or 0 for r in SHARED_RESOURCES)
+    watchers = sum(shared_metric(ma, "node_yurthub_shared_watch_watchers", r) or 0 for r in SHARED_RESOURCES)
+    out.append(f"  on: {streams:.0f} upstream streams, {watchers:.0f} local watches served (metrics)")
+    out.append("  hub RSS at start, peak: " + ", ".join(
+        f"{key} {kib(res['rss_start'])}, {kib(res['rss_peak'])}" for key, _, res in rows if res["hub"]))
+    boot = res_of.get("boot")
+    if boot:
+        out.append(f"  boot: default flags, the informers start as soon as the hub answers /v1/readyz, before it "
+                   f"counts its apiserver healthy (two probes 10 s apart); on and off: one probe "
+                   f"(--heartbeat-healthy-threshold 1), healthy {on['healthy_s'] * 1000:,.0f} ms after /v1/readyz, "
+                   f"then the informers wait for the filter context's Services watch: "
+                   f"{on['context_s'] * 1000:,.0f} ms (on), {res_of['off']['context_s'] * 1000:,.0f} ms (off)")
+    conv = []
+    for key, _, res in rows:
+        ok = res["informers"] - len(res["pending"])
+        conv.append(f"{key} {ok}/{res['informers']} in {res['converged_ms']:,.0f} ms")
+    out.append("  every informer's final state (name -> resourceVersion) equals the upstream's, after the last "
+               "change: " + ", ".join(conv))
+    return out
+
+
 # ---------------------------------------------------------------- formatting
 
 def profiler(label, conns, pids, seconds, rep):
@@ -428,6 +703,43 @@ def kib(k):
 
 # ---------------------------------------------------------------- the run
 
+def cpuinfo():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def title(quick, only=""):
+    return (f"yurthub benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cores ({cpuinfo()}), "
+            f"Linux {os.uname().release}, {'QUICK' if quick else 'full'} run" + (f", only {only}" if only else ""))
+
+
+def hub_warnings(work, names):
+    out = []
+    for h in names:
+        try:
+            with open(os.path.join(work, h, "hub.log"), errors="replace") as f:
+                bad = [line.rstrip().split("] ", 1)[-1] for line in f if " WARN " in line or " ERROR " in line]
+        except OSError:
+            continue
+        if bad:
+            out.append(f"{h} log: {len(bad)} warnings/errors: " + " | ".join(sorted(set(bad))[:3])[:300])
+    return out
+
+
+def run_only_shared(children, binary, work, quick, problems):
+    """BENCH_ONLY=shared: section 7 alone."""
+    log("fixtures: PKI")
+    pki = fx.make_pki(os.path.join(work, "pki"))
+    out = [title(quick, "shared watch (BENCH_ONLY=shared)"), ""]
+    out += shared_section(children, binary, work, pki, quick, problems)
+    out.append("")
+    out += hub_warnings(work, ("hub-shared-on", "hub-shared-off", "hub-shared-boot"))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
@@ -456,9 +768,16 @@ def main():
     t_start = time.monotonic()
     busy_start, own_start = machine_busy(), own_cpu()
     problems = []
+    only = os.environ.get("BENCH_ONLY", "")
+    if only not in ("", "shared"):
+        log(f"BENCH_ONLY={only}: the only section that runs alone is 'shared'")
+        return 2
     try:
-        lines = run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watch_reps,
-                    cold_objects, cold_reps, n_watches, problems)
+        if only == "shared":
+            lines = run_only_shared(children, binary, work, quick, problems)
+        else:
+            lines = run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watch_reps,
+                        cold_objects, cold_reps, n_watches, problems)
     except Exception as e:  # noqa: BLE001 - any failure of the run is reported as broken
         if not isinstance(e, Broken):
             import traceback
@@ -472,10 +791,11 @@ def main():
         children.stop_all()
     wall = time.monotonic() - t_start
     others = (machine_busy() - busy_start) - (own_cpu() - own_start)
-    lines.append(f"run took {wall:.0f} s ({'quick' if quick else 'full'} mode, {reps} rep(s) x {seconds} s per "
-                 f"wrk row); other processes on the machine used {max(others, 0):.0f} CPU s meanwhile "
-                 f"({max(others, 0) / wall:.2f} of {os.cpu_count()} cores on average: more than ~0.1 means noisier "
-                 "figures)")
+    mode = f"{'quick' if quick else 'full'} mode, " + (f"only {only}" if only else
+                                                    f"{reps} rep(s) x {seconds} s per wrk row")
+    lines.append(f"run took {wall:.0f} s ({mode}); other processes on the machine used {max(others, 0):.0f} CPU s "
+                 f"meanwhile ({max(others, 0) / wall:.2f} of {os.cpu_count()} cores on average: more than ~0.1 "
+                 "means noisier figures)")
     if problems:
         lines.append("PROBLEMS (the run exits 1):")
         lines += [f"  - {p}" for p in problems]
@@ -702,21 +1022,16 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
     log(f"cold start ({cold_objects} objects, {cold_reps} reps)")
     cold = bench_coldstart.measure_all(binary, cold_objects, cold_reps)
 
-    # ================================================================ table
-    def cpuinfo():
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        return "?"
+    # --- shared watch
+    shared = shared_section(children, binary, work, pki, quick, problems)
 
+    # ================================================================ table
     W = 50  # label column
 
     def rps_of(r):
         return r["requests"] / (r["duration_us"] / 1e6)
 
-    out.append(f"yurthub benchmark  {time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} cores ({cpuinfo()}), "
-               f"Linux {os.uname().release}, {'QUICK' if quick else 'full'} run")
+    out.append(title(quick))
     out.append(f"wrk rows: {reps} run(s) of {seconds} s each, rows interleaved; p50/p99 = wrk's latency percentiles, "
                "median over runs; req/s = median (min-max) over runs")
     out.append("")
@@ -848,11 +1163,10 @@ def run(children, binary, work, quick, reps, seconds, n_bulk, watch_events, watc
                f"  + {sum(os.path.getsize(p) for p in libs) / 1048576:.2f} MiB of shared libraries besides libc "
                f"({', '.join(os.path.basename(p).split('.so')[0] for p in libs)})")
     out.append("")
-    for h in ("hub-cloud", "hub-edge", "hub-offline", "hub-watch-cloud", "hub-watch-edge"):
-        with open(os.path.join(work, h, "hub.log"), errors="replace") as f:
-            bad = [line.rstrip().split("] ", 1)[-1] for line in f if " WARN " in line or " ERROR " in line]
-        if bad:
-            out.append(f"{h} log: {len(bad)} warnings/errors: " + " | ".join(sorted(set(bad))[:3])[:300])
+    out += shared
+    out.append("")
+    out += hub_warnings(work, ("hub-cloud", "hub-edge", "hub-offline", "hub-watch-cloud", "hub-watch-edge",
+                               "hub-shared-on", "hub-shared-off", "hub-shared-boot"))
     return out
 
 
