@@ -7,6 +7,8 @@ bench_main.py drives both (section 7 of the benchmark).
 
 serves, in JSON over TLS on 127.0.0.1:PORT:
   GET /readyz                                   200 "ok"
+  any resource request whose Accept names no JSON: 406 (it speaks JSON only,
+        as kube-apiserver refuses a media type it cannot serve)
   GET /api/v1/services, /api/v1/namespaces/NS/services,
       /apis/discovery.k8s.io/v1/endpointslices,
       /apis/discovery.k8s.io/v1/namespaces/NS/endpointslices
@@ -469,6 +471,12 @@ class Server:
         if not route:
             return send("404 Not Found", "application/json", _status(404, "NotFound", f"{path} not found"))
         resource, ns = route
+        # It speaks JSON only: an Accept without it gets 406, as
+        # kube-apiserver answers a media type it cannot serve.
+        accept = fields.get("accept", "").lower()
+        if accept and not any(t in accept for t in ("application/json", "*/*", "application/*")):
+            return send("406 Not Acceptable", "application/json",
+                        _status(406, "NotAcceptable", f"only application/json, not {accept}"))
         selector = parse_selector(q.get("labelSelector", ""))
         if not watch:
             body = self.cluster.list_body(resource, ns, selector)
