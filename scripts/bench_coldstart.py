@@ -78,7 +78,18 @@ def request(port, path):
 
 
 def first_answer(binary, silent_url, cache, path):
-    """Seconds from spawn to the first 200 on path (proxy port)."""
+    """Seconds from spawn to the first 200 on path (proxy port). A hub that
+    exits at once (a free port taken meanwhile by another process) is
+    started again on other ports, at most twice."""
+    for _ in range(3):
+        took = first_answer_once(binary, silent_url, cache, path)
+        if took is not None:
+            return took
+    raise SystemExit(f"cold start: the hub exited at start three times (ports taken?)")
+
+
+def first_answer_once(binary, silent_url, cache, path):
+    """As first_answer; None if the hub exited before answering."""
     proxy, serve = free_port(), free_port()
     args = [binary, "--server-addr", silent_url, "--node-name", "edge-1",
             "--proxy-port", str(proxy), "--serve-port", str(serve), "--proxy-secure-port", "0",
@@ -92,6 +103,8 @@ def first_answer(binary, silent_url, cache, path):
         while time.monotonic() - start < DEADLINE:
             if request(proxy, path) == 200:
                 return time.monotonic() - start
+            if hub.poll() is not None:
+                return None
             time.sleep(0.0005)  # poll interval while waiting for the first answer
         raise SystemExit(f"cold start: no answer on {path} within {DEADLINE}s")
     finally:
