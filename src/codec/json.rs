@@ -145,21 +145,24 @@ pub fn encode_event(event_type: EventType, object: &[u8]) -> Vec<u8> {
     pieces.to_vec()
 }
 
-pub fn initial_events_end_bookmark(
+/// A bookmark's object: the kind with only `resourceVersion` (and the
+/// annotation ending a streaming list's initial events, if asked).
+pub fn bookmark(
     kind: &str,
     api_version: &str,
     resource_version: &str,
+    initial_events_end: bool,
 ) -> Vec<u8> {
-    serde_json::json!({
+    let mut object = serde_json::json!({
         "kind": kind,
         "apiVersion": api_version,
-        "metadata": {
-            "resourceVersion": resource_version,
-            "annotations": { super::INITIAL_EVENTS_END: "true" },
-        },
-    })
-    .to_string()
-    .into_bytes()
+        "metadata": {"resourceVersion": resource_version},
+    });
+    if initial_events_end {
+        object["metadata"]["annotations"] =
+            serde_json::json!({ super::INITIAL_EVENTS_END: "true" });
+    }
+    object.to_string().into_bytes()
 }
 
 #[derive(Deserialize, Default)]
@@ -310,7 +313,7 @@ mod tests {
 
     #[test]
     fn streaming_list_bookmarks_are_built_and_recognised() {
-        let bookmark = initial_events_end_bookmark("Pod", "v1", "77");
+        let bookmark = bookmark("Pod", "v1", "77", true);
         assert_eq!(
             annotation(&bookmark, crate::codec::INITIAL_EVENTS_END).as_deref(),
             Some("true")
@@ -334,7 +337,7 @@ mod tests {
         use crate::codec::{Encoding, accepted, time::parse_rfc3339, token};
         let list = encode_list("PodList", "v1", "77", vec![POD.as_bytes()]).to_vec();
         let event = encode_event(EventType::Added, POD.as_bytes());
-        let bookmark = initial_events_end_bookmark("Pod", "v1", "9223372036854775808");
+        let bookmark = bookmark("Pod", "v1", "9223372036854775808", true);
         let token_request = br#"{"kind":"TokenRequest","spec":{"audiences":["a","b"],"expirationSeconds":3607,"boundObjectRef":{"kind":"Pod","name":"p","uid":"u"}},"status":{"token":"t","expirationTimestamp":"2031-03-04T00:00:00.5+01:30"}}"#;
         let seeds: &[&[u8]] = &[
             POD.as_bytes(),

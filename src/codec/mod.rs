@@ -284,12 +284,25 @@ impl Encoding {
         api_version: &str,
         resource_version: &str,
     ) -> Vec<u8> {
+        self.bookmark(kind, api_version, resource_version, true)
+    }
+
+    /// A bookmark's object: the resource's own kind with only
+    /// `resourceVersion` (and, for the end of a streaming list's initial
+    /// events, the `k8s.io/initial-events-end` annotation).
+    pub fn bookmark(
+        self,
+        kind: &str,
+        api_version: &str,
+        resource_version: &str,
+        initial_events_end: bool,
+    ) -> Vec<u8> {
         match self {
             Encoding::Json => {
-                json::initial_events_end_bookmark(kind, api_version, resource_version)
+                json::bookmark(kind, api_version, resource_version, initial_events_end)
             }
             Encoding::Protobuf => {
-                protobuf::initial_events_end_bookmark(kind, api_version, resource_version)
+                protobuf::bookmark(kind, api_version, resource_version, initial_events_end)
             }
         }
     }

@@ -374,17 +374,22 @@ pub fn annotation(bytes: &[u8], key: &str) -> Option<String> {
 
 /// An object of `kind` with only metadata: resourceVersion and the
 /// `k8s.io/initial-events-end` annotation (what kube-apiserver sends).
-pub fn initial_events_end_bookmark(
+/// A bookmark's object: the kind with only `resourceVersion` (and the
+/// annotation ending a streaming list's initial events, if asked).
+pub fn bookmark(
     kind: &str,
     api_version: &str,
     resource_version: &str,
+    initial_events_end: bool,
 ) -> Vec<u8> {
-    let mut entry = Vec::new();
-    put_bytes(&mut entry, 1, super::INITIAL_EVENTS_END.as_bytes());
-    put_bytes(&mut entry, 2, b"true");
     let mut meta = Vec::new();
     put_bytes(&mut meta, 6, resource_version.as_bytes());
-    put_bytes(&mut meta, 12, &entry);
+    if initial_events_end {
+        let mut entry = Vec::new();
+        put_bytes(&mut entry, 1, super::INITIAL_EVENTS_END.as_bytes());
+        put_bytes(&mut entry, 2, b"true");
+        put_bytes(&mut meta, 12, &entry);
+    }
     let mut raw = Vec::new();
     put_bytes(&mut raw, 1, &meta);
     seal_envelope(api_version, kind, &raw)
@@ -573,7 +578,7 @@ mod tests {
 
     #[test]
     fn streaming_list_frames_round_trip_through_the_decoder() {
-        let bookmark = initial_events_end_bookmark("Pod", "v1", "88");
+        let bookmark = bookmark("Pod", "v1", "88", true);
         assert_eq!(
             annotation(&bookmark, super::super::INITIAL_EVENTS_END).as_deref(),
             Some("true")

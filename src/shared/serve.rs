@@ -90,15 +90,31 @@ impl Selection {
 /// empty one and `0`, `Err` for one that is not a number (opaque to the
 /// hub: the apiserver judges it).
 fn resource_version(query: &Query) -> Result<Option<u64>, ()> {
-    match query.get("resourceVersion").unwrap_or("") {
-        "" | "0" => Ok(None),
-        text => text.parse::<u64>().map(Some).map_err(|_| ()),
+    let text = query.get("resourceVersion").unwrap_or("");
+    if text.is_empty() {
+        return Ok(None);
+    }
+    // Digits only (a sign is not a version), as kube-apiserver parses them;
+    // any spelling of 0 is "any version".
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(rv) => Ok(Some(rv)),
+        Err(_) => Err(()),
     }
 }
 
 /// How a list or watch of a shared resource is answered (kube-apiserver's
 /// resourceVersion rules, as its watch cache applies them).
 pub fn plan(info: &RequestInfo, query: &Query) -> Plan {
+    // `/watch/namespaces/a/services/x`, the deprecated path naming one
+    // object (a name from `fieldSelector=metadata.name=x` is in the
+    // selection already).
+    if !info.name.is_empty() && query.field_selector_name().as_deref() != Some(info.name.as_str()) {
+        return Plan::Forward("a request naming one object");
+    }
     let Ok(at) = resource_version(query) else {
         return Plan::Forward("a resourceVersion that is not a number");
     };
@@ -120,7 +136,12 @@ pub fn plan(info: &RequestInfo, query: &Query) -> Plan {
             if query.get("continue").is_some_and(|c| !c.is_empty()) {
                 return Plan::Forward("the next page of a list the apiserver started");
             }
-            if exact {
+            // With `limit` and no match, a version is exact (the apiserver
+            // reads that page from etcd).
+            let paged = query
+                .get("limit")
+                .is_some_and(|l| !l.is_empty() && l != "0");
+            if exact || (at.is_some() && paged && query.get("resourceVersionMatch").is_none()) {
                 return Plan::Forward("a list at an exact resourceVersion");
             }
             Plan::List { at_least: at }
@@ -133,9 +154,10 @@ pub fn plan(info: &RequestInfo, query: &Query) -> Plan {
             let bookmarks = query.get("allowWatchBookmarks").is_some_and(parse_bool);
             let streaming = query.sends_initial_events();
             let start = if streaming {
-                if query.get("resourceVersionMatch") != Some("NotOlderThan") {
+                // The apiserver refuses a streaming list without both.
+                if query.get("resourceVersionMatch") != Some("NotOlderThan") || !bookmarks {
                     return Plan::Forward(
-                        "a streaming list without resourceVersionMatch=NotOlderThan",
+                        "a streaming list without resourceVersionMatch=NotOlderThan and bookmarks",
                     );
                 }
                 Start::Initial {
@@ -195,7 +217,13 @@ pub fn for_client(change: &Change, selection: &Selection, bookmarks: bool) -> Op
                 Some(previous) => selection.selects(previous),
                 None => now(),
             };
-            matched.then(|| Sent::Event(EventType::Deleted, change.object.clone()))
+            // A deletion a relist found carries the last version seen: it
+            // is sent at the list's version.
+            let stale = change.object.resource_version < change.resource_version;
+            matched.then(|| match stale {
+                false => Sent::Event(EventType::Deleted, change.object.clone()),
+                true => Sent::Left(change.object.clone(), change.resource_version),
+            })
         }
         EventType::Modified => match (before(), now()) {
             (true, true) => Some(Sent::Event(EventType::Modified, change.object.clone())),
@@ -252,6 +280,19 @@ mod tests {
                 Plan::Forward("a list at an exact resourceVersion"),
             ),
             (
+                "resourceVersion=42&limit=500",
+                Plan::Forward("a list at an exact resourceVersion"),
+            ),
+            (
+                "resourceVersion=42&limit=500&resourceVersionMatch=NotOlderThan",
+                Plan::List { at_least: Some(42) },
+            ),
+            ("resourceVersion=00", Plan::List { at_least: None }),
+            (
+                "resourceVersion=%2B5",
+                Plan::Forward("a resourceVersion that is not a number"),
+            ),
+            (
                 "limit=500&continue=abc",
                 Plan::Forward("the next page of a list the apiserver started"),
             ),
@@ -281,12 +322,20 @@ mod tests {
                 watch(initial(true, None), true, None),
             ),
             (
-                "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=42",
-                watch(initial(true, Some(42)), false, None),
+                "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=42&allowWatchBookmarks=1",
+                watch(initial(true, Some(42)), true, None),
             ),
             (
-                "watch=true&sendInitialEvents=true",
-                Plan::Forward("a streaming list without resourceVersionMatch=NotOlderThan"),
+                "watch=true&sendInitialEvents=true&allowWatchBookmarks=true",
+                Plan::Forward(
+                    "a streaming list without resourceVersionMatch=NotOlderThan and bookmarks",
+                ),
+            ),
+            (
+                "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+                Plan::Forward(
+                    "a streaming list without resourceVersionMatch=NotOlderThan and bookmarks",
+                ),
             ),
             (
                 "watch=true&resourceVersion=5&resourceVersionMatch=NotOlderThan",
@@ -298,7 +347,18 @@ mod tests {
         }
         assert_eq!(
             planned("/api/v1/namespaces/a/services/x", ""),
-            Plan::Forward("not a list or a watch")
+            Plan::Forward("a request naming one object")
+        );
+        assert_eq!(
+            planned("/api/v1/watch/namespaces/a/services/x", ""),
+            Plan::Forward("a request naming one object")
+        );
+        assert_eq!(
+            planned(
+                "/api/v1/namespaces/a/services",
+                "fieldSelector=metadata.name%3Dx"
+            ),
+            Plan::List { at_least: None }
         );
     }
 
@@ -306,6 +366,7 @@ mod tests {
         Arc::new(Object {
             namespace: namespace.into(),
             name: name.into(),
+            uid: String::new(),
             resource_version: rv,
             labels: labels
                 .iter()
@@ -355,6 +416,8 @@ mod tests {
         );
         let deleted = change(EventType::Deleted, in_b.clone(), Some(in_b.clone()));
         let marked = change(EventType::Bookmark, bookmark.clone(), None);
+        let mut relisted_away = change(EventType::Deleted, in_a.clone(), Some(in_a.clone()));
+        relisted_away.resource_version = 20;
         let ev = |t, o: &Arc<Object>| Some(Sent::Event(t, o.clone()));
         let rows: Vec<(&str, &Change, &Selection, bool, Option<Sent>)> = vec![
             (
@@ -401,6 +464,13 @@ mod tests {
                 ev(EventType::Deleted, &in_b),
             ),
             ("deleted, other namespace", &deleted, &only_a, false, None),
+            (
+                "deleted, found by a relist",
+                &relisted_away,
+                &app_x,
+                false,
+                Some(Sent::Left(in_a.clone(), 20)),
+            ),
             (
                 "bookmark, asked",
                 &marked,

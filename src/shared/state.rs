@@ -20,6 +20,7 @@ pub const MAX_CHANGE_BYTES: usize = 32 * 1024 * 1024;
 pub struct Object {
     pub namespace: String,
     pub name: String,
+    pub uid: String,
     pub resource_version: u64,
     pub labels: BTreeMap<String, String>,
     pub bytes: Arc<[u8]>,
@@ -30,6 +31,7 @@ impl Object {
         Object {
             namespace: meta.namespace,
             name: meta.name,
+            uid: meta.uid,
             resource_version: meta.resource_version,
             labels: meta.labels,
             bytes: bytes.into(),
@@ -41,6 +43,7 @@ impl Object {
         self.bytes.len()
             + self.namespace.len()
             + self.name.len()
+            + self.uid.len()
             + self
                 .labels
                 .iter()
@@ -135,8 +138,11 @@ impl State {
 
     /// A complete list at `resource_version`. The first one starts the
     /// state; a later one (after the apiserver said the watch's version is
-    /// gone) becomes the changes from what was known to what is listed, so
-    /// local watches carry on without listing again.
+    /// gone) becomes the changes from what was known to what is listed, all
+    /// at the list's version, so open local watches carry on without
+    /// listing again; a watch resumed from before it is gone (the changes
+    /// in between are not known), as kube-apiserver's watch cache does
+    /// after its own relist.
     pub fn replace(&mut self, items: Vec<Object>, resource_version: u64) {
         let listed: BTreeMap<(String, String), Arc<Object>> = items
             .into_iter()
@@ -166,12 +172,18 @@ impl State {
             }
         }
         for (key, object) in listed {
-            let previous = self.objects.get(&key).cloned();
+            let mut previous = self.objects.get(&key).cloned();
             let same = previous
                 .as_ref()
                 .is_some_and(|p| p.resource_version == object.resource_version);
             if same {
                 continue;
+            }
+            // Deleted and created again meanwhile: another object.
+            if let Some(old) = previous.take_if(|p| p.uid != object.uid) {
+                self.objects.remove(&key);
+                self.object_bytes -= old.cost();
+                self.push(EventType::Deleted, at, old.clone(), Some(old));
             }
             let event_type = if previous.is_some() {
                 EventType::Modified
@@ -182,6 +194,7 @@ impl State {
             self.push(event_type, at, object, previous);
         }
         self.resource_version = at;
+        self.covered_from = self.covered_from.max(at);
     }
 
     /// One watch event from upstream (`Added`, `Modified`, `Deleted`): a
@@ -316,6 +329,7 @@ mod tests {
             namespace: namespace.into(),
             name: name.into(),
             resource_version: rv,
+            uid: format!("{namespace}/{name}"),
             labels: BTreeMap::new(),
             bytes: Arc::from(format!("{namespace}/{name}@{rv}").as_bytes()),
         }
@@ -367,18 +381,31 @@ mod tests {
                 "BOOKMARK /@16 (at 16)",
             ]
         );
-        // After a 410: the list says b/z changed, a/x is gone, a/w is new.
+        // After a 410: the list says b/z changed, a/x is gone, a/w is new,
+        // and c/r was deleted and created again (another uid).
+        state.apply(EventType::Added, object("c", "r", 17));
         let before = state.next_seq();
-        state.replace(vec![object("b", "z", 20), object("a", "w", 19)], 21);
+        let mut recreated = object("c", "r", 18);
+        recreated.uid = "another".into();
+        state.replace(
+            vec![object("b", "z", 20), object("a", "w", 19), recreated],
+            21,
+        );
         assert_eq!(
             seen(&state, before),
             [
                 "DELETED a/x@11 (at 21)",
                 "ADDED a/w@19 (at 21)",
                 "MODIFIED b/z@20 (at 21)",
+                "DELETED c/r@17 (at 21)",
+                "ADDED c/r@18 (at 21)",
             ]
         );
         assert_eq!(state.resource_version(), 21);
+        // What happened between the last event and the list is not known:
+        // a watch from before the list is gone; open watches got the diff.
+        assert_eq!(state.resume(17), Resume::Gone);
+        assert_eq!(state.resume(21), Resume::At(state.next_seq()));
         let (objects, rv, seq) = state.snapshot(|o| o.namespace == "a");
         assert_eq!(objects.len(), 1);
         assert_eq!((rv, seq), (21, state.next_seq()));
