@@ -16,6 +16,8 @@ use crate::status::status_object;
 
 /// Longest a watch waits for a change before the relay checks its client.
 const POLL: Duration = Duration::from_secs(1);
+/// The longest watch (a `timeoutSeconds` past it is served as this).
+const MAX_WATCH: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub struct SharedBody {
     shared: Arc<Shared>,
@@ -80,7 +82,7 @@ impl SharedBody {
                 seq,
                 after,
                 bookmarks,
-                ends_at: Instant::now() + timeout,
+                ends_at: Instant::now() + timeout.min(MAX_WATCH),
             }),
             ending: false,
             _watcher: watcher,
@@ -130,7 +132,9 @@ impl SharedBody {
         watch.seq = last.seq + 1;
         let mut events: Vec<(EventType, Arc<[u8]>)> = Vec::new();
         for change in &changes {
-            if change.resource_version <= watch.after && change.event_type != EventType::Bookmark {
+            // Bookmarks too: one older than where the client starts would
+            // move it back.
+            if change.resource_version <= watch.after {
                 continue;
             }
             let Some(sent) = for_client(change, &self.selection, watch.bookmarks) else {
@@ -177,13 +181,28 @@ impl Read for SharedBody {
                 }
                 self.pending = None;
             }
-            if self.ending {
+            if self.ending
+                || self
+                    .shared
+                    .stopped
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return Ok(0);
             }
             let Some(watch) = &self.watch else {
                 return Ok(0);
             };
             if Instant::now() >= watch.ends_at {
+                // As kube-apiserver does before a watch times out: a last
+                // bookmark, so the client resumes from the newest version.
+                if watch.bookmarks {
+                    let bookmark = self.shared.bookmark_now();
+                    let event = self.encoding.encode_event(EventType::Bookmark, &bookmark);
+                    self.pending = Some(Pieces::from_bytes(event));
+                    self.cursor = (0, 0);
+                    self.ending = true;
+                    continue;
+                }
                 return Ok(0);
             }
             if !self.next_changes()? {
