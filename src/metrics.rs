@@ -609,7 +609,7 @@ pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escapes a label value: backslash, double quote and newline.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

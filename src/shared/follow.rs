@@ -20,6 +20,8 @@ use crate::upstream::{self, Deadline, Outgoing, Upstream};
 
 /// Largest list read for a shared state (decompressed).
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
+/// Watches failing in a row before the state lists again.
+const MAX_FAILED_WATCHES: u32 = 3;
 /// What is read of a failed list's answer (its Status).
 const FAILURE_BODY: u64 = 64 * 1024;
 /// A list may take this long (a big list on a slow link).
@@ -40,11 +42,12 @@ const WARN_INTERVAL: Duration = Duration::from_secs(300);
 /// How often a busy follower asks whether its state is still used.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
-/// `retire` retires the state if nobody uses it (true: the thread ends).
+/// `retire(state, at_once)` retires the state if nobody uses it, or at
+/// once when the apiserver does not serve it (true: the thread ends).
 pub fn start(
     shared: Arc<Shared>,
     upstream: Arc<Upstream>,
-    retire: impl Fn(&Shared) -> bool + Send + 'static,
+    retire: impl Fn(&Shared, bool) -> bool + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("yh-shared-watch".into())
@@ -64,12 +67,13 @@ enum Ended {
     Retired,
 }
 
-fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared) -> bool) {
+fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared, bool) -> bool) {
     let mut backoff = BACKOFF;
     // None: list first; "" after a 410 (a consistent read), "0" at first
     // (any version: the apiserver answers from its watch cache).
     let mut list_from: Option<&str> = Some("0");
     let mut last_watch: Option<Instant> = None;
+    let mut failed_watches = 0;
     let mut warned: Option<Instant> = None;
     let mut warn = |what: String| {
         if warned.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
@@ -80,7 +84,7 @@ fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared) -> bool) {
         }
     };
     loop {
-        if retire(shared) {
+        if retire(shared, false) {
             return;
         }
         // A server not yet judged is used, as for any request.
@@ -94,9 +98,15 @@ fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared) -> bool) {
                 Ok(()) => {
                     list_from = None;
                     backoff = BACKOFF;
-                    shared.failing.store(false, Ordering::Relaxed);
                 }
-                Err(e) => {
+                // Not a resource or version this apiserver serves (a made-up
+                // version in a request, a CRD removed): forgotten now.
+                Err((Some(404), e)) => {
+                    log::info!("shared watch of {}: {e}, not served; stopped", shared.label);
+                    retire(shared, true);
+                    return;
+                }
+                Err((_, e)) => {
                     warn(format!("list failed: {e} (requests are forwarded)"));
                     shared.update(|_| shared.failing.store(true, Ordering::Relaxed));
                     std::thread::sleep(backoff);
@@ -114,22 +124,40 @@ fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared) -> bool) {
         shared.streams_open.fetch_sub(1, Ordering::Relaxed);
         match ended {
             Ended::Retired => return,
-            Ended::Resume => backoff = BACKOFF,
+            Ended::Resume => {
+                backoff = BACKOFF;
+                failed_watches = 0;
+            }
             Ended::Gone => {
                 log::info!(
                     "shared watch of {}: the apiserver no longer has its version, listing again",
                     shared.label
                 );
-                shared.relists.fetch_add(1, Ordering::Relaxed);
-                list_from = Some("");
+                relist(shared, &mut list_from);
             }
             Ended::Failed(e) => {
                 warn(e);
+                failed_watches += 1;
+                // A watch that keeps failing (a 403 after an RBAC change, an
+                // event it cannot read) leaves the state behind the cloud:
+                // requests go to the apiserver until a list succeeds again.
+                if failed_watches >= MAX_FAILED_WATCHES {
+                    failed_watches = 0;
+                    relist(shared, &mut list_from);
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
+}
+
+/// The state is behind the cloud until a list (a consistent read) succeeds:
+/// requests are forwarded meanwhile.
+fn relist(shared: &Shared, list_from: &mut Option<&str>) {
+    shared.relists.fetch_add(1, Ordering::Relaxed);
+    shared.update(|_| shared.failing.store(true, Ordering::Relaxed));
+    *list_from = Some("");
 }
 
 fn headers(encoding: Encoding, gzip: bool) -> Vec<(String, String)> {
@@ -144,7 +172,16 @@ fn headers(encoding: Encoding, gzip: bool) -> Vec<(String, String)> {
 }
 
 /// Lists the whole resource into the state.
-fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Result<(), String> {
+/// Why a list failed: the apiserver's status when it answered one.
+type ListFailure = (Option<u16>, String);
+
+fn list(
+    shared: &Shared,
+    upstream: &Upstream,
+    server: usize,
+    from: &str,
+) -> Result<(), ListFailure> {
+    let failed = |message: String| (None, message);
     let target = format!("{}?resourceVersion={from}", shared.path);
     let headers = headers(shared.encoding, true);
     let outgoing = Outgoing {
@@ -156,7 +193,9 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
         with_client_cert: true,
         connect_timeout: None,
     };
-    let response = upstream.send(server, outgoing).map_err(|e| e.to_string())?;
+    let response = upstream
+        .send(server, outgoing)
+        .map_err(|e| failed(e.to_string()))?;
     let content_type = response.header("content-type").unwrap_or("").to_string();
     let readable = Encoding::from_content_type(&content_type) == Some(shared.encoding);
     if response.status != 200 || !readable {
@@ -175,9 +214,9 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_default();
         return Err(if status != 200 {
-            format!("status {status} {message}")
+            (Some(status), format!("status {status} {message}"))
         } else {
-            format!("the apiserver answered in {content_type:?}")
+            failed(format!("the apiserver answered in {content_type:?}"))
         });
     }
     let gzip = response
@@ -193,35 +232,41 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if upstream::is_quiet_stream(&e) => continue,
-            Err(e) => return Err(format!("reading the list: {e}")),
+            Err(e) => return Err(failed(format!("reading the list: {e}"))),
         };
         shared.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
         match gunzip.as_mut() {
-            Some(gunzip) => body.extend(gunzip.push(&buffer[..n]).map_err(|e| e.to_string())?),
+            Some(gunzip) => body.extend(
+                gunzip
+                    .push(&buffer[..n])
+                    .map_err(|e| failed(e.to_string()))?,
+            ),
             None => body.extend_from_slice(&buffer[..n]),
         }
         if body.len() > MAX_LIST_BYTES {
-            return Err(format!("the list is larger than {MAX_LIST_BYTES} bytes"));
+            return Err(failed(format!(
+                "the list is larger than {MAX_LIST_BYTES} bytes"
+            )));
         }
     }
     if let Some(gunzip) = &gunzip {
-        gunzip.finish().map_err(|e| e.to_string())?;
+        gunzip.finish().map_err(|e| failed(e.to_string()))?;
     }
     let parts = shared
         .encoding
         .split_list(&body)
-        .map_err(|e| format!("unreadable list: {e}"))?;
+        .map_err(|e| failed(format!("unreadable list: {e}")))?;
     drop(body);
     let resource_version: u64 = parts
         .resource_version
         .parse()
-        .map_err(|_| format!("list resourceVersion {:?}", parts.resource_version))?;
+        .map_err(|_| failed(format!("list resourceVersion {:?}", parts.resource_version)))?;
     let mut items = Vec::with_capacity(parts.items.len());
     for item in &parts.items {
         let meta = shared
             .encoding
             .decode_meta(item)
-            .map_err(|e| format!("unreadable item: {e}"))?;
+            .map_err(|e| failed(format!("unreadable item: {e}")))?;
         items.push(Object::new(meta, item));
     }
     let count = items.len();
@@ -230,10 +275,24 @@ fn list(shared: &Shared, upstream: &Upstream, server: usize, from: &str) -> Resu
         .strip_suffix("List")
         .unwrap_or(&parts.kind)
         .to_string();
+    let encoding = shared.encoding;
     shared.update(|state| {
+        let relisted = state.synced();
         state.kind = kind;
         state.api_version = parts.api_version.clone();
         state.replace(items, resource_version);
+        if relisted {
+            // Open watches got the difference as changes at the list's
+            // version; a bookmark lands clients that take them on it.
+            let at = state.resource_version();
+            let bookmark =
+                encoding.bookmark(&state.kind, &state.api_version, &at.to_string(), false);
+            if let Ok(meta) = encoding.decode_meta(&bookmark) {
+                state.bookmark(at, Object::new(meta, &bookmark));
+            }
+        }
+        // Ready again, under the lock waiting requests check it with.
+        shared.failing.store(false, Ordering::Relaxed);
     });
     log::info!(
         "shared watch of {}: {count} objects listed at {resource_version}",
@@ -247,11 +306,11 @@ fn watch(
     shared: &Shared,
     upstream: &Upstream,
     server: usize,
-    retire: &dyn Fn(&Shared) -> bool,
+    retire: &dyn Fn(&Shared, bool) -> bool,
 ) -> Ended {
-    let from = shared.update(|state| state.resource_version());
+    let from = shared.resource_version();
     let spread = WATCH_SECONDS.1 - WATCH_SECONDS.0;
-    let seconds = WATCH_SECONDS.0 + (u64::from(std::process::id()) + from) % spread;
+    let seconds = WATCH_SECONDS.0 + u64::from(std::process::id()).wrapping_add(from) % spread;
     let target = format!(
         "{}?watch=true&allowWatchBookmarks=true&resourceVersion={from}&timeoutSeconds={seconds}",
         shared.path
@@ -283,7 +342,7 @@ fn watch(
     loop {
         if checked.elapsed() >= IDLE_CHECK {
             checked = Instant::now();
-            if retire(shared) {
+            if retire(shared, false) {
                 return Ended::Retired;
             }
         }

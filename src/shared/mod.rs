@@ -27,7 +27,7 @@ use serve::{Plan, Selection, Start};
 use state::{Change, Resume, State};
 
 use crate::codec::{self, Encoding, Pieces};
-use crate::metrics::header;
+use crate::metrics::{escape, header};
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::upstream::Upstream;
 
@@ -39,6 +39,11 @@ const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// follower inside the hub) closes its upstream watch and is forgotten:
 /// a client that asked once does not keep a stream open for ever.
 const IDLE_STOP: Duration = Duration::from_secs(600);
+
+/// Shared states at once (resources times encodings times versions a
+/// spec without a version matches): a flood of made-up versions cannot
+/// start a thread each.
+const MAX_STATES: usize = 16;
 
 /// A resource named in `--shared-watch-resources`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +102,10 @@ pub fn parse_resources(text: &str) -> Result<Vec<ResourceSpec>, String> {
                 resource: resource.to_string(),
             }
         };
-        let plain = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
         if spec.resource.is_empty()
-            || !plain(&spec.resource)
-            || !plain(&spec.group)
-            || !spec.version.as_deref().is_none_or(plain)
+            || !is_plain(&spec.resource)
+            || !is_plain(&spec.group)
+            || !spec.version.as_deref().is_none_or(is_plain)
         {
             return Err(bad());
         }
@@ -123,6 +124,12 @@ fn label_of(group: &str, version: &str, resource: &str) -> String {
     } else {
         format!("{resource}.{version}.{group}")
     }
+}
+
+/// Lower-case letters, digits, `-` and `.`: a resource or group name.
+fn is_plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// `v1`, `v1beta1`, `v2alpha3`.
@@ -166,8 +173,9 @@ pub struct Shared {
     /// The last list failed (a 403, an unreadable answer): requests are
     /// forwarded at once instead of waiting for a state that may not come.
     pub failing: AtomicBool,
-    /// Retired after `IDLE_STOP` unused: its upstream watch is closed; a
-    /// request holding it is forwarded, a watch from it ends.
+    /// Retired (after `IDLE_STOP` unused, or as soon as the apiserver says
+    /// it does not serve the resource): its upstream watch is closed, a
+    /// request still holding it is forwarded, a watch on it ends.
     pub stopped: AtomicBool,
     /// Followers inside the hub (the filters' context) holding it.
     held: AtomicI64,
@@ -179,8 +187,9 @@ pub struct WatcherSlot(Arc<Shared>);
 
 impl Drop for WatcherSlot {
     fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
+        // Used now, then no longer watched: never idle in between.
         self.0.touch();
+        self.0.watchers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -190,8 +199,8 @@ pub struct Hold(Arc<Shared>);
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -235,6 +244,29 @@ impl Shared {
     pub fn hold(self: &Arc<Self>) -> Hold {
         self.held.fetch_add(1, Ordering::Relaxed);
         Hold(self.clone())
+    }
+
+    /// A bookmark of the state as it is now (the kind with only its
+    /// resourceVersion).
+    fn bookmark_now(&self) -> Vec<u8> {
+        let state = self.lock();
+        self.encoding.bookmark(
+            &state.kind,
+            &state.api_version,
+            &state.resource_version().to_string(),
+            false,
+        )
+    }
+
+    /// The resourceVersion the state is at.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().resource_version()
+    }
+
+    /// Synced once and not known to be failing now (a state relisting
+    /// after a 410 is still the one to use).
+    fn usable(&self) -> bool {
+        self.lock().synced() || !self.failing.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -286,7 +318,7 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        (ready(&mut state) && !self.stopped.load(Ordering::Relaxed)).then_some(state)
+        (ready(&mut state) && !failing()).then_some(state)
     }
 }
 
@@ -320,22 +352,25 @@ pub struct SharedWatches {
 
 type Collections = Mutex<BTreeMap<(String, Encoding), Arc<Shared>>>;
 
-/// Retires `shared` if it is idle: forgotten (the next request starts a
-/// new one) and stopped, under the lock every request takes to find it.
-fn retire_if_idle(collections: &Collections, shared: &Shared) -> bool {
+/// Retires `shared` if it is idle, or `at_once`: forgotten (the next
+/// request starts a new one) and stopped (a watch still on it ends), under
+/// the lock every request takes to find it.
+fn retire(collections: &Collections, shared: &Shared, at_once: bool) -> bool {
     let mut collections = collections.lock().unwrap_or_else(|e| e.into_inner());
-    if !shared.idle() {
+    if !at_once && !shared.idle() {
         return false;
     }
     collections.retain(|_, s| !std::ptr::eq(&**s, shared));
-    shared.stopped.store(true, Ordering::Relaxed);
-    shared.changed.notify_all();
-    log::info!(
-        "shared watch of {} ({}) stopped, unused for {} s",
-        shared.label,
-        shared.encoding.extension(),
-        IDLE_STOP.as_secs()
-    );
+    // Under the state's lock, so no wait misses it.
+    shared.update(|_| shared.stopped.store(true, Ordering::Relaxed));
+    if !at_once {
+        log::info!(
+            "shared watch of {} ({}) stopped, unused for {} s",
+            shared.label,
+            shared.encoding.extension(),
+            IDLE_STOP.as_secs()
+        );
+    }
     true
 }
 
@@ -380,6 +415,11 @@ impl SharedWatches {
         // it from the apiserver.
         let other_shape = request.accept.is_some_and(|a| a.contains("as="));
         let accepted = codec::accepted(request.accept);
+        // The version and group go into a path and a metric label: only
+        // what kube-apiserver could serve.
+        if !is_version(&info.api_version) || !is_plain(&info.api_group) {
+            return None;
+        }
         let impersonates = request.headers.iter().any(|(name, _)| {
             name.as_bytes()
                 .get(..12)
@@ -518,7 +558,7 @@ impl SharedWatches {
         let encoding = {
             let collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
             let state = |e| collections.get(&(label.clone(), e));
-            let works = |e| state(e).is_some_and(|s| !s.failing.load(Ordering::Relaxed));
+            let works = |e| state(e).is_some_and(|s| s.usable());
             match (works(Encoding::Protobuf), works(Encoding::Json)) {
                 (true, _) => Encoding::Protobuf,
                 (false, true) => Encoding::Json,
@@ -548,6 +588,10 @@ impl SharedWatches {
             shared.touch();
             return Some(shared.clone());
         }
+        if collections.len() >= MAX_STATES {
+            log::debug!("{label}: forwarded, {MAX_STATES} shared watches run already");
+            return None;
+        }
         let path = if group.is_empty() {
             format!("/{prefix}/{version}/{resource}")
         } else {
@@ -556,7 +600,7 @@ impl SharedWatches {
         let shared = Arc::new(Shared::new(label.clone(), encoding, path));
         let retire = {
             let collections = self.collections.clone();
-            move |shared: &Shared| retire_if_idle(&collections, shared)
+            move |shared: &Shared, at_once| retire(&collections, shared, at_once)
         };
         if let Err(e) = follow::start(shared.clone(), self.upstream.clone(), retire) {
             log::warn!("cannot start the shared watch of {label}: {e}");
@@ -632,7 +676,7 @@ impl SharedWatches {
                 let _ = writeln!(
                     out,
                     "{name}{{resource=\"{}\",encoding=\"{}\"}} {}",
-                    shared.label,
+                    escape(&shared.label),
                     shared.encoding.extension(),
                     read(shared)
                 );
@@ -670,14 +714,14 @@ mod tests {
                 *shared.last_used.lock().unwrap() = at;
             }
         };
-        assert!(!retire_if_idle(&collections, &shared), "just used");
+        assert!(!retire(&collections, &shared, false), "just used");
         long_ago(&shared);
         let watcher = shared.watcher();
-        assert!(!retire_if_idle(&collections, &shared), "watched");
+        assert!(!retire(&collections, &shared, false), "watched");
         drop(watcher);
         long_ago(&shared);
         let held = shared.hold();
-        assert!(!retire_if_idle(&collections, &shared), "held");
+        assert!(!retire(&collections, &shared, false), "held");
         drop(held);
         if Instant::now()
             .checked_sub(IDLE_STOP + Duration::from_secs(1))
@@ -686,7 +730,7 @@ mod tests {
             return; // a machine up for less than the idle time cannot say
         }
         long_ago(&shared);
-        assert!(retire_if_idle(&collections, &shared));
+        assert!(retire(&collections, &shared, false));
         assert!(collections.lock().unwrap().is_empty());
         assert!(shared.stopped.load(Ordering::Relaxed));
         assert!(
