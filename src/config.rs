@@ -72,7 +72,7 @@ pub struct Config {
     /// (ignored, as the original does; logged at start).
     pub unknown_filters: Vec<String>,
     /// `--shared-watch-resources` (or `--pool-scope-resources`): resources
-    /// with one upstream watch for the whole node (edge mode only).
+    /// with one upstream watch for the whole node (both working modes).
     pub shared_watch_resources: Vec<crate::shared::ResourceSpec>,
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::request_info::RequestInfo;
 use crate::upstream::Upstream;
@@ -19,7 +19,8 @@ const DENIED_FOR: Duration = Duration::from_secs(30);
 /// Decisions remembered (tokens times what they asked).
 const MAX_DECISIONS: usize = 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// What a token asked. No `Debug`: it holds the token, which is never logged.
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct Asked {
     token: String,
     verb: &'static str,
@@ -38,6 +39,22 @@ fn bearer(authorization: &str) -> Option<&str> {
     let (scheme, token) = authorization.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The `exp` claim of a JWT (Unix seconds), if the token is one.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()
+}
+
+/// Time from `now` until Unix second `exp` (zero once past).
+fn seconds_left(exp: u64, now: SystemTime) -> Duration {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(exp).saturating_sub(now)
 }
 
 /// The SelfSubjectAccessReview asking whether the token may do what the
@@ -100,6 +117,9 @@ impl Access {
                 .ok()
                 .and_then(|v| v["status"]["allowed"].as_bool())
                 .unwrap_or(false),
+            // A token the apiserver does not accept (401), or that may not
+            // even ask (403): denied, remembered as a denial.
+            Ok((401 | 403, _)) => false,
             Ok((status, _)) => {
                 log::debug!(
                     "access review for a shared {}: status {status}",
@@ -113,7 +133,11 @@ impl Access {
                 return false;
             }
         };
-        let until = now + if allowed { ALLOWED_FOR } else { DENIED_FOR };
+        let mut until = now + if allowed { ALLOWED_FOR } else { DENIED_FOR };
+        // Never past the token's own expiry, when it says one (a JWT's `exp`).
+        if let Some(left) = jwt_expiry(token).map(|exp| seconds_left(exp, SystemTime::now())) {
+            until = until.min(now + left);
+        }
         let mut decided = self.lock();
         if decided.len() >= MAX_DECISIONS {
             decided.retain(|_, (_, until)| now < *until);
@@ -133,6 +157,27 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_never_outlives_the_tokens_expiry() {
+        use base64::Engine as _;
+        let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let token = format!(
+            "{}.{}.sig",
+            encode(r#"{"alg":"RS256"}"#),
+            encode(r#"{"exp":1000,"sub":"x"}"#)
+        );
+        assert_eq!(jwt_expiry(&token), Some(1000));
+        assert_eq!(jwt_expiry("opaque-token"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), None);
+        assert_eq!(
+            jwt_expiry(&format!("a.{}.c", encode(r#"{"sub":"x"}"#))),
+            None
+        );
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(seconds_left(1000, at(940)), Duration::from_secs(60));
+        assert_eq!(seconds_left(1000, at(2000)), Duration::ZERO);
+    }
 
     #[test]
     fn only_bearer_tokens_are_reviewed() {
