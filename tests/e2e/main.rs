@@ -22,7 +22,8 @@
 //! - certificates: join with a bootstrap token; kubelet's certificate rotated under a running
 //!   hub; a pod's service-account token over the secure port
 //! - the shared watch: three clients watching Services and EndpointSlices through the hub with
-//!   their own selectors and encodings see exactly what the same watches show directly
+//!   their own selectors and encodings see exactly what the same watches show directly, and a
+//!   1.35 client's streaming list, which kube-apiserver 1.20 does not speak, is answered
 //! - a hub and a hollow kubelet started together against a just-started kube-apiserver (ready,
 //!   only listening, or answering /readyz with errors): the node is registered in the cloud every
 //!   time, over 12 starts, and no write is answered locally
@@ -1974,6 +1975,60 @@ fn three_clients_watching_through_the_shared_watch_see_what_direct_watches_show(
         })
         .collect();
 
+    // A 1.35 kubelet or kube-proxy lists by a streaming list, which this
+    // 1.20 apiserver does not speak (it would never send the bookmark that
+    // ends the initial events); the shared watch answers it.
+    let streaming = WatchRecorder::start(
+        &hub.proxy_url(),
+        &format!(
+            "{services}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=&allowWatchBookmarks=true"
+        ),
+        Encoding::Json,
+        &[
+            ("User-Agent", "kube-proxy/v1.35.0"),
+            ("Accept", "application/json"),
+        ],
+        None,
+    );
+    assert!(
+        streaming.wait_for(|e| e.iter().any(|e| e.initial_events_end), WAIT),
+        "{:?}",
+        streaming.problem()
+    );
+    let initial: Vec<(String, String)> = streaming
+        .events()
+        .iter()
+        .take_while(|e| !e.initial_events_end)
+        .map(|e| {
+            assert_eq!(e.event_type, "ADDED");
+            (e.namespace.clone(), e.name.clone())
+        })
+        .collect();
+    let listed: serde_json::Value = serde_json::from_str(&kubectl_ok(
+        &admin,
+        &["get", "services", "-A", "-o", "json"],
+    ))
+    .unwrap();
+    let mut listed: Vec<(String, String)> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let meta = &s["metadata"];
+            (
+                meta["namespace"].as_str().unwrap().to_string(),
+                meta["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut sorted = initial.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, listed,
+        "the streaming list's initial events are the Services"
+    );
+
     let apply = |name: &str, manifest: serde_json::Value| {
         let path = bed.dir().join(name);
         std::fs::write(&path, manifest.to_string()).unwrap();
@@ -2035,6 +2090,33 @@ fn three_clients_watching_through_the_shared_watch_see_what_direct_watches_show(
             hub.log()
         );
     }
+    // After its initial events, the streaming list goes on as the direct
+    // watch of every Service does.
+    let after_bookmark = |watch: &WatchRecorder| -> Vec<WatchedEvent> {
+        let events = watch.events();
+        let end = events.iter().position(|e| e.initial_events_end).unwrap();
+        events[end + 1..]
+            .iter()
+            .filter(|e| e.event_type != "BOOKMARK")
+            .map(|e| {
+                (
+                    e.event_type.clone(),
+                    e.namespace.clone(),
+                    e.name.clone(),
+                    e.resource_version,
+                    e.labels.clone(),
+                )
+            })
+            .collect()
+    };
+    let all_services = &watches[0].1;
+    assert!(
+        wait_until(WAIT, || after_bookmark(&streaming)
+            == watch_events(all_services)),
+        "{:#?}\n{:#?}",
+        after_bookmark(&streaming),
+        watch_events(all_services)
+    );
     // The coredns-like client saw web leave its selection and come back.
     let types: Vec<String> = watch_events(&watches[1].0)
         .into_iter()
@@ -2049,7 +2131,7 @@ fn three_clients_watching_through_the_shared_watch_see_what_direct_watches_show(
     };
     let slices_label = "endpointslices.v1beta1.discovery.k8s.io";
     for (resource, encoding, watchers) in [
-        ("services.v1", "json", 1),
+        ("services.v1", "json", 2),
         ("services.v1", "pb", 1),
         (slices_label, "pb", 1),
     ] {

@@ -375,7 +375,7 @@ fn clients_carry_on_across_an_upstream_break_a_410_relist_and_a_hub_restart() {
     let relisted = || {
         bed.hub.metric(
             "node_yurthub_shared_watch_relists_total{resource=\"services.v1\",encoding=\"json\"}",
-        ) == 1
+        ) >= 1
     };
     assert!(wait_until(WAIT, relisted), "{}", bed.hub.log());
     for ((informer, query), initial) in hub_clients.iter().zip(&queries).zip(&initial) {
@@ -602,4 +602,63 @@ fn what_the_shared_state_cannot_answer_is_forwarded_at_once() {
     assert!(old.wait_for(|e| !e.is_empty(), WAIT), "{:?}", old.problem());
     assert_eq!(old.events()[0].error.as_ref().map(|e| e.code), Some(410));
     assert!(old.wait_ended(WAIT));
+}
+
+#[test]
+fn made_up_versions_huge_timeouts_and_the_last_bookmark_of_a_watch() {
+    let bed = Bed::new(Encoding::Json);
+    assert_eq!(bed.list(SERVICES, &[]).0, 200);
+    // A version kube-apiserver could not serve never names a shared state,
+    // a path upstream or a metric label.
+    for path in [
+        "/api/v1%22%7D%200%0Afake_metric%7Ba%3D%22/services",
+        "/api/v1%3Fx/services",
+        "/api/v9000/services",
+    ] {
+        let (status, _, _) = client::request(
+            "GET",
+            &format!("{}{path}", bed.hub.proxy_url()),
+            &[("User-Agent", KUBE_PROXY)],
+            b"",
+        );
+        assert!(status >= 400, "{path}: {status}");
+    }
+    let metrics = bed.hub.metrics();
+    assert!(!metrics.contains("fake_metric"), "{metrics}");
+    let states: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("node_yurthub_shared_watch_upstream_streams{"))
+        .collect();
+    assert_eq!(states.len(), 1, "{states:?}");
+    // A timeout past any deadline is served, not a panic.
+    let forever = bed.through_hub(
+        &format!("{SERVICES}?watch=true&timeoutSeconds=9223372036854775807"),
+        "application/json",
+    );
+    assert!(
+        forever.wait_for(|e| e.len() == 3, WAIT),
+        "{:?}",
+        forever.problem()
+    );
+    assert!(!forever.ended());
+    assert_eq!(
+        bed.hub
+            .metric("node_yurthub_connection_panics_total{listener=\"proxy\"}"),
+        0
+    );
+    // A watch that times out with bookmarks allowed ends with one at the
+    // state's version, as kube-apiserver's do.
+    let rv = bed.services.current_rv();
+    let short = bed.through_hub(
+        &format!(
+            "{SERVICES}?watch=true&resourceVersion={rv}&timeoutSeconds=1&allowWatchBookmarks=true"
+        ),
+        "application/json",
+    );
+    assert!(short.wait_ended(WAIT));
+    let last = short.events().pop().expect("a bookmark");
+    assert_eq!(
+        (last.event_type.as_str(), last.resource_version),
+        ("BOOKMARK", rv)
+    );
 }
