@@ -39,6 +39,9 @@ pub struct SharedBody {
 struct WatchCursor {
     seq: u64,
     after: u64,
+    /// The newest version among the changes this watch has gone through
+    /// (sent or not selected): what its last bookmark may say.
+    seen: u64,
     bookmarks: bool,
     ends_at: Instant,
 }
@@ -81,6 +84,7 @@ impl SharedBody {
             watch: Some(WatchCursor {
                 seq,
                 after,
+                seen: after,
                 bookmarks,
                 ends_at: Instant::now() + timeout.min(MAX_WATCH),
             }),
@@ -132,6 +136,7 @@ impl SharedBody {
         watch.seq = last.seq + 1;
         let mut events: Vec<(EventType, Arc<[u8]>)> = Vec::new();
         for change in &changes {
+            watch.seen = watch.seen.max(change.resource_version);
             // Bookmarks too: one older than where the client starts would
             // move it back.
             if change.resource_version <= watch.after {
@@ -196,7 +201,10 @@ impl Read for SharedBody {
                 // As kube-apiserver does before a watch times out: a last
                 // bookmark, so the client resumes from the newest version.
                 if watch.bookmarks {
-                    let bookmark = self.shared.bookmark_now();
+                    // At the newest change this watch went through, never
+                    // the state's: a change that came after it would be
+                    // skipped by a client resuming from the bookmark.
+                    let bookmark = self.shared.bookmark_at(watch.seen);
                     let event = self.encoding.encode_event(EventType::Bookmark, &bookmark);
                     self.pending = Some(Pieces::from_bytes(event));
                     self.cursor = (0, 0);
@@ -210,5 +218,82 @@ impl Read for SharedBody {
                 return Err(crate::upstream::quiet_stream());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, rv: u64) -> Object {
+        let bytes = format!(
+            r#"{{"kind":"Service","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"a","resourceVersion":"{rv}"}}}}"#
+        );
+        let meta = Encoding::Json.decode_meta(bytes.as_bytes()).unwrap();
+        Object::new(meta, bytes.as_bytes())
+    }
+
+    fn read_all(body: &mut SharedBody) -> String {
+        let mut out = Vec::new();
+        let mut buffer = [0; 64];
+        loop {
+            match body.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buffer[..n]),
+                Err(e) if crate::upstream::is_quiet_stream(&e) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_watch_that_times_out_bookmarks_the_last_change_it_went_through() {
+        let shared = Arc::new(Shared::new(
+            "services.v1".into(),
+            Encoding::Json,
+            "/api/v1/services".into(),
+        ));
+        shared.update(|state| {
+            state.kind = "Service".into();
+            state.api_version = "v1".into();
+            state.replace(vec![object("s", 10)], 10);
+        });
+        let seq = shared.lock().next_seq();
+        // A change arrives once the watch has timed out, before it looks.
+        let mut body = SharedBody::watch(
+            shared.clone(),
+            Encoding::Json,
+            Selection::default(),
+            None,
+            seq,
+            10,
+            true,
+            Duration::ZERO,
+        );
+        shared.update(|state| state.apply(EventType::Modified, object("s", 11)));
+        let sent = read_all(&mut body);
+        assert!(sent.contains(r#""type":"BOOKMARK""#), "{sent}");
+        assert!(sent.contains(r#""resourceVersion":"10""#), "{sent}");
+        assert!(!sent.contains(r#""resourceVersion":"11""#), "{sent}");
+        // A watch that went through the change bookmarks it.
+        let mut body = SharedBody::watch(
+            shared.clone(),
+            Encoding::Json,
+            Selection::default(),
+            None,
+            seq,
+            10,
+            true,
+            Duration::from_millis(200),
+        );
+        let sent = read_all(&mut body);
+        let lines: Vec<&str> = sent.lines().collect();
+        assert_eq!(lines.len(), 2, "{sent}");
+        assert!(lines[0].contains(r#""type":"MODIFIED""#), "{sent}");
+        assert!(
+            lines[1].contains(r#""type":"BOOKMARK""#) && lines[1].contains(r#""11""#),
+            "{sent}"
+        );
     }
 }

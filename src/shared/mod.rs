@@ -246,14 +246,14 @@ impl Shared {
         Hold(self.clone())
     }
 
-    /// A bookmark of the state as it is now (the kind with only its
-    /// resourceVersion).
-    fn bookmark_now(&self) -> Vec<u8> {
+    /// A bookmark of the resource at `resource_version` (its kind with only
+    /// that version).
+    fn bookmark_at(&self, resource_version: u64) -> Vec<u8> {
         let state = self.lock();
         self.encoding.bookmark(
             &state.kind,
             &state.api_version,
-            &state.resource_version().to_string(),
+            &resource_version.to_string(),
             false,
         )
     }
@@ -263,8 +263,8 @@ impl Shared {
         self.lock().resource_version()
     }
 
-    /// Synced once and not known to be failing now (a state relisting
-    /// after a 410 is still the one to use).
+    /// Synced once, or not known to fail (a state relisting after a 410
+    /// is still the one to use; one that never synced and fails is not).
     fn usable(&self) -> bool {
         self.lock().synced() || !self.failing.load(Ordering::Relaxed)
     }
