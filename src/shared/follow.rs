@@ -61,7 +61,12 @@ enum Ended {
     Resume,
     /// The version is gone: list again.
     Gone,
-    /// A failure worth a pause.
+    /// A failure worth a pause: the apiserver could not be reached, or is
+    /// busy (429, 5xx); the watch resumes once it answers.
+    Unavailable(String),
+    /// A failure worth a pause that says the state may be falling behind:
+    /// the apiserver refused the watch (401, 403, another 4xx), sent an
+    /// ERROR event, or a stream the hub cannot read.
     Failed(String),
     /// Nobody uses the state any more.
     Retired,
@@ -98,6 +103,7 @@ fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared, bool) -> b
                 Ok(()) => {
                     list_from = None;
                     backoff = BACKOFF;
+                    failed_watches = 0;
                 }
                 // Not a resource or version this apiserver serves (a made-up
                 // version in a request, a CRD removed): forgotten now.
@@ -134,6 +140,11 @@ fn run(shared: &Shared, upstream: &Upstream, retire: &dyn Fn(&Shared, bool) -> b
                     shared.label
                 );
                 relist(shared, &mut list_from);
+            }
+            Ended::Unavailable(e) => {
+                warn(e);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Ended::Failed(e) => {
                 warn(e);
@@ -327,11 +338,12 @@ fn watch(
     };
     let response = match upstream.send(server, outgoing) {
         Ok(response) => response,
-        Err(e) => return Ended::Failed(format!("watch: {e}")),
+        Err(e) => return Ended::Unavailable(format!("watch: {e}")),
     };
     match response.status {
         200 => {}
         410 => return Ended::Gone,
+        status @ (429 | 500..) => return Ended::Unavailable(format!("watch: status {status}")),
         status => return Ended::Failed(format!("watch: status {status}")),
     }
     let encoding = shared.encoding;
