@@ -298,6 +298,11 @@ impl Follower<'_> {
             self.save();
         }
         loop {
+            // Retired (the apiserver said it does not serve it): find
+            // another.
+            if services.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let Some(changes) = services.wait_changes(seq, SHARED_WAIT) else {
                 return;
             };
