@@ -102,6 +102,11 @@ impl Access {
         {
             return allowed;
         }
+        // A JWT past its `exp` is refused by the apiserver: no review.
+        let left = jwt_expiry(token).map(|exp| seconds_left(exp, SystemTime::now()));
+        if left == Some(Duration::ZERO) {
+            return false;
+        }
         let Some(server) = self.upstream.pick() else {
             return false;
         };
@@ -134,9 +139,10 @@ impl Access {
             }
         };
         let mut until = now + if allowed { ALLOWED_FOR } else { DENIED_FOR };
-        // Never past the token's own expiry, when it says one (a JWT's `exp`).
-        if let Some(left) = jwt_expiry(token).map(|exp| seconds_left(exp, SystemTime::now())) {
-            until = until.min(now + left);
+        // An allowed decision never outlives the token's own expiry, when it
+        // says one (a JWT's `exp`; any size: no overflow).
+        if allowed && let Some(end) = left.and_then(|left| now.checked_add(left)) {
+            until = until.min(end);
         }
         let mut decided = self.lock();
         if decided.len() >= MAX_DECISIONS {
