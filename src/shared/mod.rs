@@ -350,7 +350,20 @@ pub struct SharedWatches {
     collections: Arc<Collections>,
 }
 
-type Collections = Mutex<BTreeMap<(String, Encoding), Arc<Shared>>>;
+type Collections = Mutex<Registry>;
+
+/// The shared states by resource label and encoding, and the resources the
+/// apiserver said it does not serve (404), not tried again for a while.
+#[derive(Default)]
+struct Registry {
+    states: BTreeMap<(String, Encoding), Arc<Shared>>,
+    unserved: BTreeMap<String, Instant>,
+}
+
+/// How long a resource the apiserver answered 404 for is not tried again
+/// (requests for it are forwarded meanwhile), and how many are remembered.
+const UNSERVED_FOR: Duration = Duration::from_secs(60);
+const MAX_UNSERVED: usize = 64;
 
 /// Retires `shared` if it is idle, or `at_once`: forgotten (the next
 /// request starts a new one) and stopped (a watch still on it ends), under
@@ -360,7 +373,20 @@ fn retire(collections: &Collections, shared: &Shared, at_once: bool) -> bool {
     if !at_once && !shared.idle() {
         return false;
     }
-    collections.retain(|_, s| !std::ptr::eq(&**s, shared));
+    collections
+        .states
+        .retain(|_, s| !std::ptr::eq(&**s, shared));
+    if at_once {
+        let now = Instant::now();
+        let unserved = &mut collections.unserved;
+        if unserved.len() >= MAX_UNSERVED {
+            unserved.retain(|_, until| now < *until);
+            if unserved.len() >= MAX_UNSERVED {
+                unserved.clear();
+            }
+        }
+        unserved.insert(shared.label.clone(), now + UNSERVED_FOR);
+    }
     // Under the state's lock, so no wait misses it.
     shared.update(|_| shared.stopped.store(true, Ordering::Relaxed));
     if !at_once {
@@ -385,7 +411,7 @@ impl SharedWatches {
             access: access::Access::new(upstream.clone()),
             upstream,
             watch_timeout,
-            collections: Arc::new(Mutex::new(BTreeMap::new())),
+            collections: Arc::new(Mutex::new(Registry::default())),
         }
     }
 
@@ -557,7 +583,7 @@ impl SharedWatches {
         let label = label_of(group, version, resource);
         let encoding = {
             let collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
-            let state = |e| collections.get(&(label.clone(), e));
+            let state = |e| collections.states.get(&(label.clone(), e));
             let works = |e| state(e).is_some_and(|s| s.usable());
             match (works(Encoding::Protobuf), works(Encoding::Json)) {
                 (true, _) => Encoding::Protobuf,
@@ -584,11 +610,18 @@ impl SharedWatches {
     ) -> Option<Arc<Shared>> {
         let label = label_of(group, version, resource);
         let mut collections = self.collections.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = collections.get(&(label.clone(), encoding)) {
+        if let Some(shared) = collections.states.get(&(label.clone(), encoding)) {
             shared.touch();
             return Some(shared.clone());
         }
-        if collections.len() >= MAX_STATES {
+        if collections
+            .unserved
+            .get(&label)
+            .is_some_and(|until| Instant::now() < *until)
+        {
+            return None;
+        }
+        if collections.states.len() >= MAX_STATES {
             log::debug!("{label}: forwarded, {MAX_STATES} shared watches run already");
             return None;
         }
@@ -607,7 +640,7 @@ impl SharedWatches {
             return None;
         }
         log::info!("shared watch of {label} ({}) started", encoding.extension());
-        collections.insert((label, encoding), shared.clone());
+        collections.states.insert((label, encoding), shared.clone());
         Some(shared)
     }
 
@@ -616,6 +649,7 @@ impl SharedWatches {
             .collections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .states
             .values()
             .cloned()
             .collect();
@@ -699,7 +733,7 @@ mod tests {
 
     #[test]
     fn a_state_is_retired_only_once_nobody_watches_holds_or_used_it_for_a_while() {
-        let collections: Collections = Mutex::new(BTreeMap::new());
+        let collections: Collections = Mutex::new(Registry::default());
         let shared = Arc::new(Shared::new(
             "services.v1".into(),
             Encoding::Json,
@@ -708,6 +742,7 @@ mod tests {
         collections
             .lock()
             .unwrap()
+            .states
             .insert(("services.v1".into(), Encoding::Json), shared.clone());
         let long_ago = |shared: &Shared| {
             if let Some(at) = Instant::now().checked_sub(IDLE_STOP + Duration::from_secs(1)) {
@@ -731,7 +766,27 @@ mod tests {
         }
         long_ago(&shared);
         assert!(retire(&collections, &shared, false));
-        assert!(collections.lock().unwrap().is_empty());
+        assert!(collections.lock().unwrap().states.is_empty());
+        assert!(
+            collections.lock().unwrap().unserved.is_empty(),
+            "idle is not unserved"
+        );
+        // One the apiserver does not serve goes at once, watched or not, and
+        // is not tried again for a while.
+        let unserved = Arc::new(Shared::new(
+            "services.v9".into(),
+            Encoding::Json,
+            "/api/v9/services".into(),
+        ));
+        let _watcher = unserved.watcher();
+        assert!(retire(&collections, &unserved, true));
+        assert!(
+            collections
+                .lock()
+                .unwrap()
+                .unserved
+                .contains_key("services.v9")
+        );
         assert!(shared.stopped.load(Ordering::Relaxed));
         assert!(
             shared.wait_ready(None, Duration::ZERO).is_none(),
