@@ -13,7 +13,9 @@
 //! queued before it. Within one key the newest resourceVersion wins (the
 //! writer's own rule: an incoming version 0 is unknown and taken as newer);
 //! a waiting op newer than an arriving one keeps its place and the arriving
-//! one is not needed. Whole lists of one shape replace in arrival order.
+//! one is not needed. Whole lists of one shape are judged the same way by
+//! the list's resourceVersion: answers finishing out of order under a storm
+//! must not let an older list replace the newest one waiting.
 //! Ops without a natural key (pages after the first, a streaming list's
 //! members and end, tokens, discovery) are queued as they come.
 
@@ -40,8 +42,9 @@ pub(super) enum QueueKey {
     },
 }
 
-/// An op's key and the resourceVersion its replacement is judged by (0 for
-/// lists and unknown versions); `None` for ops queued as they come.
+/// An op's key and the resourceVersion its replacement is judged by (the
+/// object's, or the list's; 0 when unknown); `None` for ops queued as they
+/// come.
 pub(super) fn key_of(op: &Op) -> Option<(QueueKey, u64)> {
     match op {
         Op::Upsert {
@@ -64,14 +67,14 @@ pub(super) fn key_of(op: &Op) -> Option<(QueueKey, u64)> {
             encoding,
             shape,
             request_continue,
-            ..
+            body,
         } if request_continue.is_empty() => Some((
             QueueKey::List {
                 collection: collection.clone(),
                 encoding: *encoding,
                 shape: shape.clone(),
             },
-            0,
+            encoding.list_resource_version(body).unwrap_or(0),
         )),
         _ => None,
     }
@@ -440,6 +443,18 @@ mod tests {
             ("+c1@1 L(app=web)#1 -c1@2", "L(app=web)#1 -c1@2", &[A, A, R]),
             ("L(app=web)#1 +c1@1 L(app=web)#2", "+c1@1 L(app=web)#2", &[A, A, R]),
             ("L(app=web)#1 L(app=db)#2 L(app=web)#3", "L(app=db)#2 L(app=web)#3", &[A, A, R]),
+            // Lists by their resourceVersion: an older one arriving later
+            // (answers finishing out of order) leaves the newer waiting.
+            (
+                r#"L(app=web)#{"metadata":{"resourceVersion":"1600"}} L(app=web)#{"metadata":{"resourceVersion":"1599"}}"#,
+                r#"L(app=web)#{"metadata":{"resourceVersion":"1600"}}"#,
+                &[A, S],
+            ),
+            (
+                r#"L(app=web)#{"metadata":{"resourceVersion":"1599"}} L(app=web)#{"metadata":{"resourceVersion":"1600"}}"#,
+                r#"L(app=web)#{"metadata":{"resourceVersion":"1600"}}"#,
+                &[A, R],
+            ),
             // Later pages, a streaming list's members and documents are
             // queued as they come.
             ("L(app=web)#1 L(app=web)>n#2 L(app=web)>n#3", "L(app=web)#1 L(app=web)>n#2 L(app=web)>n#3", &[A, A, A]),

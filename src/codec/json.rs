@@ -83,6 +83,17 @@ pub fn split_list(bytes: &[u8]) -> Result<ListParts, CodecError> {
     })
 }
 
+/// A list's `metadata.resourceVersion`, its items skipped unread.
+pub fn list_resource_version(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(default)]
+        metadata: RawMeta,
+    }
+    let head: Head = serde_json::from_slice(bytes).ok()?;
+    Some(head.metadata.resource_version)
+}
+
 /// List items come without `kind` and `apiVersion`; a stored object carries them
 /// so it reads back exactly like the answer to a get.
 fn with_type_meta(item: &str, kind: &str, api_version: &str) -> Result<Vec<u8>, CodecError> {

@@ -175,6 +175,16 @@ impl Encoding {
         }
     }
 
+    /// A list's resourceVersion as a number, read without taking its items
+    /// apart; `None` when it has none or it is not a number.
+    pub fn list_resource_version(self, bytes: &[u8]) -> Option<u64> {
+        let text = match self {
+            Encoding::Json => json::list_resource_version(bytes),
+            Encoding::Protobuf => protobuf::list_resource_version(bytes),
+        }?;
+        text.parse().ok()
+    }
+
     /// A list of `items` (each an object on its own, as the cache holds
     /// them), as pieces sent without gathering the items.
     pub fn encode_list<T: AsRef<[u8]>>(
@@ -407,6 +417,28 @@ mod tests {
                 types.iter().map(|&t| (t, object.clone())).collect();
             assert_eq!(read, want, "{encoding:?}");
         }
+    }
+
+    #[test]
+    fn a_lists_version_is_read_without_its_items() {
+        for list in [
+            &include_bytes!("../../tests/fixtures/protobuf/podlist.pb")[..],
+            &include_bytes!("../../tests/fixtures/protobuf/cmlist.pb")[..],
+        ] {
+            let whole = Encoding::Protobuf
+                .split_list(list)
+                .unwrap()
+                .resource_version;
+            assert_eq!(
+                Encoding::Protobuf.list_resource_version(list),
+                whole.parse().ok()
+            );
+            assert!(whole.parse::<u64>().unwrap() > 0);
+        }
+        let json = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"42"},"items":[{"metadata":{"name":"a","resourceVersion":"7"}}]}"#;
+        assert_eq!(Encoding::Json.list_resource_version(json), Some(42));
+        assert_eq!(Encoding::Json.list_resource_version(b"not json"), None);
+        assert_eq!(Encoding::Protobuf.list_resource_version(b"k8s\0junk"), None);
     }
 
     #[test]

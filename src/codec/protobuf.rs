@@ -242,6 +242,15 @@ pub fn split_list(bytes: &[u8]) -> Result<ListParts, CodecError> {
     })
 }
 
+/// A list's `metadata.resourceVersion` (ListMeta field 2), its items not
+/// taken apart.
+pub fn list_resource_version(bytes: &[u8]) -> Option<String> {
+    let envelope = open_envelope(bytes).ok()?;
+    let list = fields(envelope.raw).ok()?;
+    let list_meta = fields(field(&list, 1).unwrap_or_default()).ok()?;
+    string(&list_meta, 2).ok()
+}
+
 /// A list built from enveloped items (items that cannot be opened are skipped).
 pub fn encode_list<T: AsRef<[u8]>>(
     kind: &str,
