@@ -258,16 +258,22 @@ impl Follower<'_> {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                if self.saved.topology.as_ref() != Some(&topology) {
-                    log::info!(
-                        "filter context: {} Service(s) with {TOPOLOGY_ANNOTATION}",
-                        topology.len()
-                    );
-                    self.saved.topology = Some(topology);
-                    self.save();
-                }
+                self.set_topology(topology);
                 return Ok(resource_version);
             }
+        }
+    }
+
+    /// Every Service's topology keys, as a whole list gave them: kept (and
+    /// said) when they changed.
+    fn set_topology(&mut self, topology: BTreeMap<String, String>) {
+        if self.saved.topology.as_ref() != Some(&topology) {
+            log::info!(
+                "filter context: {} Service(s) with {TOPOLOGY_ANNOTATION}",
+                topology.len()
+            );
+            self.saved.topology = Some(topology);
+            self.save();
         }
     }
 
@@ -289,14 +295,7 @@ impl Follower<'_> {
             .iter()
             .filter_map(|o| Some((object_key(o), topology_keys(encoding, o)?)))
             .collect();
-        if self.saved.topology.as_ref() != Some(&topology) {
-            log::info!(
-                "filter context: {} Service(s) with {TOPOLOGY_ANNOTATION}",
-                topology.len()
-            );
-            self.saved.topology = Some(topology);
-            self.save();
-        }
+        self.set_topology(topology);
         loop {
             // Retired (the apiserver said it does not serve it): find
             // another.
