@@ -174,16 +174,9 @@ impl<S: Stream> Handler<S> for ProxyPort {
     }
 }
 
-/// Whether an `Authorization` value is a bearer token (scheme matched without
-/// regard to case, RFC 9110 section 11.1, and a token after it).
+/// Whether an `Authorization` value is a bearer token with a token after it.
 fn has_bearer_token(authorization: Option<&str>) -> bool {
-    let Some(value) = authorization else {
-        return false;
-    };
-    let mut parts = value.trim().splitn(2, ' ');
-    let scheme = parts.next().unwrap_or("");
-    let token = parts.next().unwrap_or("").trim();
-    scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()
+    authorization.and_then(request_info::bearer_token).is_some()
 }
 
 impl Proxy {

@@ -455,6 +455,15 @@ pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The token of an `Authorization: Bearer` value (scheme matched without
+/// regard to case, RFC 9110 section 11.1); `None` for another scheme or an
+/// empty token.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The component a request comes from: the lower-cased User-Agent up to the
 /// first `/` (`kubelet/v1.20.2 (linux/amd64)` -> `kubelet`). Empty without one.
 pub fn component(user_agent: Option<&str>) -> String {
@@ -470,6 +479,15 @@ pub fn component(user_agent: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bearer_tokens_are_read_as_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token(" bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     fn check(method: &str, target: &str, expected: (&str, &str, &str, &str, &str, &str)) {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
