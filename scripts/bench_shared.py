@@ -53,6 +53,8 @@ import threading
 import time
 import urllib.parse
 
+import bench_watch
+
 SOCKET_TIMEOUT = 30.0
 BOOKMARK_S = 5.0
 GZIP_THRESHOLD = 128 * 1024
@@ -354,18 +356,6 @@ class Counters:
 
 # ---------------------------------------------------------------- server
 
-def _read_head(conn, buf):
-    while b"\r\n\r\n" not in buf:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None, b""
-        buf += chunk
-        if len(buf) > 65536:
-            return None, b""
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    return head.decode("latin-1"), rest
-
-
 def _route(path):
     """(resource, namespace) of a collection path, or None."""
     parts = [p for p in path.split("/") if p]
@@ -417,7 +407,7 @@ class Server:
         buf = b""
         try:
             while True:
-                head, buf = _read_head(conn, buf)
+                head, buf = bench_watch.read_head(conn, buf)
                 if head is None:
                     return
                 lines = head.split("\r\n")
@@ -613,22 +603,8 @@ def _bookmark(spec, rv):
 
 
 def serve(port, cert, key, lifetime, n_services, n_slices):
-    cluster = Cluster(n_services, n_slices)
-    server = Server(cluster, Counters())
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(256)
-    ls.settimeout(0.5)
-    deadline = time.monotonic() + lifetime
-    while time.monotonic() < deadline:
-        try:
-            raw, _ = ls.accept()
-        except socket.timeout:
-            continue
-        threading.Thread(target=server.serve_conn, args=(raw, ctx), daemon=True).start()
+    server = Server(Cluster(n_services, n_slices), Counters())
+    bench_watch.serve_tls(port, cert, key, lifetime, server.serve_conn)
 
 
 # ---------------------------------------------------------------- client

@@ -39,7 +39,7 @@ def _event(i, ts):
     return (json.dumps({"type": "MODIFIED", "object": obj}, separators=(",", ":")) + "\n").encode()
 
 
-def _read_head(conn, buf):
+def read_head(conn, buf):
     while b"\r\n\r\n" not in buf:
         chunk = conn.recv(65536)
         if not chunk:
@@ -62,7 +62,7 @@ def _serve_conn(raw, ctx, events, interval):
     buf = b""
     try:
         while True:
-            head, buf = _read_head(conn, buf)
+            head, buf = read_head(conn, buf)
             if head is None:
                 return
             target = head.split("\r\n", 1)[0].split(" ")[1]
@@ -107,7 +107,10 @@ def _serve_conn(raw, ctx, events, interval):
             pass
 
 
-def serve(port, cert, key, events, interval_ms, lifetime):
+def serve_tls(port, cert, key, lifetime, serve_conn):
+    """Accepts TLS connections on 127.0.0.1:port for `lifetime` seconds,
+    each served by serve_conn(raw_socket, ssl_context) on its own thread
+    (shared with bench_shared.py)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     ls = socket.socket()
@@ -121,8 +124,12 @@ def serve(port, cert, key, events, interval_ms, lifetime):
             raw, _ = ls.accept()
         except socket.timeout:
             continue
-        threading.Thread(target=_serve_conn, args=(raw, ctx, events, interval_ms / 1000.0),
-                         daemon=True).start()
+        threading.Thread(target=serve_conn, args=(raw, ctx), daemon=True).start()
+
+
+def serve(port, cert, key, events, interval_ms, lifetime):
+    serve_tls(port, cert, key, lifetime,
+              lambda raw, ctx: _serve_conn(raw, ctx, events, interval_ms / 1000.0))
 
 
 # ---------------------------------------------------------------- client
@@ -140,7 +147,7 @@ def watch_latencies(port, path, user_agent, tls_ca=None, deadline_s=60.0, accept
     try:
         conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {user_agent}\r\n"
                      f"Accept: {accept}\r\nConnection: close\r\n\r\n".encode())
-        head, buf = _read_head(conn, b"")
+        head, buf = read_head(conn, b"")
         if head is None:
             raise RuntimeError("watch: no response head")
         status = head.split("\r\n", 1)[0]
