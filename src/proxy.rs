@@ -11,7 +11,7 @@ use crate::cache::{Cache, Tee};
 use crate::codec::gzip::Gunzip;
 use crate::filter::{BodyFilter, FilterState};
 use crate::health::{Health, HealthState};
-use crate::http::{Exchange, Handler, ServerStats, Stream};
+use crate::http::{Exchange, Handler, ServerStats, Stream, header_value};
 use crate::metrics::Metrics;
 use crate::offline::{self, Offline, OfflineRequest};
 use crate::request_info::{self, Query, RequestInfo, Verb};
@@ -254,8 +254,6 @@ impl Proxy {
             && let Some(answer) = shared.answer(&SharedRequest {
                 info,
                 query,
-                accept: exchange.head.header("accept"),
-                authorization: exchange.head.header("authorization"),
                 headers: &exchange.head.headers,
             })
         {
@@ -614,10 +612,7 @@ struct RelayedAnswer<R> {
 
 impl<R> RelayedAnswer<R> {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 }
 

@@ -17,6 +17,7 @@ mod tls;
 
 pub(crate) use body::parse_chunk_size;
 pub use conn::{Exchange, Limits, Stream};
+pub use head::header_value;
 pub use server::{
     Acceptor, ErrorBody, Handler, PlainAcceptor, ServerConfig, ServerHandle, ServerStats, spawn,
 };

@@ -27,6 +27,7 @@ use serve::{Plan, Selection, Start};
 use state::{Change, Resume, State};
 
 use crate::codec::{self, Encoding, Pieces};
+use crate::http::header_value;
 use crate::metrics::{escape, header};
 use crate::request_info::{Query, RequestInfo, Verb};
 use crate::upstream::Upstream;
@@ -326,11 +327,10 @@ impl Shared {
 pub struct SharedRequest<'a> {
     pub info: &'a RequestInfo,
     pub query: &'a Query,
-    pub accept: Option<&'a str>,
-    /// The client's own `Authorization` (none: the node's identity).
-    pub authorization: Option<&'a str>,
-    /// Every header field (one asking to act as someone else,
-    /// `Impersonate-*`, is never answered here).
+    /// Every header field: `Accept`, the client's own `Authorization`
+    /// (none: the node's identity), and whether it asks to act as someone
+    /// else (`Impersonate-*`, never answered here). Read only for a request
+    /// of a shared resource.
     pub headers: &'a [(String, String)],
 }
 
@@ -439,8 +439,9 @@ impl SharedWatches {
         };
         // A client asking for another shape first (kubectl's Tables) gets
         // it from the apiserver.
-        let other_shape = request.accept.is_some_and(|a| a.contains("as="));
-        let accepted = codec::accepted(request.accept);
+        let accept = header_value(request.headers, "accept");
+        let other_shape = accept.is_some_and(|a| a.contains("as="));
+        let accepted = codec::accepted(accept);
         // The version and group go into a path and a metric label: only
         // what kube-apiserver could serve.
         if !is_version(&info.api_version) || !is_plain(&info.api_group) {
@@ -454,7 +455,7 @@ impl SharedWatches {
         if accepted.is_empty() || other_shape || impersonates {
             return None;
         }
-        if let Some(authorization) = request.authorization
+        if let Some(authorization) = header_value(request.headers, "authorization")
             && !self.access.allows(authorization, info)
         {
             return None;
