@@ -43,9 +43,8 @@ pub(super) enum QueueKey {
 }
 
 /// An op's key and the resourceVersion its replacement is judged by (the
-/// object's; 0 when unknown, and for a list, whose version is read only
-/// when another of its shape waits: `list_version`); `None` for ops queued
-/// as they come.
+/// object's or the list's; 0 when unknown), read before the queue's lock is
+/// taken; `None` for ops queued as they come.
 pub(super) fn key_of(op: &Op) -> Option<(QueueKey, u64)> {
     match op {
         Op::Upsert {
@@ -68,26 +67,16 @@ pub(super) fn key_of(op: &Op) -> Option<(QueueKey, u64)> {
             encoding,
             shape,
             request_continue,
-            ..
+            body,
         } if request_continue.is_empty() => Some((
             QueueKey::List {
                 collection: collection.clone(),
                 encoding: *encoding,
                 shape: shape.clone(),
             },
-            0,
+            encoding.list_resource_version(body).unwrap_or(0),
         )),
         _ => None,
-    }
-}
-
-/// A whole list's resourceVersion (0 if unknown), read without taking its
-/// items apart; only when two lists of a shape meet in the queue, so an
-/// answer that meets none costs nothing.
-fn list_version(op: &Op) -> u64 {
-    match op {
-        Op::List { encoding, body, .. } => encoding.list_resource_version(body).unwrap_or(0),
-        _ => 0,
     }
 }
 
@@ -179,13 +168,6 @@ impl Pending {
         let seq = self.next_seq;
         let outcome = match self.keyed.get_mut(&key) {
             Some(waiting) => {
-                let mut resource_version = resource_version;
-                if matches!(key, QueueKey::List { .. }) {
-                    resource_version = list_version(&op);
-                    if waiting.resource_version == 0 {
-                        waiting.resource_version = list_version(&waiting.op);
-                    }
-                }
                 if is_older(resource_version, waiting.resource_version) {
                     return Queued::Superseded;
                 }

@@ -83,8 +83,21 @@ pub fn split_list(bytes: &[u8]) -> Result<ListParts, CodecError> {
     })
 }
 
-/// A list's `metadata.resourceVersion`, its items skipped unread.
+/// A list's `metadata.resourceVersion`, its items skipped unread. Read from
+/// the head before `"items"` when it is there, as kube-apiserver writes it
+/// (`kind`, `apiVersion`, `metadata`, then `items`): a scan of a few bytes,
+/// not a parse of the list; otherwise from the whole body.
 pub fn list_resource_version(bytes: &[u8]) -> Option<String> {
+    let head = memchr::memmem::find(bytes, b"\"items\"").map_or(bytes, |end| &bytes[..end]);
+    const KEY: &[u8] = b"\"resourceVersion\":\"";
+    if let Some(at) = memchr::memmem::find(head, KEY) {
+        let value = &head[at + KEY.len()..];
+        if let Some(end) = memchr::memchr(b'"', value)
+            && value[..end].iter().all(u8::is_ascii_digit)
+        {
+            return std::str::from_utf8(&value[..end]).ok().map(str::to_string);
+        }
+    }
     #[derive(Deserialize)]
     struct Head {
         #[serde(default)]

@@ -437,6 +437,9 @@ mod tests {
         }
         let json = br#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"42"},"items":[{"metadata":{"name":"a","resourceVersion":"7"}}]}"#;
         assert_eq!(Encoding::Json.list_resource_version(json), Some(42));
+        // Another order, or spacing, is read from the whole list.
+        let items_first = br#"{"items":[{"metadata":{"resourceVersion":"7"}}],"metadata":{"resourceVersion": "43"}}"#;
+        assert_eq!(Encoding::Json.list_resource_version(items_first), Some(43));
         assert_eq!(Encoding::Json.list_resource_version(b"not json"), None);
         assert_eq!(Encoding::Protobuf.list_resource_version(b"k8s\0junk"), None);
     }
